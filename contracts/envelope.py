@@ -1,0 +1,61 @@
+"""The envelope every event travels in, in the store and on the bus."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every model that crosses a process boundary: strict about unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Actor(Contract):
+    """Who caused something: a patient, a staff member, a service or the system clock."""
+
+    kind: str = Field(pattern=r"^(patient|operator|clerk|hospital_admin|analyst|platform_admin|service|system)$")
+    id: str = Field(min_length=1, max_length=64)
+
+
+SYSTEM = Actor(kind="system", id="platform")
+
+
+class Envelope(Contract):
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str = Field(min_length=1, max_length=100)
+    schema_version: int = Field(default=1, ge=1)
+    stream: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=50, description="emitting service; its exchange is <source>.events")
+    occurred_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str = Field(min_length=1, max_length=100)
+    causation_id: str | None = Field(default=None, max_length=100)
+    actor: Actor = SYSTEM
+    data: dict[str, Any]
+    # Set by the store when the event was appended; absent before.
+    position: int | None = None
+    version: int | None = None
+
+
+class Command(Contract):
+    """Every command carries the key that makes a repeat harmless."""
+
+    idempotency_key: str = Field(min_length=8, max_length=100)
+    correlation_id: str | None = Field(default=None, max_length=100)
+    actor: Actor = SYSTEM
+
+
+class Event(Contract):
+    """Payload of an event. Subclasses name themselves in the past tense."""
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__

@@ -1,0 +1,1 @@
+"""Shared infrastructure: event store, relay, reliable handling, db, logging, settings. No domain."""

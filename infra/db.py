@@ -1,0 +1,165 @@
+"""PostgreSQL access shared by every process: a small pool over psycopg2.
+
+Why psycopg2 + psycogreen and not psycopg 3: psycopg 3 in sync mode waits inside C (`wait_c`),
+which eventlet cannot switch away from, so one slow query freezes every greenlet of a nameko
+service (seen here: four concurrent pg_sleep(1) took 4 s). psycopg2 with
+`psycogreen.eventlet.patch_psycopg()` yields to the hub while it waits (the same four took 1 s).
+tests/integration/test_db_green.py keeps that true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+
+psycopg2.extras.register_uuid()
+_green_lock = threading.Lock()
+_green_done = False
+
+
+def make_green_if_patched() -> bool:
+    """Install psycogreen's wait callback when eventlet has patched the socket module."""
+    global _green_done
+    with _green_lock:
+        if _green_done:
+            return True
+        try:
+            import eventlet.patcher
+        except ImportError:
+            return False
+        if not eventlet.patcher.is_monkey_patched("socket"):
+            return False
+        from psycogreen.eventlet import patch_psycopg
+
+        patch_psycopg()
+        _green_done = True
+        return True
+
+
+class Database:
+    """A bounded pool. `transaction()` commits on success and rolls back on error."""
+
+    def __init__(self, dsn: str, size: int = 10, autocommit: bool = False) -> None:
+        make_green_if_patched()
+        self.dsn = dsn
+        self.autocommit = autocommit
+        self._size = size
+        self._idle: queue.LifoQueue[psycopg2.extensions.connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(self.dsn, application_name="appt")
+        conn.autocommit = self.autocommit
+        return conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        self._slots.acquire()
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+            healthy = False
+            try:
+                yield conn
+                healthy = not conn.closed
+            finally:
+                if healthy and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    self._idle.put(conn)
+                else:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+        finally:
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction."""
+        with self.connection() as conn:
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+                if not self.autocommit:
+                    conn.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                raise
+
+    def fetchall(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.transaction() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+    def fetchone(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        with self.transaction() as cur:
+            cur.execute(sql, params)
+            row: tuple[Any, ...] | None = cur.fetchone()
+            return row
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        with self.transaction() as cur:
+            cur.execute(sql, params)
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def ensure_database(dsn: str) -> None:
+    """Create the database named in `dsn` if it is missing (safe against concurrent callers)."""
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return
+            with contextlib.suppress(psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+
+
+def apply_schema(db: Database, ddl: str, lock_key: int = 7_000_001) -> None:
+    """Run idempotent DDL under an advisory lock so that replicas (and several providers of one
+    process) starting together do not race: concurrent CREATE OR REPLACE FUNCTION fails with
+    "tuple concurrently updated". Its own connection, so the lock spans a real transaction even
+    when the pool is in autocommit mode."""
+    conn = psycopg2.connect(db.dsn, application_name="appt-schema")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            cur.execute(ddl)
+    finally:
+        conn.close()
+
+
+def drop_database(dsn: str) -> None:
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    conn = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()

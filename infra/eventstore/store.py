@@ -1,0 +1,250 @@
+"""The PostgreSQL event store.
+
+Gap-free global order, the mechanism: every append updates the single row of `es_head` to hand
+out its positions. That row lock is held until the appending transaction commits, so positions
+are handed out in commit order and a reader that has read up to position p can never later
+meet a committed event below p (`bigserial` alone would let a slow transaction commit a lower
+number after a reader passed it). The cost is that appends are serialised at the head; each is
+a single round trip (the `es_append` function in autocommit mode) so the lock is held for one
+statement plus the commit. tests/integration/test_eventstore.py proves it with concurrent
+writers, some holding their transaction open, and a reader that must see every event once,
+in order.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+
+from contracts.envelope import SYSTEM, Actor, Envelope, Event
+from infra.db import Database, apply_schema, ensure_database
+
+SCHEMA = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
+NOTIFY_CHANNEL = "es_appended"
+ANY = None  # expected version: do not check
+
+_COLUMNS = "position, stream, version, event_id, type, schema_version, source, data, meta, occurred_at"
+
+
+class EventStoreError(Exception):
+    pass
+
+
+class WrongExpectedVersion(EventStoreError):
+    def __init__(self, stream: str, expected: int | None, actual: int) -> None:
+        super().__init__(f"stream {stream} is at version {actual}, expected {expected}")
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class PartialDuplicate(EventStoreError):
+    """Some, not all, of the events of one append are already stored: a caller bug."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    events: list[Envelope]
+    duplicate: bool  # True: every event id was already stored; nothing was written
+
+    @property
+    def last_position(self) -> int:
+        return max(e.position or 0 for e in self.events)
+
+
+class EventStore:
+    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.db = Database(dsn, size=pool_size, autocommit=True)
+
+    def setup(self) -> None:
+        ensure_database(self.dsn)
+        apply_schema(self.db, SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writing --------------------------------------------------------------------------
+
+    def append(self, appends: Mapping[str, tuple[int | None, Sequence[Envelope]]]) -> AppendResult:
+        """Append atomically to one or more streams, each with its expected version
+        (0 = the stream must not exist yet, None = any). Raises WrongExpectedVersion."""
+        expect, rows, ordered = [], [], []
+        for stream, (expected, events) in appends.items():
+            if not events:
+                continue
+            expect.append({"stream": stream, "expected": expected, "count": len(events)})
+            for ev in events:
+                if ev.stream != stream:
+                    raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
+                rows.append(_to_row(ev))
+                ordered.append(ev)
+        if not rows:
+            raise ValueError("nothing to append")
+        try:
+            with self.db.transaction() as cur:
+                cur.execute(
+                    "SELECT o_event_id, o_stream, o_version, o_position, o_duplicate FROM es_append(%s, %s)",
+                    (json.dumps(expect), json.dumps(rows)),
+                )
+                result = cur.fetchall()
+        except psycopg2.Error as exc:
+            raise _translate(exc, appends) from exc
+        placed = {r[0]: (r[2], r[3]) for r in result}
+        duplicate = bool(result) and all(r[4] for r in result)
+        stored = [ev.model_copy(update={"version": placed[ev.event_id][0], "position": placed[ev.event_id][1]})
+                  for ev in ordered]
+        stored.sort(key=lambda e: e.position or 0)
+        return AppendResult(events=stored, duplicate=duplicate)
+
+    def append_to(self, stream: str, expected: int | None, *events: Envelope) -> AppendResult:
+        return self.append({stream: (expected, list(events))})
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read_stream(self, stream: str, from_version: int = 1) -> list[Envelope]:
+        rows = self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM es_events WHERE stream = %s AND version >= %s ORDER BY version",
+            (stream, from_version),
+        )
+        return [_from_row(r) for r in rows]
+
+    def stream_version(self, stream: str) -> int:
+        row = self.db.fetchone("SELECT version FROM es_streams WHERE stream = %s", (stream,))
+        return int(row[0]) if row else 0
+
+    def read_all(self, from_position: int = 0, limit: int = 1000) -> list[Envelope]:
+        """Events with position > from_position, in global order."""
+        rows = self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM es_events WHERE position > %s ORDER BY position LIMIT %s",
+            (from_position, limit),
+        )
+        return [_from_row(r) for r in rows]
+
+    def read_all_raw(self, from_position: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]:
+        """Rows without building envelopes: for bulk replay where pydantic would dominate."""
+        return self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM es_events WHERE position > %s ORDER BY position LIMIT %s",
+            (from_position, limit),
+        )
+
+    def get_event(self, event_id: uuid.UUID) -> Envelope | None:
+        row = self.db.fetchone(f"SELECT {_COLUMNS} FROM es_events WHERE event_id = %s", (event_id,))
+        return _from_row(row) if row else None
+
+    def head(self) -> int:
+        row = self.db.fetchone("SELECT position FROM es_head WHERE id = 1")
+        return int(row[0]) if row else 0
+
+    # --- checkpoints of readers that live beside the store ---------------------------------
+
+    def checkpoint(self, name: str) -> int:
+        row = self.db.fetchone("SELECT position FROM es_checkpoints WHERE name = %s", (name,))
+        return int(row[0]) if row else 0
+
+    def save_checkpoint(self, name: str, position: int) -> None:
+        self.db.execute(
+            "INSERT INTO es_checkpoints (name, position) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET position = GREATEST(es_checkpoints.position, EXCLUDED.position), "
+            "updated_at = now()",
+            (name, position),
+        )
+
+
+def _to_row(ev: Envelope) -> dict[str, Any]:
+    return {
+        "stream": ev.stream,
+        "event_id": str(ev.event_id),
+        "type": ev.type,
+        "schema_version": ev.schema_version,
+        "source": ev.source,
+        "data": ev.data,
+        "meta": {
+            "correlation_id": ev.correlation_id,
+            "causation_id": ev.causation_id,
+            "actor": ev.actor.model_dump(),
+        },
+        "occurred_at": ev.occurred_at.isoformat(),
+    }
+
+
+def row_to_envelope(row: Sequence[Any]) -> Envelope:
+    return _from_row(row)
+
+
+def _from_row(row: Sequence[Any]) -> Envelope:
+    position, stream, version, event_id, type_, schema_version, source, data, meta, occurred_at = row
+    return Envelope.model_construct(
+        event_id=event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(str(event_id)),
+        type=type_,
+        schema_version=schema_version,
+        stream=stream,
+        source=source,
+        occurred_at=occurred_at if isinstance(occurred_at, datetime) else datetime.fromisoformat(occurred_at),
+        correlation_id=meta.get("correlation_id") or "",
+        causation_id=meta.get("causation_id"),
+        actor=Actor.model_construct(**meta.get("actor", {"kind": "system", "id": "platform"})),
+        data=data,
+        position=position,
+        version=version,
+    )
+
+
+def _translate(exc: psycopg2.Error, appends: Mapping[str, Any]) -> Exception:
+    code = getattr(exc, "pgcode", None)
+    if code == "ES001":
+        diag = exc.diag
+        msg = diag.message_primary or ""
+        stream = next((s for s in appends if f"stream {s} " in msg), "?")
+        actual = int(diag.message_detail or 0)
+        expected = appends.get(stream, (None,))[0]
+        return WrongExpectedVersion(stream, expected, actual)
+    if code == "ES002":
+        return PartialDuplicate(exc.diag.message_primary or "partial duplicate")
+    if isinstance(exc, psycopg2.errors.UniqueViolation):
+        # Two appenders raced with the same new event id, or the same new stream: both are a
+        # conflict the caller resolves by reading again.
+        constraint = getattr(exc.diag, "constraint_name", "") or ""
+        if "event_id" in constraint:
+            return PartialDuplicate("an event with this id was stored concurrently")
+        stream = next(iter(appends))
+        return WrongExpectedVersion(stream, appends[stream][0], -1)
+    return exc
+
+
+_IDEMPOTENCY_NS = uuid.UUID("8c3f6a0e-51c7-4c1e-9d0b-2f4d6f1b7a11")
+
+
+def idempotent_event_id(scope: str, key: str) -> uuid.UUID:
+    """The id of the first event a command produces, derived from its idempotency key: a repeat
+    of the command finds it already stored and answers from it instead of appending again."""
+    return uuid.uuid5(_IDEMPOTENCY_NS, f"{scope}:{key}")
+
+
+def new_envelope(
+    event: Event,
+    stream: str,
+    source: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    actor: Actor = SYSTEM,
+    event_id: uuid.UUID | None = None,
+) -> Envelope:
+    return Envelope(
+        event_id=event_id or uuid.uuid4(),
+        type=event.type_name(),
+        stream=stream,
+        source=source,
+        correlation_id=correlation_id or uuid.uuid4().hex,
+        causation_id=causation_id,
+        actor=actor,
+        data=event.model_dump(mode="json"),
+    )

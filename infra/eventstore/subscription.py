@@ -1,0 +1,86 @@
+"""Catch-up subscription on the store's global order: replay from a checkpoint, then follow.
+
+It does not poll in a busy loop: when it has caught up it waits on LISTEN es_appended (sent by
+es_append at commit) with a timeout as a safety net. The handler owns its checkpoint: it should
+store the position of the last event it handled in the same transaction as its effect, and
+`load_checkpoint` reads it back on start, so a crash replays at most the unfinished batch.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from infra.eventstore.store import NOTIFY_CHANNEL, EventStore, row_to_envelope
+
+
+class CatchUpSubscription:
+    def __init__(
+        self,
+        store: EventStore,
+        handle_batch: Callable[[Sequence[Any]], None],
+        load_checkpoint: Callable[[], int],
+        batch_size: int = 500,
+        idle_timeout: float = 2.0,
+        raw: bool = False,
+    ) -> None:
+        self.store = store
+        self.handle_batch = handle_batch
+        self.load_checkpoint = load_checkpoint
+        self.batch_size = batch_size
+        self.idle_timeout = idle_timeout
+        self.raw = raw
+        self.position = 0
+        self._stop = threading.Event()
+        self._listener: psycopg2.extensions.connection | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def catch_up(self) -> int:
+        """Handle everything stored now; return how many events were handled."""
+        handled = 0
+        while not self._stop.is_set():
+            rows = self.store.read_all_raw(self.position, self.batch_size)
+            if not rows:
+                return handled
+            batch = rows if self.raw else [row_to_envelope(r) for r in rows]
+            self.handle_batch(batch)
+            self.position = int(rows[-1][0])
+            handled += len(rows)
+        return handled
+
+    def run(self) -> None:
+        """Follow the store until stop() is called."""
+        self.position = self.load_checkpoint()
+        self._listen()
+        try:
+            while not self._stop.is_set():
+                self.catch_up()
+                self._wait()
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+
+    def _listen(self) -> None:
+        # LISTEN before the first read: an append committed in between still wakes us.
+        self._listener = psycopg2.connect(self.store.dsn, application_name="appt-subscription")
+        self._listener.autocommit = True
+        with self._listener.cursor() as cur:
+            cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def _wait(self) -> None:
+        conn = self._listener
+        assert conn is not None
+        if conn.notifies:
+            conn.notifies.clear()
+            return
+        ready, _, _ = select.select([conn], [], [], self.idle_timeout)
+        if ready:
+            conn.poll()
+            conn.notifies.clear()

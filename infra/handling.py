@@ -1,0 +1,122 @@
+"""Reliable event handling for nameko: retries with back-off, a dead-letter queue, an inbox.
+
+nameko acks a message after the handler returns *even when it raised*, so a failure would drop
+the event. `reliable_event_handler` replaces that: a failed delivery is republished to
+`<queue>.retry` with a per-message TTL (base * 2^attempt); RabbitMQ dead-letters it back into
+`<queue>` when the TTL runs out. After `RETRY_ATTEMPTS` failures the message is parked in
+`<queue>.dead` with the error, for an operator (`python -m infra.deadletters`). Only then is
+the original acked, so a crash in between redelivers rather than loses.
+
+Redelivery means a handler can see an event twice: consumers record the event id in their own
+database in the same transaction as the effect (`claim`), and skip an id they already have.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu import Exchange, Queue
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventHandler
+
+from infra.logging import get_logger, mask_text
+
+ATTEMPT_HEADER = "x-appt-attempt"
+ERROR_HEADER = "x-appt-error"
+INBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    consumer     text        NOT NULL,
+    event_id     uuid        NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+"""
+
+_log = get_logger(__name__)
+_DEFAULT_EXCHANGE = Exchange("", type="direct")
+
+
+def claim(cur: Any, consumer: str, event_id: Any) -> bool:
+    """Record that `consumer` handles `event_id` in the caller's transaction.
+
+    False when it was handled before (or is being handled by a concurrent delivery, which this
+    call waits for): the caller then does nothing.
+    """
+    cur.execute(
+        "INSERT INTO inbox (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (consumer, str(event_id)),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def retry_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.retry"
+
+
+def dead_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.dead"
+
+
+class ReliableEventHandler(EventHandler):
+    def __init__(self, source_service: str, event_type: str, **kwargs: Any) -> None:
+        super().__init__(source_service, event_type, reliable_delivery=True, requeue_on_error=False, **kwargs)
+
+    def setup(self) -> None:
+        super().setup()
+        config = self.container.config
+        self.attempts = int(config.get("RETRY_ATTEMPTS", 5))
+        self.base_delay_ms = int(config.get("RETRY_BASE_DELAY_MS", 200))
+        name = self.queue.name
+        self.retry_queue = Queue(
+            retry_queue_name(name),
+            exchange=_DEFAULT_EXCHANGE,
+            routing_key=retry_queue_name(name),
+            durable=True,
+            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+        )
+        self.dead_queue = Queue(
+            dead_queue_name(name), exchange=_DEFAULT_EXCHANGE, routing_key=dead_queue_name(name), durable=True
+        )
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY])
+
+    def handle_result(self, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> Any:
+        if exc_info is not None:
+            # Published (with confirms) before the ack below: a crash here redelivers instead of losing.
+            self._retry_or_park(message, exc_info)
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+    def _retry_or_park(self, message: Any, exc_info: Any) -> None:
+        headers = dict(message.headers or {})
+        attempt = int(headers.get(ATTEMPT_HEADER, 0)) + 1
+        error = mask_text("".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip())[:2000]
+        headers[ATTEMPT_HEADER] = attempt
+        headers[ERROR_HEADER] = error
+        log = _log.bind(queue=self.queue.name, attempt=attempt, error=error)
+        if attempt >= self.attempts:
+            headers["x-appt-failed-at"] = datetime.now(UTC).isoformat()
+            self.publisher.publish(
+                message.payload,
+                exchange=_DEFAULT_EXCHANGE,
+                routing_key=self.dead_queue.name,
+                headers=headers,
+                declare=[self.dead_queue],
+            )
+            log.error("handler_failed_parked", dead_queue=self.dead_queue.name)
+            return
+        delay_ms = self.base_delay_ms * 2 ** (attempt - 1)
+        self.publisher.publish(
+            message.payload,
+            exchange=_DEFAULT_EXCHANGE,
+            routing_key=self.retry_queue.name,
+            headers=headers,
+            expiration=delay_ms / 1000.0,
+            declare=[self.retry_queue],
+        )
+        log.warning("handler_failed_retrying", delay_ms=delay_ms)
+
+
+reliable_event_handler = ReliableEventHandler.decorator

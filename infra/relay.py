@@ -1,0 +1,172 @@
+"""The relay: every stored event, in global order, onto RabbitMQ in nameko's event format.
+
+Exchange `<source>.events` (topic, durable: what nameko's EventDispatcher declares), routing key
+= event type, JSON body = the envelope, publisher confirms. The checkpoint moves only after the
+broker confirmed every message up to it, so a relay killed at any point republishes from its
+last checkpoint: duplicates are possible, losses are not (consumers de-duplicate by event_id).
+
+One relay is active at a time: it holds a PostgreSQL advisory lock; a second one started for
+availability waits for the lock and takes over when the first dies.
+
+    python -m infra.relay --config infra/relay.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+import psycopg2
+from pika.exceptions import AMQPError
+
+from infra.eventstore import CatchUpSubscription, EventStore
+from infra.logging import configure, get_logger
+from infra.settings import load_config
+
+LOCK_KEY = 7_100_001
+_log = get_logger("relay")
+
+
+def body_of(row: Sequence[Any]) -> dict[str, Any]:
+    position, stream, version, event_id, type_, schema_version, source, data, meta, occurred_at = row
+    return {
+        "event_id": str(event_id),
+        "type": type_,
+        "schema_version": schema_version,
+        "stream": stream,
+        "source": source,
+        "occurred_at": occurred_at.isoformat(),
+        "correlation_id": meta.get("correlation_id"),
+        "causation_id": meta.get("causation_id"),
+        "actor": meta.get("actor"),
+        "data": data,
+        "position": position,
+        "version": version,
+    }
+
+
+class Relay:
+    def __init__(self, store: EventStore, amqp_uri: str, name: str = "relay", batch_size: int = 500) -> None:
+        self.store = store
+        self.amqp_uri = amqp_uri
+        self.name = name
+        self.batch_size = batch_size
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._declared: set[str] = set()
+        self.published = 0
+        self.subscription = CatchUpSubscription(
+            store, self.publish_batch, lambda: store.checkpoint(name), batch_size=batch_size, raw=True
+        )
+
+    def _ensure_channel(self) -> Any:
+        if self._channel is None or self._channel.is_closed:
+            self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_uri))
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+            self._declared.clear()
+        return self._channel
+
+    def publish_batch(self, rows: Sequence[Any]) -> None:
+        channel = self._ensure_channel()
+        for row in rows:
+            body = body_of(row)
+            exchange = f"{body['source']}.events"
+            if exchange not in self._declared:
+                channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+                self._declared.add(exchange)
+            # BlockingChannel with confirms: basic_publish returns once the broker acked it.
+            channel.basic_publish(
+                exchange=exchange,
+                routing_key=body["type"],
+                body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                properties=pika.BasicProperties(
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=body["event_id"],
+                    headers={
+                        "nameko.correlation_id": body["correlation_id"] or body["event_id"],
+                        "nameko.event_id": body["event_id"],
+                    },
+                ),
+            )
+        self.store.save_checkpoint(self.name, int(rows[-1][0]))
+        self.published += len(rows)
+
+    def run(self) -> None:
+        """Follow the store; on broker or database trouble, reconnect and resume from the checkpoint."""
+        while not self.subscription._stop.is_set():
+            try:
+                self.subscription.run()
+            except (AMQPError, psycopg2.Error, OSError) as exc:
+                _log.warning("relay_reconnecting", error=str(exc))
+                self.close_channel()
+                time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.subscription.stop()
+
+    def close_channel(self) -> None:
+        try:
+            if self._connection is not None and self._connection.is_open:
+                self._connection.close()
+        except AMQPError:
+            pass
+        self._channel = None
+
+
+def hold_leadership(dsn: str, stop: threading.Event) -> Any:
+    """Block until this process holds the relay lock; the connection keeps it."""
+    conn = psycopg2.connect(dsn, application_name="appt-relay-lock")
+    conn.autocommit = True
+    announced = False
+    while not stop.is_set():
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+            if cur.fetchone()[0]:
+                return conn
+        if not announced:
+            _log.info("relay_standby", reason="another relay holds the lock")
+            announced = True
+        stop.wait(2.0)
+    return conn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="event store → RabbitMQ relay")
+    parser.add_argument("--config", default="infra/relay.yaml")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    configure("relay", cfg.get("LOG_FORMAT", "auto"), cfg.get("LOG_LEVEL", "INFO"))
+    store = EventStore(cfg["EVENTSTORE_DSN"], pool_size=2)
+    store.setup()
+    relay = Relay(store, cfg["AMQP_URI"], batch_size=int(cfg.get("BATCH_SIZE", 500)))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+        relay.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    lock = hold_leadership(store.dsn, stopping)
+    _log.info("relay_started", checkpoint=store.checkpoint(relay.name))
+    try:
+        relay.run()
+    finally:
+        relay.close_channel()
+        lock.close()
+        _log.info("relay_stopped", published=relay.published)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

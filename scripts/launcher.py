@@ -1,0 +1,170 @@
+"""Start and stop the whole platform as separate processes (used by `make run` and the e2e tests).
+
+    python -m scripts.launcher start   # every service, the relay and the HIS simulator
+    python -m scripts.launcher stop
+    python -m scripts.launcher status
+
+Each service is a plain `nameko run --config services/<name>/config.yaml services.<name>.service`;
+run several replicas of one with `--replicas booking=3`. Logs and pid files live in RUN_DIR (.run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("schedule", "booking", "notification", "his_sync", "stats", "gateway")
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+
+
+@dataclass
+class Platform:
+    run_dir: Path = ROOT / ".run"
+    env: dict[str, str] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
+    gateway_address: str = "127.0.0.1:8000"
+    his_port: int = 2575
+
+    def components(self) -> list[Component]:
+        py = sys.executable
+        comps = [
+            Component("his-simulator", [py, "-m", "services.his_sync.simulator", "--host", "127.0.0.1",
+                                        "--port", str(self.his_port), "--log",
+                                        str(self.run_dir / "his-received.jsonl")]),
+            Component("relay", [py, "-m", "infra.relay", "--config", "infra/relay.yaml"]),
+        ]
+        for svc in SERVICES:
+            for i in range(self.replicas.get(svc, 1)):
+                suffix = f"-{i + 1}" if self.replicas.get(svc, 1) > 1 else ""
+                comps.append(Component(f"{svc}{suffix}", [py, "-m", "nameko", "run", "--config",
+                                                          f"services/{svc}/config.yaml",
+                                                          f"services.{svc}.service"]))
+        return comps
+
+    def process_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env)
+        env.setdefault("LOG_FORMAT", "json")
+        env["GATEWAY_ADDRESS"] = self.gateway_address
+        env["HIS_PORT"] = str(self.his_port)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, wait: float = 90.0) -> None:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "pids").mkdir(parents=True, exist_ok=True)
+        env = self.process_env()
+        for comp in self.components():
+            log = open(self.run_dir / "logs" / f"{comp.name}.log", "ab")  # noqa: SIM115 - child keeps it
+            proc = subprocess.Popen(comp.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            (self.run_dir / "pids" / f"{comp.name}.pid").write_text(str(proc.pid))
+        self.wait_healthy(wait)
+
+    def wait_healthy(self, wait: float) -> dict[str, object]:
+        deadline = time.monotonic() + wait
+        last: object = None
+        while time.monotonic() < deadline:
+            dead = [n for n, pid in self.pids().items() if not _alive(pid)]
+            if dead:
+                raise RuntimeError(f"process(es) exited during start: {dead}; see {self.run_dir / 'logs'}")
+            try:
+                with urllib.request.urlopen(f"http://{self.gateway_address}/healthz", timeout=5) as resp:
+                    health = json.load(resp)
+                    if health.get("status") == "ok":
+                        return health  # type: ignore[no-any-return]
+                    last = health
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last = exc
+            time.sleep(0.5)
+        raise RuntimeError(f"platform not healthy after {wait:.0f}s: {last}")
+
+    def pids(self) -> dict[str, int]:
+        out = {}
+        for f in sorted((self.run_dir / "pids").glob("*.pid")):
+            try:
+                out[f.stem] = int(f.read_text())
+            except ValueError:
+                continue
+        return out
+
+    def stop(self, grace: float = 15.0) -> None:
+        pids = self.pids()
+        for pid in pids.values():
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+            time.sleep(0.2)
+        for pid in pids.values():
+            if _alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+        for f in (self.run_dir / "pids").glob("*.pid"):
+            f.unlink()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        _signal_group(self.pids()[name], sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--replicas", nargs="*", default=[], help="service=N, e.g. booking=3")
+    parser.add_argument("--address", default=os.environ.get("GATEWAY_ADDRESS", "127.0.0.1:8000"))
+    args = parser.parse_args(argv)
+    replicas = {k: int(v) for k, v in (r.split("=", 1) for r in args.replicas)}
+    platform = Platform(replicas=replicas, gateway_address=args.address)
+    if args.action == "start":
+        if any(_alive(p) for p in platform.pids().values()):
+            print("already running; `make stop` first", file=sys.stderr)
+            return 1
+        platform.start()
+        print(f"started {len(platform.pids())} processes; logs in {platform.run_dir / 'logs'}")
+    elif args.action == "stop":
+        platform.stop()
+        print("stopped")
+    else:
+        for name, pid in platform.pids().items():
+            print(f"{name:16} {pid:8} {'running' if _alive(pid) else 'dead'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The platform's services; each runs as its own process and never imports another's package."""

@@ -1,0 +1,1 @@
+"""Booking: patients (real name) and appointments; where "never overbook" is decided."""

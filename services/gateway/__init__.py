@@ -1,0 +1,1 @@
+"""Gateway: the only door from the internet. HTTP API and pages; commands and queries over RPC."""

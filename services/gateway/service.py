@@ -1,0 +1,162 @@
+"""gateway: HTTP entrypoints. Each parses the request, makes one or two RPCs, answers JSON/HTML."""
+
+from __future__ import annotations
+
+import html
+from datetime import date, timedelta
+from typing import Any
+
+from nameko.rpc import RpcProxy
+from nameko.web.handlers import http
+from werkzeug.wrappers import Request, Response
+
+from contracts import InvalidInput
+from infra.providers import LogContext
+from services.gateway.api import call, correlation_id, endpoint, json_response, read_json
+
+
+def _day(value: str | None, default: date, field: str) -> date:
+    if not value:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD", field=field) from None
+
+
+class GatewayService:
+    name = "gateway"
+
+    log = LogContext()
+    schedule = RpcProxy("schedule")
+    booking = RpcProxy("booking")
+    notification = RpcProxy("notification")
+    stats = RpcProxy("stats")
+
+    @http("GET", "/healthz")
+    @endpoint
+    def healthz(self, request: Request) -> Response:
+        states = {}
+        for name, proxy, method in (("schedule", self.schedule, "list_hospitals"),
+                                    ("stats", self.stats, "summary"),
+                                    ("notification", self.notification, "outbox")):
+            try:
+                call(getattr(proxy, method), timeout=3)
+                states[name] = "ok"
+            except Exception:
+                states[name] = "down"
+        try:
+            call(self.booking.session_availability, "-", timeout=3)
+            states["booking"] = "ok"
+        except Exception:
+            states["booking"] = "down"
+        ok = all(v == "ok" for v in states.values())
+        return json_response({"status": "ok" if ok else "degraded", "services": states}, 200 if ok else 503)
+
+    @http("GET", "/api/v1/hospitals")
+    @endpoint
+    def hospitals(self, request: Request) -> Response:
+        return json_response({"hospitals": call(self.schedule.list_hospitals)})
+
+    @http("GET", "/api/v1/hospitals/<string:hospital_id>/departments")
+    @endpoint
+    def departments(self, request: Request, hospital_id: str) -> Response:
+        return json_response({"departments": call(self.schedule.list_departments, hospital_id)})
+
+    @http("GET", "/api/v1/departments/<string:department_id>/schedule")
+    @endpoint
+    def department_schedule(self, request: Request, department_id: str) -> Response:
+        start = _day(request.args.get("from"), date.today(), "from")
+        end = _day(request.args.get("to"), start + timedelta(days=6), "to")
+        if end < start or (end - start).days > 31:
+            raise InvalidInput("日期范围无效（最多31天）/ date range invalid (at most 31 days)", field="to")
+        sessions = call(self.schedule.department_schedule,
+                        {"department_id": department_id, "date_from": start.isoformat(), "date_to": end.isoformat()})
+        entries = []
+        for s in sessions:
+            avail = call(self.booking.session_availability, s["session_id"])
+            remaining = avail.get("remaining") or {"web": 0, "phone": 0, "window": 0}
+            entries.append({
+                "session_id": s["session_id"],
+                "doctor": {"doctor_id": s["doctor_id"], "name": s["doctor_name"], "title": s["doctor_title"]},
+                "date": s["date"], "period": s["period"], "start": s["start"], "end": s["end"],
+                "fee": s["fee"], "remaining": remaining,
+                "state": "open" if remaining.get("web", 0) > 0 else "full",
+            })
+        return json_response({"department_id": department_id, "sessions": entries})
+
+    @http("POST", "/api/v1/patients")
+    @endpoint
+    def register_patient(self, request: Request) -> Response:
+        body = read_json(request)
+        allowed = {"name", "id_number", "phone", "password"}
+        if unknown := set(body) - allowed:
+            raise InvalidInput(f"未知字段 / unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+        body.pop("password", None)  # accounts and passwords arrive with the auth work (issue 5)
+        key = request.headers.get("Idempotency-Key") or f"register:{body.get('id_number', '')}"
+        answer = call(self.booking.register_patient,
+                      {**body, "idempotency_key": key, "correlation_id": correlation_id(request)})
+        return json_response(answer, 201)
+
+    @http("POST", "/api/v1/appointments")
+    @endpoint
+    def book(self, request: Request) -> Response:
+        body = read_json(request)
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            raise InvalidInput("缺少 Idempotency-Key 请求头 / Idempotency-Key header is required",
+                               field="Idempotency-Key")
+        command = {
+            "session_id": body.get("session_id"),
+            "patient_id": body.get("patient_id"),
+            "channel": "web",
+            "idempotency_key": key,
+            "correlation_id": correlation_id(request),
+            "actor": {"kind": "patient", "id": str(body.get("patient_id") or "anonymous")[:64]},
+        }
+        answer = call(self.booking.book_appointment, command)
+        return json_response(answer, 201)
+
+    @http("GET", "/api/v1/appointments")
+    @endpoint
+    def my_appointments(self, request: Request) -> Response:
+        patient_id = request.args.get("patient_id")
+        if not patient_id:
+            raise InvalidInput("缺少 patient_id / patient_id is required", field="patient_id")
+        return json_response({"appointments": call(self.booking.appointments_of, patient_id)})
+
+    @http("GET", "/api/v1/stats/summary")
+    @endpoint
+    def stats_summary(self, request: Request) -> Response:
+        return json_response(call(self.stats.summary))
+
+    @http("GET", "/dev/sms")
+    @endpoint
+    def sms_outbox_page(self, request: Request) -> Response:
+        messages = call(self.notification.outbox, 100)
+        rows = "".join(
+            f"<tr><td>{html.escape(m['created_at'][:19])}</td><td>{html.escape(m['phone_masked'])}</td>"
+            f"<td>{html.escape(m['text'])}</td></tr>"
+            for m in messages
+        )
+        return _page("短信发件箱 · SMS outbox",
+                     f"<p>开发环境：短信未真实发送，仅存于发件箱。</p><table><tr><th>时间</th><th>手机</th>"
+                     f"<th>内容</th></tr>{rows}</table>")
+
+    @http("GET", "/")
+    @endpoint
+    def home(self, request: Request) -> Response:
+        hospitals = call(self.schedule.list_hospitals)
+        items = "".join(f"<li>{html.escape(h['name'])}（{html.escape(h['level'])}）</li>" for h in hospitals)
+        return _page("河北省预约诊疗服务平台",
+                     f"<p>全省三级医院统一网络预约与电话预约（12580）。</p><ul>{items}</ul>"
+                     f"<p><a href='/dev/sms'>短信发件箱（开发）</a> · <a href='/healthz'>健康状态</a></p>")
+
+
+def _page(title: str, body: str) -> Response:
+    doc = (f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+           f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}"
+           f"</title><style>body{{font-family:sans-serif;max-width:60rem;margin:1rem auto;padding:0 1rem}}"
+           f"table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:.4rem}}</style>"
+           f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return Response(doc, mimetype="text/html")

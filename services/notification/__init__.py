@@ -1,0 +1,1 @@
+"""Notification: SMS to patients and doctors through a provider port (an outbox by default)."""

@@ -1,0 +1,1 @@
+"""Schedule: what hospitals publish (hospitals, departments, doctors, sessions, quotas)."""

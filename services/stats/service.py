@@ -1,0 +1,24 @@
+"""stats: RPC queries over counts kept by a projection of the event store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.rpc import rpc
+
+from infra.providers import LogContext, ProjectionRunner, ServiceDatabase, contract
+from services.stats import projection
+
+
+class StatsService:
+    name = "stats"
+
+    log = LogContext()
+    db = ServiceDatabase(projection.SCHEMA)
+    counter = ProjectionRunner("stats", projection.apply, projection.TYPES)
+
+    @rpc
+    @contract()
+    def summary(self) -> dict[str, Any]:
+        with self.db.transaction() as cur:
+            return projection.summary(cur)

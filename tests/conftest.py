@@ -1,0 +1,76 @@
+"""Shared fixtures. Tests use their own databases (prefix appt_test) on the real local server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+os.environ.setdefault("APPT_DB_PREFIX", "appt_test")
+
+import pytest  # noqa: E402
+
+from infra.db import drop_database  # noqa: E402
+from infra.settings import pg_dsn  # noqa: E402
+
+AMQP_URI = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture
+def fresh_dsn():
+    """A DSN of a database that does not exist yet; dropped afterwards."""
+    created: list[str] = []
+
+    def make(name: str = "scratch") -> str:
+        dsn = pg_dsn(f"{name}_{uuid.uuid4().hex[:8]}")
+        created.append(dsn)
+        return dsn
+
+    yield make
+    for dsn in created:
+        drop_database(dsn)
+
+
+@pytest.fixture
+def store(fresh_dsn):
+    from infra.eventstore import EventStore
+
+    s = EventStore(fresh_dsn("events"))
+    s.setup()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def amqp_uri() -> str:
+    return AMQP_URI
+
+
+def ensure_vhost(name: str) -> str:
+    """A RabbitMQ vhost of the tests' own, so that a running `make run` never steals their messages."""
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("rabbitmqctl not found: cannot create a test vhost on the local broker")
+    subprocess.run([ctl, "add_vhost", name], capture_output=True, check=False, timeout=60)
+    subprocess.run([ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                   capture_output=True, check=True, timeout=60)
+    return AMQP_URI.rstrip("/") + "/" + name
+
+
+def delete_vhost(name: str) -> None:
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl")
+    if ctl:
+        subprocess.run([ctl, "delete_vhost", name], capture_output=True, check=False, timeout=60)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,152 @@
+"""One real booking through every service, each its own process (issue 2's walking skeleton).
+
+Starts the relay, schedule, booking, notification, his_sync, stats, gateway and the HIS simulator
+with the same launcher `make run` uses, loads the demo through the schedule import path, then
+books over HTTP and checks each service did its part: the SMS in the outbox, the SIU^S12 received
+on the simulator's MLLP socket with an AA, the count in stats (from the event store).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from infra.db import drop_database
+from infra.settings import pg_dsn
+from scripts.launcher import ROOT, Platform
+from tests.conftest import delete_vhost, ensure_vhost, free_port
+
+pytestmark = pytest.mark.e2e
+
+SESSION = "hebmu2-zhang-d1-am"
+DBS = ("events", "schedule", "booking", "notification", "his_sync", "stats")
+
+
+def _until(what: str, check, timeout: float = 60.0, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def platform():
+    tag = uuid.uuid4().hex[:6]
+    prefix = f"appt_test_e2e_{tag}"
+    vhost = f"appt_test_e2e_{tag}"
+    amqp = ensure_vhost(vhost)
+    # Under .run (not pytest's tmp, which concurrent pytest runs rotate away) so logs survive a failure.
+    run_dir = ROOT / ".run" / f"e2e-{tag}"
+    p = Platform(
+        run_dir=run_dir,
+        env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp, "LOG_FORMAT": "json"},
+        gateway_address=f"127.0.0.1:{free_port()}",
+        his_port=free_port(),
+    )
+    try:
+        p.start(wait=120)
+        env = {**p.process_env()}
+        subprocess.run([sys.executable, "-m", "services.schedule.importer", "demo/walking-skeleton.json"],
+                       cwd=ROOT, env=env, check=True, timeout=120)
+        yield p
+    finally:
+        p.stop()
+        for name in DBS:
+            os.environ["APPT_DB_PREFIX"], saved = prefix, os.environ.get("APPT_DB_PREFIX", "")
+            try:
+                drop_database(pg_dsn(name))
+            finally:
+                os.environ["APPT_DB_PREFIX"] = saved
+        delete_vhost(vhost)
+
+
+def _url(p: Platform, path: str) -> str:
+    return f"http://{p.gateway_address}{path}"
+
+
+def _register(p: Platform, name: str, id_number: str, phone: str) -> str:
+    r = requests.post(_url(p, "/api/v1/patients"),
+                      json={"name": name, "id_number": id_number, "phone": phone, "password": "pw-123456"},
+                      timeout=30)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["id_masked"] == id_number[:6] + "********" + id_number[-4:]
+    assert id_number not in r.text and phone not in r.text
+    return str(body["patient_id"])
+
+
+def _book(p: Platform, patient_id: str, key: str) -> requests.Response:
+    return requests.post(_url(p, "/api/v1/appointments"), json={"session_id": SESSION, "patient_id": patient_id},
+                         headers={"Idempotency-Key": key}, timeout=30)
+
+
+def test_a_booking_travels_through_every_service(platform: Platform) -> None:
+    p = platform
+    # The session reaches booking through the relay and RabbitMQ: wait until it is bookable.
+    _until("the demo session to be visible with web quota",
+           lambda: any(s["session_id"] == SESSION and s["remaining"]["web"] == 2 for s in requests.get(
+               _url(p, "/api/v1/departments/hebmu2-xnk/schedule"), timeout=30).json().get("sessions", [])))
+
+    first = _register(p, "李明", "11010519491231002X", "13800138000")
+    second = _register(p, "王芳", "130102198803150023", "13912345678")
+    third = _register(p, "赵强", "13010419900101123X", "13700001111")
+
+    r1 = _book(p, first, "k-first-0001")
+    assert r1.status_code == 201, r1.text
+    a1 = r1.json()
+    assert a1["sequence_number"] == 1 and len(a1["code"]) == 8 and a1["status"] == "booked"
+
+    again = _book(p, first, "k-first-0001")  # the same idempotency key: the same answer
+    assert again.status_code == 201 and again.json() == a1
+
+    a2 = _book(p, second, "k-second-001").json()
+    assert a2["sequence_number"] == 2
+
+    full = _book(p, third, "k-third-0001")
+    assert full.status_code == 409
+    assert full.json()["error"]["code"] == "session_full"
+
+    # notification: the confirmation SMS is in the outbox, masked phone, code and sequence number in it
+    def sms():
+        page = requests.get(_url(p, "/dev/sms"), timeout=30).text
+        return page if a1["code"] in page and a2["code"] in page else None
+    page = _until("both confirmation SMS in the outbox", sms)
+    assert "138****8000" in page and "13800138000" not in page
+    assert "就诊序号1" in page and "河北医科大学第二医院" in page
+
+    # his_sync: the simulator got an SIU^S12 per booking over MLLP, and answered AA
+    his_log = Path(p.run_dir) / "his-received.jsonl"
+
+    def received():
+        if not his_log.exists():
+            return None
+        lines = [json.loads(x) for x in his_log.read_text(encoding="utf-8").splitlines() if x.strip()]
+        got = {x.get("appointment_id") or x.get("placer_appointment_id"): x for x in lines}
+        return got if {a1["appointment_id"], a2["appointment_id"]} <= set(got) else None
+    got = _until("two SIU^S12 at the HIS simulator", received)
+    assert got[a1["appointment_id"]]["message_type"] == "SIU^S12"
+    assert "11010519491231002X" not in his_log.read_text(encoding="utf-8")
+
+    # stats: counted from the event store
+    def counted():
+        s = requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).json()
+        return s if s["metrics"].get("booked", {}).get("web") == 2 else None
+    _until("stats to count two web bookings", counted)
+
+    # nothing leaked into any log
+    for log in (Path(p.run_dir) / "logs").glob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        for secret in ("11010519491231002X", "130102198803150023", "13800138000", "13912345678"):
+            assert secret not in text, f"{secret[:3]}… in {log.name}"
