@@ -72,7 +72,10 @@ def from_wire(payload: Any) -> DomainError | None:
     if not isinstance(payload, dict) or "domain_error" not in payload:
         return None
     body = ErrorBody.model_validate(payload["domain_error"])
-    cls = {c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden)}.get(body.status, DomainError)
+    # The most specific class first (its code), then by status, so `except SessionFull` works after RPC.
+    by_code = {c.code: c for c in (InvalidInput, NotFound, Conflict, SessionFull, Forbidden)}
+    by_status = {c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden)}
+    cls = by_code.get(body.code) or by_status.get(body.status, DomainError)
     err = cls(body.message, field=body.field, code=body.code)
     err.status = body.status
     return err

@@ -19,10 +19,10 @@ from typing import Any
 
 from kombu import Exchange, Queue
 from nameko.amqp.publish import Publisher
-from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 
 from infra.logging import get_logger, mask_text
+from infra.settings import settings_for
 
 ATTEMPT_HEADER = "x-appt-attempt"
 ERROR_HEADER = "x-appt-error"
@@ -66,9 +66,9 @@ class ReliableEventHandler(EventHandler):
 
     def setup(self) -> None:
         super().setup()
-        config = self.container.config
-        self.attempts = int(config.get("RETRY_ATTEMPTS", 5))
-        self.base_delay_ms = int(config.get("RETRY_BASE_DELAY_MS", 200))
+        settings = settings_for(self.container)
+        self.attempts = settings.retry_attempts
+        self.base_delay_ms = settings.retry_base_delay_ms
         name = self.queue.name
         self.retry_queue = Queue(
             retry_queue_name(name),
@@ -80,7 +80,7 @@ class ReliableEventHandler(EventHandler):
         self.dead_queue = Queue(
             dead_queue_name(name), exchange=_DEFAULT_EXCHANGE, routing_key=dead_queue_name(name), durable=True
         )
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY])
+        self.publisher = Publisher(settings.amqp_uri)
 
     def handle_result(self, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> Any:
         if exc_info is not None:

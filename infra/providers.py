@@ -19,6 +19,7 @@ from infra.eventstore import CatchUpSubscription, EventStore
 from infra.handling import INBOX_SCHEMA
 from infra.logging import configure, get_logger
 from infra.pii import DEV_KEY, PiiVault
+from infra.settings import Settings, settings_for
 
 _log = get_logger(__name__)
 
@@ -31,8 +32,8 @@ class LogContext(DependencyProvider):
     """
 
     def setup(self) -> None:
-        cfg = self.container.config
-        configure(self.container.service_name, cfg.get("LOG_FORMAT", "auto"), cfg.get("LOG_LEVEL", "INFO"))
+        cfg = settings_for(self.container)
+        configure(self.container.service_name, cfg.log_format, cfg.log_level)
 
     def worker_setup(self, worker_ctx: Any) -> None:
         data = worker_ctx.context_data
@@ -53,7 +54,7 @@ class Store(DependencyProvider):
     """The event store (EVENTSTORE_DSN), shared by the workers of one container."""
 
     def setup(self) -> None:
-        self.store = EventStore(self.container.config["EVENTSTORE_DSN"], pool_size=20)
+        self.store = EventStore(settings_for(self.container).eventstore_dsn, pool_size=20)
         self.store.setup()
 
     def stop(self) -> None:
@@ -63,6 +64,26 @@ class Store(DependencyProvider):
         return self.store
 
 
+def _database_dsn(container: Any) -> str:
+    dsn = settings_for(container).database_dsn
+    if not dsn:
+        raise ValueError(f"{container.service_name}: DATABASE_DSN is not configured")
+    return str(dsn)
+
+
+class SettingsProvider(DependencyProvider):
+    """The service's configuration as a pydantic model (a Settings subclass for its own keys)."""
+
+    def __init__(self, model: type[Settings] = Settings) -> None:
+        self.model = model
+
+    def setup(self) -> None:
+        self.settings = settings_for(self.container, self.model)
+
+    def get_dependency(self, worker_ctx: Any) -> Settings:
+        return self.settings
+
+
 class ServiceDatabase(DependencyProvider):
     """This service's own database (DATABASE_DSN), created with `schema` and the inbox table."""
 
@@ -70,7 +91,7 @@ class ServiceDatabase(DependencyProvider):
         self.schema = schema
 
     def setup(self) -> None:
-        dsn = self.container.config["DATABASE_DSN"]
+        dsn = _database_dsn(self.container)
         ensure_database(dsn)
         self.db = Database(dsn, size=20)
         apply_schema(self.db, INBOX_SCHEMA + PROJECTION_SCHEMA + self.schema)
@@ -86,7 +107,7 @@ class Vault(DependencyProvider):
     """Encryption of patient data at rest, keyed by PII_KEY (a development key by default)."""
 
     def setup(self) -> None:
-        self.vault = PiiVault(self.container.config.get("PII_KEY") or DEV_KEY)
+        self.vault = PiiVault(settings_for(self.container).pii_key or DEV_KEY)
 
     def get_dependency(self, worker_ctx: Any) -> PiiVault:
         return self.vault
@@ -170,10 +191,9 @@ class ProjectionRunner(DependencyProvider):
         self.db_attr = db_attr
 
     def setup(self) -> None:
-        cfg = self.container.config
-        self.store = EventStore(cfg["EVENTSTORE_DSN"], pool_size=2)
+        self.store = EventStore(settings_for(self.container).eventstore_dsn, pool_size=2)
         self.store.setup()
-        dsn = cfg["DATABASE_DSN"]
+        dsn = _database_dsn(self.container)
         ensure_database(dsn)
         self.db = Database(dsn, size=2)
         apply_schema(self.db, PROJECTION_SCHEMA)

@@ -25,12 +25,17 @@ from typing import Any
 import pika
 import psycopg2
 from pika.exceptions import AMQPError
+from pydantic import Field
 
 from infra.eventstore import CatchUpSubscription, EventStore
 from infra.logging import configure, get_logger
-from infra.settings import load_config
+from infra.settings import Settings, load_config
 
 LOCK_KEY = 7_100_001
+
+
+class RelaySettings(Settings):
+    batch_size: int = Field(default=500, ge=1, le=10_000, alias="BATCH_SIZE")
 _log = get_logger("relay")
 
 
@@ -144,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="event store → RabbitMQ relay")
     parser.add_argument("--config", default="infra/relay.yaml")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config)
-    configure("relay", cfg.get("LOG_FORMAT", "auto"), cfg.get("LOG_LEVEL", "INFO"))
-    store = EventStore(cfg["EVENTSTORE_DSN"], pool_size=2)
+    cfg = RelaySettings.from_config(load_config(args.config), "relay")
+    configure("relay", cfg.log_format, cfg.log_level)
+    store = EventStore(cfg.eventstore_dsn, pool_size=2)
     store.setup()
-    relay = Relay(store, cfg["AMQP_URI"], batch_size=int(cfg.get("BATCH_SIZE", 500)))
+    relay = Relay(store, cfg.amqp_uri, batch_size=cfg.batch_size)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -61,5 +61,16 @@ class Settings(BaseModel):
     retry_base_delay_ms: int = Field(default=200, ge=1, alias="RETRY_BASE_DELAY_MS")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Settings:
-        return cls.model_validate(config)
+    def from_config(cls, config: dict[str, Any], service_name: str | None = None) -> Settings:
+        data = dict(config)
+        if service_name is not None:
+            data.setdefault("SERVICE_NAME", service_name)
+        return cls.model_validate(data)
+
+
+def settings_for(container: Any, model: type[Settings] = Settings) -> Any:
+    """The container's config parsed once into `model` (cached on the container)."""
+    cache: dict[type[Settings], Settings] = container.__dict__.setdefault("_appt_settings", {})
+    if model not in cache:
+        cache[model] = model.from_config(container.config, container.service_name)
+    return cache[model]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 from datetime import date, timedelta
-from typing import Any
 
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http

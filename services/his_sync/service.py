@@ -10,15 +10,16 @@ recognise the duplicate.
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from nameko.dependency_providers import Config
 from nameko.rpc import rpc
+from pydantic import Field
 
 from contracts import Envelope
 from infra.handling import claim, reliable_event_handler
-from infra.providers import LogContext, ServiceDatabase, contract
+from infra.providers import LogContext, ServiceDatabase, SettingsProvider, contract
+from infra.settings import Settings
 from services.his_sync import hl7
 from services.his_sync.mllp import MllpClient
 
@@ -36,6 +37,12 @@ CREATE TABLE IF NOT EXISTS his_messages (
 """
 
 
+class HisSettings(Settings):
+    his_host: str = Field(default="127.0.0.1", alias="HIS_HOST")
+    his_port: int = Field(default=2575, ge=1, le=65535, alias="HIS_PORT")
+    his_timeout: float = Field(default=5.0, gt=0, alias="HIS_TIMEOUT")
+
+
 class HisRejected(Exception):
     """The HIS answered AE or AR: retried, then parked."""
 
@@ -49,11 +56,11 @@ class HisSyncService:
 
     log = LogContext()
     db = ServiceDatabase(SCHEMA)
-    config = Config()
+    settings = SettingsProvider(HisSettings)
 
     def _client(self) -> MllpClient:
-        cfg = self.config
-        return MllpClient(cfg["HIS_HOST"], int(cfg["HIS_PORT"]), timeout=float(cfg.get("HIS_TIMEOUT", 5)))
+        cfg = self.settings
+        return MllpClient(cfg.his_host, cfg.his_port, timeout=cfg.his_timeout)
 
     @reliable_event_handler("booking", "AppointmentBooked")
     def on_appointment_booked(self, body: dict[str, Any]) -> None:
