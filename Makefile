@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 export PYTHONPATH := $(CURDIR)
 GATEWAY_ADDRESS ?= 127.0.0.1:8000
 
-.PHONY: setup run stop status test test-unpatched test-nameko bench lint lock clean
+.PHONY: setup run stop status test test-unpatched test-nameko bench lint lint-only lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,7 +31,7 @@ status:
 # Two pytest runs: nameko interface tests need eventlet.monkey_patch(), which would hang the
 # browser tests and change the thread-based store tests; see tests/README.md.
 test: setup
-	@$(MAKE) --no-print-directory test-unpatched test-nameko
+	@$(MAKE) --no-print-directory lint-only test-unpatched test-nameko
 
 test-unpatched:
 	$(PYTEST) -q --suppress-nameko-eventlet-notification tests/unit tests/integration tests/e2e
@@ -43,7 +43,9 @@ bench: setup
 	$(PY) bench/eventstore.py
 	$(PY) bench/rpc_echo.py
 
-lint: setup
+lint: setup lint-only
+
+lint-only:
 	$(VENV)/bin/ruff check contracts infra services scripts bench tests
 	$(VENV)/bin/mypy contracts infra services/*/domain.py
 

@@ -59,7 +59,7 @@ class Forbidden(DomainError):
 
 def invalid_from_validation(exc: ValidationError) -> InvalidInput:
     """First problem of a pydantic error, naming its field, as an InvalidInput."""
-    first: dict[str, Any] = exc.errors()[0]
+    first: Any = exc.errors()[0]
     field = ".".join(str(p) for p in first.get("loc", ())) or None
     return InvalidInput(f"字段 {field} 无效 / invalid field {field}: {first.get('msg')}", field=field)
 
@@ -73,8 +73,10 @@ def from_wire(payload: Any) -> DomainError | None:
         return None
     body = ErrorBody.model_validate(payload["domain_error"])
     # The most specific class first (its code), then by status, so `except SessionFull` works after RPC.
-    by_code = {c.code: c for c in (InvalidInput, NotFound, Conflict, SessionFull, Forbidden)}
-    by_status = {c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden)}
+    by_code: dict[str, type[DomainError]] = {
+        c.code: c for c in (InvalidInput, NotFound, Conflict, SessionFull, Forbidden)
+    }
+    by_status: dict[int, type[DomainError]] = {c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden)}
     cls = by_code.get(body.code) or by_status.get(body.status, DomainError)
     err = cls(body.message, field=body.field, code=body.code)
     err.status = body.status

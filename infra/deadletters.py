@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -99,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, count in sorted(dead_queues(channel, names).items()):
             print(f"{name}\t{count}")
             for msg in peek(channel, name, 5):
-                print("   ", msg["headers"].get("x-appt-error", "?"), urllib.parse.quote(str(msg["body"])[:80]))
+                body = msg["body"] if isinstance(msg["body"], dict) else {}
+                error = msg["headers"].get("x-appt-error", "?")
+                print(f"    {body.get('type', '?')} {body.get('event_id', '?')}: {error}")
         return 0
     finally:
         conn.close()

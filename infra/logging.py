@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -40,11 +41,11 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def redact_pii(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_pii(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     return {k: _redact(v) for k, v in event_dict.items()}
 
 
-def _render_exc_then_redact(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _render_exc_then_redact(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     # Tracebacks can quote arguments (an ID in a ValueError); render them first, then mask.
     return redact_pii(logger, method, structlog.processors.format_exc_info(logger, method, event_dict))
 

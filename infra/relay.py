@@ -136,7 +136,8 @@ def hold_leadership(dsn: str, stop: threading.Event) -> Any:
     while not stop.is_set():
         with conn.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-            if cur.fetchone()[0]:
+            row = cur.fetchone()
+            if row and row[0]:
                 return conn
         if not announced:
             _log.info("relay_standby", reason="another relay holds the lock")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="event store → RabbitMQ relay")
     parser.add_argument("--config", default="infra/relay.yaml")
     args = parser.parse_args(argv)
-    cfg = RelaySettings.from_config(load_config(args.config), "relay")
+    cfg = RelaySettings.model_validate({"SERVICE_NAME": "relay", **load_config(args.config)})
     configure("relay", cfg.log_format, cfg.log_level)
     store = EventStore(cfg.eventstore_dsn, pool_size=2)
     store.setup()

@@ -13,11 +13,13 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import eventlet
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # announced on import; not ours to fix
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
