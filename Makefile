@@ -34,10 +34,10 @@ test: setup
 	@$(MAKE) --no-print-directory lint-only test-unpatched test-nameko
 
 test-unpatched:
-	$(PYTEST) -q --suppress-nameko-eventlet-notification tests/unit tests/integration tests/e2e
+	$(PYTEST) -q -rs --suppress-nameko-eventlet-notification tests/unit tests/integration tests/e2e
 
 test-nameko:
-	$(PYTEST) -q tests/nameko
+	$(PYTEST) -q -rs tests/nameko
 
 bench: setup
 	$(PY) bench/eventstore.py

@@ -69,12 +69,16 @@ class Database:
                 conn = self._idle.get_nowait()
             except queue.Empty:
                 conn = self._connect()
-            healthy = False
             try:
                 yield conn
-                healthy = not conn.closed
             finally:
-                if healthy and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                # A connection goes back to the pool whenever it is open and idle, also after an
+                # error the caller rolled back (a version conflict must not cost a reconnect).
+                reusable = False
+                with contextlib.suppress(Exception):
+                    reusable = (not conn.closed and conn.get_transaction_status()
+                                == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+                if reusable:
                     self._idle.put(conn)
                 else:
                     with contextlib.suppress(Exception):

@@ -13,7 +13,8 @@ import structlog
 # Resident ID (GB 11643: 17 digits + digit or X) and mainland mobile numbers, wherever they appear,
 # also inside Chinese text where \b does not separate words.
 _ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# Also +86 / 0086 prefixed and written in groups (138-0013-8000, 138 0013 8000).
+_PHONE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[- ]?)?(1[3-9]\d)[- ]?\d{4}[- ]?(\d{4})(?!\d)")
 
 
 def mask_text(text: str) -> str:
@@ -50,6 +51,17 @@ def _render_exc_then_redact(logger: Any, method: str, event_dict: MutableMapping
     return redact_pii(logger, method, structlog.processors.format_exc_info(logger, method, event_dict))
 
 
+class _MaskRendered:
+    """Masks the final line too: values that are not plain data (an exception object, a set)
+    reach the renderer as objects and are only turned into text there."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        return mask_text(str(self.renderer(logger, method, event_dict)))
+
+
 def configure(service: str, fmt: str = "auto", level: str = "INFO") -> None:
     """Idempotent. `fmt` auto = JSON unless stderr is a terminal."""
     json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -62,7 +74,7 @@ def configure(service: str, fmt: str = "auto", level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _render_exc_then_redact,
-            renderer,
+            _MaskRendered(renderer),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -m pip install -q -r requirements.lock 2>&1 | grep -v "is ignored" || true
   "$VENV/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c 'import nameko, eventlet, psycopg2, pika, pydantic, structlog, hl7apy' 
+  "$VENV/bin/python" -W ignore -c 'import nameko, eventlet, psycopg2, pika, pydantic, structlog, hl7apy' 
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

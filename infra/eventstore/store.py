@@ -77,33 +77,35 @@ class EventStore:
     def append(self, appends: Mapping[str, tuple[int | None, Sequence[Envelope]]]) -> AppendResult:
         """Append atomically to one or more streams, each with its expected version
         (0 = the stream must not exist yet, None = any). Raises WrongExpectedVersion."""
-        expect, rows, ordered = [], [], []
-        for stream, (expected, events) in appends.items():
-            if not events:
-                continue
-            expect.append({"stream": stream, "expected": expected, "count": len(events)})
-            for ev in events:
-                if ev.stream != stream:
-                    raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
-                rows.append(_to_row(ev))
-                ordered.append(ev)
-        if not rows:
-            raise ValueError("nothing to append")
+        sql, params, ordered = append_statement(appends)
         try:
             with self.db.transaction() as cur:
-                cur.execute(
-                    "SELECT o_event_id, o_stream, o_version, o_position, o_duplicate FROM es_append(%s, %s)",
-                    (json.dumps(expect), json.dumps(rows)),
-                )
+                cur.execute(sql, params)
                 result = cur.fetchall()
         except psycopg2.Error as exc:
-            raise _translate(exc, appends) from exc
+            error = _translate(exc, appends)
+            if isinstance(error, WrongExpectedVersion | PartialDuplicate):
+                # A repeat that raced its own original (which committed while we waited for the
+                # stream lock) is a duplicate, not a conflict: answer what the original stored.
+                repeat = self._already_stored(ordered)
+                if repeat is not None:
+                    return repeat
+            raise error from exc
         placed = {r[0]: (r[2], r[3]) for r in result}
         duplicate = bool(result) and all(r[4] for r in result)
         stored = [ev.model_copy(update={"version": placed[ev.event_id][0], "position": placed[ev.event_id][1]})
                   for ev in ordered]
         stored.sort(key=lambda e: e.position or 0)
         return AppendResult(events=stored, duplicate=duplicate)
+
+    def _already_stored(self, events: Sequence[Envelope]) -> AppendResult | None:
+        rows = self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM es_events WHERE event_id = ANY (%s) ORDER BY position",
+            ([e.event_id for e in events],),
+        )
+        if len(rows) != len(events):
+            return None
+        return AppendResult(events=[_from_row(r) for r in rows], duplicate=True)
 
     def append_to(self, stream: str, expected: int | None, *events: Envelope) -> AppendResult:
         return self.append({stream: (expected, list(events))})
@@ -118,7 +120,9 @@ class EventStore:
         return [_from_row(r) for r in rows]
 
     def stream_version(self, stream: str) -> int:
-        row = self.db.fetchone("SELECT version FROM es_streams WHERE stream = %s", (stream,))
+        row = self.db.fetchone(
+            "SELECT version FROM es_events WHERE stream = %s ORDER BY version DESC LIMIT 1", (stream,)
+        )
         return int(row[0]) if row else 0
 
     def read_all(self, from_position: int = 0, limit: int = 1000) -> list[Envelope]:
@@ -159,21 +163,46 @@ class EventStore:
         )
 
 
-def _to_row(ev: Envelope) -> dict[str, Any]:
-    return {
-        "stream": ev.stream,
-        "event_id": str(ev.event_id),
-        "type": ev.type,
-        "schema_version": ev.schema_version,
-        "source": ev.source,
-        "data": ev.data,
-        "meta": {
-            "correlation_id": ev.correlation_id,
-            "causation_id": ev.causation_id,
-            "actor": ev.actor.model_dump(),
-        },
-        "occurred_at": ev.occurred_at.isoformat(),
-    }
+_APPEND_SQL = (
+    "SELECT o_event_id, o_stream, o_version, o_position, o_duplicate FROM es_append("
+    "%s::text[], %s::integer[], %s::text[], %s::uuid[], %s::text[], %s::integer[], %s::text[], "
+    "%s::jsonb[], %s::jsonb[], %s::timestamptz[])"
+)
+
+
+def append_statement(
+    appends: Mapping[str, tuple[int | None, Sequence[Envelope]]],
+) -> tuple[str, tuple[Any, ...], list[Envelope]]:
+    """The es_append call for `appends`: (sql, params, events in append order). Tests use it to
+    run exactly the store's statement inside a transaction of their own."""
+    streams: list[str] = []
+    expected_versions: list[int | None] = []
+    ordered: list[Envelope] = []
+    for stream, (expected, events) in appends.items():
+        if not events:
+            continue
+        streams.append(stream)
+        expected_versions.append(expected)
+        for ev in events:
+            if ev.stream != stream:
+                raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
+            ordered.append(ev)
+    if not ordered:
+        raise ValueError("nothing to append")
+    params = (
+        streams, expected_versions,
+        [e.stream for e in ordered], [e.event_id for e in ordered], [e.type for e in ordered],
+        [e.schema_version for e in ordered], [e.source for e in ordered],
+        [json.dumps(e.data, ensure_ascii=False) for e in ordered],
+        [json.dumps(_meta(e), ensure_ascii=False) for e in ordered],
+        [e.occurred_at for e in ordered],
+    )
+    return _APPEND_SQL, params, ordered
+
+
+def _meta(ev: Envelope) -> dict[str, Any]:
+    return {"correlation_id": ev.correlation_id, "causation_id": ev.causation_id,
+            "actor": {"kind": ev.actor.kind, "id": ev.actor.id}}
 
 
 def row_to_envelope(row: Sequence[Any]) -> Envelope:

@@ -8,6 +8,7 @@ store the position of the last event it handled in the same transaction as its e
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 from collections.abc import Callable, Sequence
@@ -36,14 +37,24 @@ class CatchUpSubscription:
         self.idle_timeout = idle_timeout
         self.raw = raw
         self.position = 0
+        self._started = False
         self._stop = threading.Event()
         self._listener: psycopg2.extensions.connection | None = None
+        # stop() writes here so that a run() waiting on LISTEN wakes at once, not after idle_timeout.
+        self._wake_r, self._wake_w = os.pipe()
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
 
     def catch_up(self) -> int:
         """Handle everything stored now; return how many events were handled."""
+        if not self._started:
+            self.position = self.load_checkpoint()
+            self._started = True
         handled = 0
         while not self._stop.is_set():
             rows = self.store.read_all_raw(self.position, self.batch_size)
@@ -58,6 +69,7 @@ class CatchUpSubscription:
     def run(self) -> None:
         """Follow the store until stop() is called."""
         self.position = self.load_checkpoint()
+        self._started = True
         self._listen()
         try:
             while not self._stop.is_set():
@@ -66,6 +78,11 @@ class CatchUpSubscription:
         finally:
             if self._listener is not None:
                 self._listener.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _listen(self) -> None:
         # LISTEN before the first read: an append committed in between still wakes us.
@@ -80,7 +97,7 @@ class CatchUpSubscription:
         if conn.notifies:
             conn.notifies.clear()
             return
-        ready, _, _ = select.select([conn], [], [], self.idle_timeout)
-        if ready:
+        ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], self.idle_timeout)
+        if conn.fileno() in ready:
             conn.poll()
             conn.notifies.clear()
