@@ -24,6 +24,8 @@ class Actor(Contract):
 
     kind: str = Field(pattern=r"^(patient|operator|clerk|hospital_admin|analyst|platform_admin|service|system)$")
     id: str = Field(min_length=1, max_length=64)
+    # Staff of one hospital (clerk, hospital_admin) act only within it; set by the gateway from the login.
+    hospital_id: str | None = Field(default=None, max_length=40)
 
 
 SYSTEM = Actor(kind="system", id="platform")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from contracts import (
     Conflict,
@@ -19,6 +20,9 @@ from contracts import (
     ScheduleSession,
     SessionScheduled,
 )
+from contracts.schedule import BookingRules
+
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def hospital_stream(hospital_id: str) -> str:
@@ -110,8 +114,19 @@ def register_doctor(cmd: RegisterDoctor, department: Entity, current: Entity) ->
     return DoctorRegistered(**cmd.model_dump(exclude={"idempotency_key", "correlation_id", "actor"}))
 
 
+def booking_window(cmd: ScheduleSession, rules: BookingRules) -> tuple[datetime, datetime, datetime]:
+    """(opens_at, closes_at, lapse_at) of a session under its hospital's rules, local time."""
+    opens = datetime.combine(cmd.date - timedelta(days=rules.release_days), rules.release_time, HOSPITAL_TZ)
+    closes = datetime.combine(cmd.date - timedelta(days=rules.cutoff_days_before), rules.cutoff_time, HOSPITAL_TZ)
+    end = datetime.combine(cmd.date, cmd.end, HOSPITAL_TZ)
+    start = datetime.combine(cmd.date, cmd.start, HOSPITAL_TZ)
+    closes = min(closes, start)
+    lapse = max(end - timedelta(minutes=rules.lapse_minutes_before_end), start)
+    return opens, closes, lapse
+
+
 def schedule_session(cmd: ScheduleSession, doctor: Entity, sessions: DoctorSessions, current: Entity,
-                     today: date) -> SessionScheduled:
+                     today: date, rules: BookingRules | None = None) -> SessionScheduled:
     if not doctor.exists:
         raise NotFound(f"医生 {cmd.doctor_id} 不存在 / unknown doctor", field="doctor_id")
     if current.exists:
@@ -123,6 +138,7 @@ def schedule_session(cmd: ScheduleSession, doctor: Entity, sessions: DoctorSessi
         if other_day == day and start < other_end and other_start < end:
             raise Conflict(f"与出诊 {other_id} 时间重叠 / overlaps session {other_id}", field="start")
     d = doctor.data
+    opens_at, closes_at, lapse_at = booking_window(cmd, rules or BookingRules())
     return SessionScheduled(
         session_id=cmd.session_id,
         hospital_id=d["hospital_id"],
@@ -137,4 +153,8 @@ def schedule_session(cmd: ScheduleSession, doctor: Entity, sessions: DoctorSessi
         capacity=cmd.capacity,
         quota=cmd.quota,
         fee=cmd.fee,
+        opens_at=opens_at,
+        closes_at=closes_at,
+        lapse_at=lapse_at,
+        time_bands=cmd.time_bands,
     )

@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from contracts import (
+    BookingRules,
     Command,
     CreateDepartment,
     DoctorSessionAdded,
@@ -95,7 +96,9 @@ def schedule_session(store: EventStore, cmd: ScheduleSession, today: date) -> di
         doctor = _load(store, domain.doctor_stream(cmd.doctor_id))
         by_doctor = domain.doctor_sessions_stream(cmd.doctor_id)
         sessions = domain.DoctorSessions.fold(store.read_stream(by_doctor))
-        event = domain.schedule_session(cmd, doctor, sessions, current, today)
+        hospital = _load(store, domain.hospital_stream(doctor.data["hospital_id"])) if doctor.exists else None
+        rules = BookingRules.model_validate(hospital.data.get("rules", {})) if hospital else BookingRules()
+        event = domain.schedule_session(cmd, doctor, sessions, current, today, rules)
         added = DoctorSessionAdded(doctor_id=cmd.doctor_id, session_id=cmd.session_id, date=cmd.date,
                                    start=cmd.start, end=cmd.end)
         # The session and the doctor's session index change together, each with its expected

@@ -26,7 +26,7 @@ from tests.conftest import delete_vhost, ensure_vhost, free_port
 
 pytestmark = pytest.mark.e2e
 
-SESSION = "hebmu2-zhang-d1-am"
+SESSION = "hebmu2-zhang-d3-am"
 DBS = ("events", "schedule", "booking", "notification", "his_sync", "stats")
 
 
