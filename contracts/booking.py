@@ -1,7 +1,11 @@
-"""Booking: patients and appointments."""
+"""Booking: patients (real name) and the appointment lifecycle.
+
+booked → checked_in | cancelled | no_show | moved (to a replacement session, still active).
+"""
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import Field
@@ -9,19 +13,52 @@ from pydantic import Field
 from contracts.envelope import Command, Contract, Event
 from contracts.schedule import Channel
 
+AppointmentStatus = Literal["booked", "cancelled", "checked_in", "no_show", "moved"]
+CancelReason = Literal["patient", "operator", "doctor_stop"]
+
+
+# --- commands -------------------------------------------------------------------------------
 
 class RegisterPatient(Command):
     name: str = Field(min_length=1, max_length=40)
     id_number: str = Field(min_length=18, max_length=18)
     phone: str = Field(pattern=r"^1[3-9]\d{9}$")
+    password: str | None = Field(default=None, min_length=8, max_length=128)
+    guardian_patient_id: str | None = Field(default=None, max_length=64, description="a child under a guardian")
 
 
 class BookAppointment(Command):
     session_id: str = Field(min_length=1, max_length=80)
     patient_id: str = Field(min_length=1, max_length=64)
     channel: Channel = "web"
-    operator_id: str | None = None
+    operator_id: str | None = Field(default=None, max_length=64)
 
+
+class CancelAppointment(Command):
+    appointment_id: str = Field(min_length=1, max_length=64)
+
+
+class CheckInAppointment(Command):
+    """取号 at the window: the clerk types the booking code and the patient's resident ID."""
+
+    code: str = Field(min_length=8, max_length=8)
+    id_number: str = Field(min_length=18, max_length=18)
+
+
+class LapseDueAppointments(Command):
+    """The timer's command: mark every booking whose lapse time has passed as no-show."""
+
+    now: datetime
+
+
+class HandOverPhoneBookings(Command):
+    """The daily hand-over of the next day's paid phone bookings to the HIS side."""
+
+    hospital_id: str
+    visit_date: date
+
+
+# --- events ---------------------------------------------------------------------------------
 
 class PatientRegistered(Event):
     patient_id: str
@@ -29,6 +66,7 @@ class PatientRegistered(Event):
     phone_masked: str
     birth_date: str
     sex: Literal["M", "F"]
+    guardian_patient_id: str | None = None
 
 
 class AppointmentBooked(Event):
@@ -45,12 +83,110 @@ class AppointmentBooked(Event):
     period: str
     start: str
     fee: str
+    arrival_window: str | None = None
+    operator_id: str | None = None
+    paid: bool = False  # phone bookings are charged at booking (a billing record)
 
+
+class AppointmentCancelled(Event):
+    appointment_id: str
+    session_id: str
+    hospital_id: str
+    patient_id: str
+    channel: Channel
+    reason: CancelReason
+    refund_due: str | None = None  # yuan, when the fee was charged at booking
+    date: str = ""
+
+
+class AppointmentCheckedIn(Event):
+    appointment_id: str
+    session_id: str
+    hospital_id: str
+    patient_id: str
+    channel: Channel
+    clerk_id: str
+    fee_taken: str  # yuan taken at the window ("0.00" when paid at booking)
+    date: str = ""
+
+
+class AppointmentLapsed(Event):
+    """No-show: not checked in by the lapse time."""
+
+    appointment_id: str
+    session_id: str
+    hospital_id: str
+    patient_id: str
+    channel: Channel
+    date: str = ""
+
+
+class AppointmentMoved(Event):
+    """Moved by a doctor stop to the replacement session: a booking in that session's ledger."""
+
+    appointment_id: str
+    code: str
+    from_session_id: str
+    session_id: str
+    hospital_id: str
+    department_id: str
+    doctor_id: str
+    patient_id: str
+    channel: Channel
+    sequence_number: int
+    date: str
+    period: str
+    start: str
+    fee: str
+    arrival_window: str | None = None
+    paid: bool = False
+
+
+class SessionStopApplied(Event):
+    """Booking has reacted to a doctor stop: the session takes no bookings; its bookings moved or cancelled."""
+
+    stop_id: str
+    session_id: str
+    replacement_session_id: str | None
+    moved: int
+    cancelled: int
+
+
+class PatientAppointmentsChanged(Event):
+    """The patient's own index of appointments (stream patient-<id>): what the per-patient limits
+    and bans are decided on. Appended atomically with the ledger event it mirrors."""
+
+    patient_id: str
+    appointment_id: str
+    session_id: str
+    hospital_id: str
+    department_id: str
+    date: str
+    active: bool
+    outcome: Literal["booked", "moved", "cancelled", "checked_in", "no_show"]
+
+
+class PatientBanned(Event):
+    patient_id: str
+    until: str  # ISO date, inclusive
+    no_shows: int
+    reason: str = "no_show"
+
+
+class PhoneBookingsHandedOver(Event):
+    hospital_id: str
+    visit_date: str
+    appointments: list[dict[str, str | int]]
+
+
+# --- answers --------------------------------------------------------------------------------
 
 class BookingAnswer(Contract):
     appointment_id: str
     code: str
     sequence_number: int
     session_id: str
-    status: Literal["booked", "cancelled", "checked_in", "no_show", "moved"] = "booked"
+    status: AppointmentStatus = "booked"
     arrival_window: str | None = None
+    channel: Channel = "web"
+    paid: bool = False

@@ -1,18 +1,50 @@
-"""Booking rules, pure: resident IDs, the session ledger aggregate, the booking decision."""
+"""Booking rules, pure: resident IDs, the session ledger and patient aggregates, and every
+decision of the appointment lifecycle. No clock reads: `now` is always passed in."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from contracts import AppointmentBooked, BookAppointment, Conflict, InvalidInput, NotFound, SessionFull
+from contracts import (
+    Actor,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentLapsed,
+    AppointmentMoved,
+    BookAppointment,
+    BookingRules,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PatientAppointmentsChanged,
+    PatientBanned,
+    SessionFull,
+    SessionStopApplied,
+)
+from contracts.schedule import Channel
 
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read over the phone
+ACTIVE = frozenset({"booked", "moved"})
 
+
+class Refused(DomainError):
+    """A rule says no (422): not open yet, closed, banned, a limit reached, a wrong transition."""
+
+    code = "refused"
+    status = 422
+
+
+# --- resident ID ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ResidentId:
@@ -38,13 +70,19 @@ def parse_resident_id(raw: str, today: date | None = None) -> ResidentId:
     return ResidentId(number=number, birth_date=born, sex="M" if int(number[16]) % 2 else "F")
 
 
+# --- what booking knows of sessions and hospitals --------------------------------------------
+
 def ledger_stream(session_id: str) -> str:
     return f"ledger-{session_id}"
 
 
+def patient_stream(patient_id: str) -> str:
+    return f"patient-{patient_id}"
+
+
 @dataclass
 class SessionInfo:
-    """What booking knows of a session, from schedule's SessionScheduled."""
+    """A session as booking learned it from schedule's SessionScheduled (plus later changes)."""
 
     session_id: str
     hospital_id: str
@@ -53,8 +91,67 @@ class SessionInfo:
     date: str
     period: str
     start: str
+    end: str
     fee: str
     quota: dict[str, int]
+    opens_at: datetime
+    closes_at: datetime
+    lapse_at: datetime
+    time_bands: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False
+
+    @classmethod
+    def from_event(cls, d: dict[str, Any], stopped: bool = False) -> SessionInfo:
+        return cls(
+            session_id=d["session_id"], hospital_id=d["hospital_id"], department_id=d["department_id"],
+            doctor_id=d["doctor_id"], date=d["date"], period=d["period"], start=d["start"], end=d["end"],
+            fee=str(d["fee"]), quota={k: int(v) for k, v in d["quota"].items()},
+            opens_at=_aware(d["opens_at"]), closes_at=_aware(d["closes_at"]), lapse_at=_aware(d["lapse_at"]),
+            time_bands=list(d.get("time_bands") or []), stopped=stopped,
+        )
+
+    def arrival_window(self, sequence_number: int) -> str | None:
+        """分时段: the band whose numbers include this sequence number."""
+        upto = 0
+        for band in self.time_bands:
+            upto += int(band["numbers"])
+            if sequence_number <= upto:
+                return f"{str(band['start'])[:5]}-{str(band['end'])[:5]}"
+        return None
+
+
+def _aware(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=HOSPITAL_TZ)
+
+
+def local(moment: datetime) -> str:
+    return moment.astimezone(HOSPITAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class NoShowRules:
+    """N no-shows within M days bans for T days, on every channel and hospital."""
+
+    limit: int = 3
+    window_days: int = 90
+    ban_days: int = 90
+
+
+# --- aggregates -------------------------------------------------------------------------------
+
+@dataclass
+class Booking:
+    appointment_id: str
+    code: str
+    patient_id: str
+    channel: Channel
+    sequence_number: int
+    status: str
+    paid: bool
+    fee: str
+    arrival_window: str | None
+    data: dict[str, Any]
 
 
 @dataclass
@@ -62,47 +159,254 @@ class Ledger:
     """All bookings of one session: the aggregate whose stream version guards the quota."""
 
     version: int = 0
-    booked: dict[str, int] = field(default_factory=lambda: {"web": 0, "phone": 0, "window": 0})
-    active_patients: set[str] = field(default_factory=set)
-    issued: int = 0  # sequence numbers handed out so far
+    bookings: dict[str, Booking] = field(default_factory=dict)
+    issued: int = 0  # sequence numbers handed out so far (never reused)
+    stopped: bool = False
 
     def apply(self, ev: Any) -> None:
         d = ev.data
-        if ev.type == "AppointmentBooked":
-            self.booked[d["channel"]] += 1
-            self.active_patients.add(d["patient_id"])
+        if ev.type in ("AppointmentBooked", "AppointmentMoved"):
+            self.bookings[d["appointment_id"]] = Booking(
+                appointment_id=d["appointment_id"], code=d["code"], patient_id=d["patient_id"],
+                channel=d["channel"], sequence_number=d["sequence_number"],
+                status="booked" if ev.type == "AppointmentBooked" else "moved", paid=bool(d.get("paid")),
+                fee=str(d["fee"]), arrival_window=d.get("arrival_window"), data=d,
+            )
             self.issued = max(self.issued, d["sequence_number"])
+        elif ev.type in _CLOSING and d["appointment_id"] in self.bookings:
+            self.bookings[d["appointment_id"]].status = _CLOSING[ev.type]
+        elif ev.type == "SessionStopApplied":
+            self.stopped = True
+            for b in self.bookings.values():
+                if b.status in ACTIVE:
+                    b.status = "moved_out"
         self.version = ev.version
 
-    def remaining(self, quota: dict[str, int]) -> dict[str, int]:
-        return {ch: max(0, quota.get(ch, 0) - n) for ch, n in self.booked.items()}
+    def booked(self, channel: str) -> int:
+        return sum(1 for b in self.bookings.values() if b.channel == channel and b.status in ACTIVE)
 
+    def active_patients(self) -> set[str]:
+        return {b.patient_id for b in self.bookings.values() if b.status in ACTIVE}
+
+    def remaining(self, quota: dict[str, int]) -> dict[str, int]:
+        return {ch: max(0, quota.get(ch, 0) - self.booked(ch)) for ch in ("web", "phone", "window")}
+
+    def active_in_order(self) -> list[Booking]:
+        return sorted((b for b in self.bookings.values() if b.status in ACTIVE), key=lambda b: b.sequence_number)
+
+
+_CLOSING = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show"}
+
+
+@dataclass
+class PatientRecord:
+    """A patient's own stream: active appointments, no-shows and bans, across every hospital."""
+
+    version: int = 0
+    exists: bool = False
+    appointments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    no_show_dates: list[date] = field(default_factory=list)
+    banned_until: date | None = None
+
+    def apply(self, ev: Any) -> None:
+        d = ev.data
+        if ev.type == "PatientRegistered":
+            self.exists = True
+        elif ev.type == "PatientAppointmentsChanged":
+            self.appointments[d["appointment_id"]] = d
+            if d["outcome"] == "no_show":
+                self.no_show_dates.append(date.fromisoformat(d["date"]))
+        elif ev.type == "PatientBanned":
+            until = date.fromisoformat(d["until"])
+            self.banned_until = max(self.banned_until or until, until)
+        self.version = ev.version
+
+    def active(self) -> list[dict[str, Any]]:
+        return [a for a in self.appointments.values() if a["active"]]
+
+
+# --- decisions --------------------------------------------------------------------------------
 
 def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
 
 
-def book(cmd: BookAppointment, session: SessionInfo | None, ledger: Ledger, appointment_id: str,
-         code: str) -> AppointmentBooked:
+def book(cmd: BookAppointment, session: SessionInfo | None, ledger: Ledger, patient: PatientRecord,
+         rules: BookingRules, now: datetime, appointment_id: str, code: str
+         ) -> tuple[AppointmentBooked, PatientAppointmentsChanged]:
     if session is None:
         raise NotFound(f"出诊 {cmd.session_id} 不存在 / unknown session", field="session_id")
-    if cmd.patient_id in ledger.active_patients:
-        raise Conflict("您已预约该出诊 / already booked for this session", field="session_id",
-                       code="already_booked")
-    if ledger.booked[cmd.channel] >= session.quota.get(cmd.channel, 0):
+    if not patient.exists:
+        raise NotFound("患者不存在 / unknown patient", field="patient_id")
+    if session.stopped or ledger.stopped:
+        raise Refused("该出诊已停诊 / the doctor has stopped this session", field="session_id", code="session_stopped")
+    if now < session.opens_at:
+        raise Refused(f"尚未开放预约，{local(session.opens_at)} 开放 / booking opens at {local(session.opens_at)}",
+                      field="session_id", code="not_open")
+    if now >= session.closes_at:
+        raise Refused(f"预约已截止（{local(session.closes_at)}）/ booking closed at {local(session.closes_at)}",
+                      field="session_id", code="closed")
+    today = now.astimezone(HOSPITAL_TZ).date()
+    if patient.banned_until is not None and patient.banned_until >= today:
+        raise Refused(f"因爽约被暂停预约至 {patient.banned_until} / booking suspended until {patient.banned_until} "
+                      "after missed appointments", field="patient_id", code="banned")
+    if cmd.patient_id in ledger.active_patients():
+        raise Conflict("您已预约该出诊 / already booked for this session", field="session_id", code="already_booked")
+    active = patient.active()
+    if len(active) >= rules.max_active:
+        raise Refused(f"未就诊的预约已达 {rules.max_active} 个 / at most {rules.max_active} active bookings",
+                      field="patient_id", code="limit_active")
+    same_day = [a for a in active if a["date"] == session.date]
+    if len(same_day) >= rules.max_per_day:
+        raise Refused(f"同一天最多预约 {rules.max_per_day} 个 / at most {rules.max_per_day} bookings a day",
+                      field="session_id", code="limit_day")
+    if sum(1 for a in same_day if a["department_id"] == session.department_id) >= rules.max_per_department_day:
+        raise Refused("同一天同一科室预约已达上限 / daily limit for this department reached",
+                      field="session_id", code="limit_department")
+    if ledger.booked(cmd.channel) >= session.quota.get(cmd.channel, 0):
         raise SessionFull("该出诊已约满 / this session is full", field="session_id")
-    return AppointmentBooked(
-        appointment_id=appointment_id,
-        code=code,
-        session_id=session.session_id,
-        hospital_id=session.hospital_id,
-        department_id=session.department_id,
-        doctor_id=session.doctor_id,
-        patient_id=cmd.patient_id,
-        channel=cmd.channel,
-        sequence_number=ledger.issued + 1,
-        date=session.date,
-        period=session.period,
-        start=session.start,
-        fee=session.fee,
+    sequence = ledger.issued + 1
+    booked = AppointmentBooked(
+        appointment_id=appointment_id, code=code, session_id=session.session_id, hospital_id=session.hospital_id,
+        department_id=session.department_id, doctor_id=session.doctor_id, patient_id=cmd.patient_id,
+        channel=cmd.channel, sequence_number=sequence, date=session.date, period=session.period,
+        start=session.start, fee=session.fee, arrival_window=session.arrival_window(sequence),
+        operator_id=cmd.operator_id, paid=cmd.channel == "phone",
     )
+    return booked, _change(booked.patient_id, appointment_id, session, True, "booked")
+
+
+def cancel(booking: Booking | None, session: SessionInfo, actor: Actor, now: datetime
+           ) -> tuple[AppointmentCancelled, PatientAppointmentsChanged]:
+    if booking is None:
+        raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
+    if actor.kind == "patient":
+        if actor.id != booking.patient_id:
+            raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
+        reason = "patient"
+    elif actor.kind == "operator":
+        reason = "operator"
+    else:
+        raise Forbidden("只有患者本人或话务员可以取消 / only the patient or an operator may cancel", field="actor")
+    _must_be_active(booking, "取消 / cancel")
+    if now >= session.closes_at:
+        raise Refused(f"已过取消截止时间（{local(session.closes_at)}）/ cancelling closed at "
+                      f"{local(session.closes_at)}", field="appointment_id", code="cancel_closed")
+    event = AppointmentCancelled(
+        appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
+        patient_id=booking.patient_id, channel=booking.channel, reason=reason,  # type: ignore[arg-type]
+        refund_due=booking.fee if booking.paid else None, date=session.date,
+    )
+    return event, _change(booking.patient_id, booking.appointment_id, session, False, "cancelled")
+
+
+def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_matches: bool, now: datetime
+             ) -> tuple[AppointmentCheckedIn, PatientAppointmentsChanged]:
+    if clerk.kind not in ("clerk", "hospital_admin"):
+        raise Forbidden("只有预约窗口人员可以取号 / only a window clerk may check in", field="actor")
+    if booking is None or clerk.hospital_id != session.hospital_id:
+        # Another hospital's clerk learns nothing about this booking.
+        raise NotFound("预约码不存在 / unknown booking code", field="code")
+    if not id_matches:
+        raise Refused("身份证号与预约人不符 / the resident ID does not match the booking", field="id_number",
+                      code="id_mismatch")
+    _must_be_active(booking, "取号 / check in")
+    if now.astimezone(HOSPITAL_TZ).date().isoformat() != session.date:
+        raise Refused(f"请于就诊当日（{session.date}）取号 / check in on the visit day {session.date}",
+                      field="code", code="not_visit_day")
+    if now >= session.lapse_at:
+        raise Refused(f"已过取号时间（{local(session.lapse_at)}）/ check-in closed at {local(session.lapse_at)}",
+                      field="code", code="check_in_closed")
+    event = AppointmentCheckedIn(
+        appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
+        patient_id=booking.patient_id, channel=booking.channel, clerk_id=clerk.id,
+        fee_taken="0.00" if booking.paid else booking.fee, date=session.date,
+    )
+    return event, _change(booking.patient_id, booking.appointment_id, session, False, "checked_in")
+
+
+def lapse(booking: Booking, session: SessionInfo, now: datetime
+          ) -> tuple[AppointmentLapsed, PatientAppointmentsChanged] | None:
+    if booking.status not in ACTIVE or now < session.lapse_at:
+        return None
+    event = AppointmentLapsed(
+        appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
+        patient_id=booking.patient_id, channel=booking.channel, date=session.date,
+    )
+    return event, _change(booking.patient_id, booking.appointment_id, session, False, "no_show")
+
+
+def ban_after_no_show(patient_id: str, patient: PatientRecord, no_show_on: date, today: date,
+                      rules: NoShowRules) -> PatientBanned | None:
+    """Called with the patient's record before the new no-show is applied."""
+    since = today - timedelta(days=rules.window_days)
+    recent = [d for d in [*patient.no_show_dates, no_show_on] if d >= since]
+    if len(recent) < rules.limit:
+        return None
+    until = today + timedelta(days=rules.ban_days)
+    if patient.banned_until is not None and patient.banned_until >= until:
+        return None
+    return PatientBanned(patient_id=patient_id, until=until.isoformat(), no_shows=len(recent))
+
+
+@dataclass
+class StopOutcome:
+    stopped_events: list[Any]     # for the stopped session's ledger: the marker first, then cancellations
+    replacement_events: list[Any]  # AppointmentMoved, for the replacement's ledger
+    patient_changes: list[PatientAppointmentsChanged]
+
+
+def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: SessionInfo | None,
+               replacement_ledger: Ledger | None) -> StopOutcome:
+    """Move every active booking, in sequence order, to the replacement while its channel has room;
+    cancel the rest with reason doctor_stop (a refund is due where the fee was charged)."""
+    moved: list[Any] = []
+    cancelled: list[Any] = []
+    changes: list[PatientAppointmentsChanged] = []
+    taken = {"web": 0, "phone": 0, "window": 0}
+    issued = replacement_ledger.issued if replacement_ledger else 0
+    for b in ledger.active_in_order():
+        room = False
+        if replacement is not None and replacement_ledger is not None and not replacement.stopped:
+            room = replacement_ledger.booked(b.channel) + taken[b.channel] < replacement.quota.get(b.channel, 0)
+        if room and replacement is not None:
+            taken[b.channel] += 1
+            issued += 1
+            moved.append(AppointmentMoved(
+                appointment_id=b.appointment_id, code=b.code, from_session_id=session.session_id,
+                session_id=replacement.session_id, hospital_id=replacement.hospital_id,
+                department_id=replacement.department_id, doctor_id=replacement.doctor_id, patient_id=b.patient_id,
+                channel=b.channel, sequence_number=issued, date=replacement.date, period=replacement.period,
+                start=replacement.start, fee=b.fee, arrival_window=replacement.arrival_window(issued), paid=b.paid,
+            ))
+            changes.append(_change(b.patient_id, b.appointment_id, replacement, True, "moved"))
+        else:
+            cancelled.append(AppointmentCancelled(
+                appointment_id=b.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
+                patient_id=b.patient_id, channel=b.channel, reason="doctor_stop",  # type: ignore[arg-type]
+                refund_due=b.fee if b.paid else None, date=session.date,
+            ))
+            changes.append(_change(b.patient_id, b.appointment_id, session, False, "cancelled"))
+    marker = SessionStopApplied(
+        stop_id=stop_id, session_id=session.session_id,
+        replacement_session_id=replacement.session_id if replacement else None,
+        moved=len(moved), cancelled=len(cancelled),
+    )
+    return StopOutcome([marker, *cancelled], moved, changes)
+
+
+def _must_be_active(booking: Booking, what: str) -> None:
+    if booking.status not in ACTIVE:
+        raise Conflict(f"预约状态为 {booking.status}，不能{what} / an appointment that is {booking.status} "
+                       f"cannot be changed", field="appointment_id", code="invalid_transition")
+
+
+def _change(patient_id: str, appointment_id: str, session: SessionInfo, active: bool, outcome: str
+            ) -> PatientAppointmentsChanged:
+    return PatientAppointmentsChanged(
+        patient_id=patient_id, appointment_id=appointment_id, session_id=session.session_id,
+        hospital_id=session.hospital_id, department_id=session.department_id, date=session.date,
+        active=active, outcome=outcome,  # type: ignore[arg-type]
+    )
+
+

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
@@ -72,6 +73,7 @@ class GatewayService:
         sessions = call(self.schedule.department_schedule,
                         {"department_id": department_id, "date_from": start.isoformat(), "date_to": end.isoformat()})
         entries = []
+        now = datetime.now(UTC)
         for s in sessions:
             avail = call(self.booking.session_availability, s["session_id"])
             remaining = avail.get("remaining") or {"web": 0, "phone": 0, "window": 0}
@@ -79,8 +81,8 @@ class GatewayService:
                 "session_id": s["session_id"],
                 "doctor": {"doctor_id": s["doctor_id"], "name": s["doctor_name"], "title": s["doctor_title"]},
                 "date": s["date"], "period": s["period"], "start": s["start"], "end": s["end"],
-                "fee": s["fee"], "remaining": remaining,
-                "state": "open" if remaining.get("web", 0) > 0 else "full",
+                "fee": s["fee"], "remaining": remaining, "opens_at": s.get("opens_at"),
+                "closes_at": s.get("closes_at"), "state": _state(s, avail, remaining, now),
             })
         return json_response({"department_id": department_id, "sessions": entries})
 
@@ -122,7 +124,21 @@ class GatewayService:
         patient_id = request.args.get("patient_id")
         if not patient_id:
             raise InvalidInput("缺少 patient_id / patient_id is required", field="patient_id")
-        return json_response({"appointments": call(self.booking.appointments_of, patient_id)})
+        return json_response(call(self.booking.appointments_of, patient_id))
+
+    @http("POST", "/api/v1/appointments/<string:appointment_id>/cancel")
+    @endpoint
+    def cancel(self, request: Request, appointment_id: str) -> Response:
+        body = read_json(request)
+        patient_id = str(body.get("patient_id") or "")
+        if not patient_id:
+            raise InvalidInput("缺少 patient_id / patient_id is required", field="patient_id")
+        key = request.headers.get("Idempotency-Key") or f"cancel:{appointment_id}"
+        answer = call(self.booking.cancel_appointment, {
+            "appointment_id": appointment_id, "idempotency_key": key, "correlation_id": correlation_id(request),
+            "actor": {"kind": "patient", "id": patient_id[:64]},
+        })
+        return json_response(answer)
 
     @http("GET", "/api/v1/stats/summary")
     @endpoint
@@ -150,6 +166,17 @@ class GatewayService:
         return _page("河北省预约诊疗服务平台",
                      f"<p>全省三级医院统一网络预约与电话预约（12580）。</p><ul>{items}</ul>"
                      f"<p><a href='/dev/sms'>短信发件箱（开发）</a> · <a href='/healthz'>健康状态</a></p>")
+
+
+def _state(session: dict[str, Any], avail: dict[str, Any], remaining: dict[str, int], now: datetime) -> str:
+    """open / full / not_yet_open / closed / stopped, as a patient on the web sees it."""
+    if avail.get("stopped") or session.get("state") == "stopped":
+        return "stopped"
+    if session.get("opens_at") and now < datetime.fromisoformat(session["opens_at"]):
+        return "not_yet_open"
+    if session.get("closes_at") and now >= datetime.fromisoformat(session["closes_at"]):
+        return "closed"
+    return "open" if remaining.get("web", 0) > 0 else "full"
 
 
 def _page(title: str, body: str) -> Response:

@@ -37,7 +37,8 @@ from contracts import (
 pytestmark = pytest.mark.unit
 
 # Event names that are past participles without ending in "ed" (e.g. "Sent", "Paid").
-PAST_TENSE_EXCEPTIONS: frozenset[str] = frozenset()
+# Past participles with a particle after them.
+PAST_TENSE_EXCEPTIONS: frozenset[str] = frozenset({"AppointmentCheckedIn", "PhoneBookingsHandedOver"})
 
 
 def session_fields(**overrides: Any) -> dict[str, Any]:
