@@ -125,6 +125,21 @@ class Database:
                 conn.close()
 
 
+_shared: dict[tuple[str, bool], Database] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_database(dsn: str, size: int, autocommit: bool = False) -> Database:
+    """One pool per database and mode in a process, whoever asks for it: the providers of a
+    service (store, its own tables, projections) share connections instead of each holding a
+    pool, which kept several services with a handful of replicas under max_connections = 100."""
+    with _shared_lock:
+        key = (dsn, autocommit)
+        if key not in _shared:
+            _shared[key] = Database(dsn, size=size, autocommit=autocommit)
+        return _shared[key]
+
+
 def ensure_database(dsn: str) -> None:
     """Create the database named in `dsn` if it is missing (safe against concurrent callers)."""
     parts = urlsplit(dsn)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import Envelope
 from contracts.errors import DomainError, invalid_from_validation, to_wire
-from infra.db import Database, apply_schema, ensure_database
+from infra.db import Database, apply_schema, ensure_database, shared_database
 from infra.eventstore import CatchUpSubscription, EventStore
 from infra.handling import INBOX_SCHEMA
 from infra.logging import configure, get_logger
@@ -54,7 +54,8 @@ class Store(DependencyProvider):
     """The event store (EVENTSTORE_DSN), shared by the workers of one container."""
 
     def setup(self) -> None:
-        self.store = EventStore(settings_for(self.container).eventstore_dsn, pool_size=20)
+        cfg = settings_for(self.container)
+        self.store = EventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True)
         self.store.setup()
 
     def stop(self) -> None:
@@ -93,7 +94,7 @@ class ServiceDatabase(DependencyProvider):
     def setup(self) -> None:
         dsn = _database_dsn(self.container)
         ensure_database(dsn)
-        self.db = Database(dsn, size=20)
+        self.db = shared_database(dsn, settings_for(self.container).db_pool_size)
         apply_schema(self.db, INBOX_SCHEMA + PROJECTION_SCHEMA + self.schema)
 
     def stop(self) -> None:
@@ -191,11 +192,12 @@ class ProjectionRunner(DependencyProvider):
         self.db_attr = db_attr
 
     def setup(self) -> None:
-        self.store = EventStore(settings_for(self.container).eventstore_dsn, pool_size=2)
+        cfg = settings_for(self.container)
+        self.store = EventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True)
         self.store.setup()
         dsn = _database_dsn(self.container)
         ensure_database(dsn)
-        self.db = Database(dsn, size=2)
+        self.db = shared_database(dsn, cfg.db_pool_size)
         apply_schema(self.db, PROJECTION_SCHEMA)
         self.projection = Projection(self.name, self.store, self.db, self.apply, self.types)
 

@@ -25,7 +25,7 @@ import psycopg2
 import psycopg2.errors
 
 from contracts.envelope import SYSTEM, Actor, Envelope, Event
-from infra.db import Database, apply_schema, ensure_database
+from infra.db import Database, apply_schema, ensure_database, shared_database
 
 SCHEMA = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
 NOTIFY_CHANNEL = "es_appended"
@@ -61,9 +61,10 @@ class AppendResult:
 
 
 class EventStore:
-    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, pool_size: int = 10, shared: bool = False) -> None:
         self.dsn = dsn
-        self.db = Database(dsn, size=pool_size, autocommit=True)
+        self.db = shared_database(dsn, pool_size, autocommit=True) if shared else Database(
+            dsn, size=pool_size, autocommit=True)
 
     def setup(self) -> None:
         ensure_database(self.dsn)

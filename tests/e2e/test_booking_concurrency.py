@@ -1,0 +1,120 @@
+"""No overbooking under concurrency across booking replicas: hundreds of simultaneous bookings,
+over HTTP, at one session served by two booking processes; exactly the quota is booked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.loadgen import post_json, run
+from infra.db import drop_database
+from infra.eventstore import EventStore
+from infra.settings import pg_dsn
+from scripts.launcher import ROOT, Platform
+from tests.conftest import delete_vhost, ensure_vhost, free_port
+
+pytestmark = pytest.mark.e2e
+
+W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+SESSION = "crowd-d3-am"
+QUOTA = 30
+PATIENTS = 300
+DBS = ("events", "schedule", "booking", "notification", "his_sync", "stats")
+
+
+def resident_id(n: int) -> str:
+    body = f"130102{1950 + n % 50:04d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, W, strict=True)) % 11]
+
+
+def demo(path: Path) -> None:
+    path.write_text(json.dumps({
+        "hospitals": [{"hospital_id": "crowd", "name": "河北省人民医院", "level": "三级甲等"}],
+        "departments": [{"department_id": "crowd-xnk", "hospital_id": "crowd", "name": "心血管内科"}],
+        "doctors": [{"doctor_id": "crowd-li", "hospital_id": "crowd", "department_id": "crowd-xnk",
+                     "name": "李专家", "title": "主任医师"}],
+        "sessions": [{"session_id": SESSION, "doctor_id": "crowd-li", "day_offset": 3, "period": "morning",
+                      "start": "08:00", "end": "11:30", "capacity": 60,
+                      "quota": {"web": QUOTA, "phone": 5, "window": 5}, "fee": "100.00"}],
+    }, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def platform():
+    tag = uuid.uuid4().hex[:6]
+    prefix, vhost = f"appt_test_crowd_{tag}", f"appt_test_crowd_{tag}"
+    amqp = ensure_vhost(vhost)
+    run_dir = ROOT / ".run" / f"e2e-crowd-{tag}"
+    p = Platform(run_dir=run_dir, env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp},
+                 replicas={"booking": 2}, gateway_address=f"127.0.0.1:{free_port()}", his_port=free_port())
+    try:
+        p.start(wait=120)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        demo(run_dir / "crowd.json")
+        subprocess.run([sys.executable, "-m", "services.schedule.importer", str(run_dir / "crowd.json")],
+                       cwd=ROOT, env=p.process_env(), check=True, timeout=120)
+        yield p, prefix
+    finally:
+        p.stop()
+        saved = os.environ.get("APPT_DB_PREFIX", "")
+        os.environ["APPT_DB_PREFIX"] = prefix
+        try:
+            for name in DBS:
+                drop_database(pg_dsn(name))
+        finally:
+            os.environ["APPT_DB_PREFIX"] = saved
+        delete_vhost(vhost)
+
+
+def test_hundreds_at_once_over_two_replicas_book_exactly_the_quota(platform):
+    p, prefix = platform
+    registrations = [post_json("/api/v1/patients", {"name": f"患者{n}", "id_number": resident_id(n),
+                                                    "phone": f"138{n:08d}"}) for n in range(PATIENTS)]
+    results, summary = run(p.gateway_address, registrations, concurrency=50)
+    assert summary.statuses == {201: PATIENTS}, summary
+    patients = [json.loads(r.body)["patient_id"] for r in results]
+
+    # Wait until booking knows the session (it learns it from schedule's event through the relay).
+    def known() -> bool:
+        probe = run(p.gateway_address, [post_json("/api/v1/appointments", {"session_id": SESSION,
+                                                                           "patient_id": "nobody"},
+                                                  {"Idempotency-Key": uuid.uuid4().hex})], 1)[0][0]
+        return b"unknown patient" in probe.body
+
+    import time
+    deadline = time.monotonic() + 60
+    while not known():
+        assert time.monotonic() < deadline, "booking never learned the session"
+        time.sleep(0.3)
+
+    crowd = [post_json("/api/v1/appointments", {"session_id": SESSION, "patient_id": pid},
+                       {"Idempotency-Key": f"crowd-{i:05d}"}) for i, pid in enumerate(patients)]
+    results, summary = run(p.gateway_address, crowd, concurrency=PATIENTS)
+    assert summary.errors == 0, [r.error for r in results if r.error][:3]
+    codes = Counter(json.loads(r.body).get("error", {}).get("code", "booked") for r in results)
+    assert summary.statuses.get(201) == QUOTA, (summary.statuses, codes)
+    assert codes == {"booked": QUOTA, "session_full": PATIENTS - QUOTA}
+    numbers = sorted(json.loads(r.body)["sequence_number"] for r in results if r.status == 201)
+    assert numbers == list(range(1, QUOTA + 1))
+
+    saved = os.environ.get("APPT_DB_PREFIX", "")
+    os.environ["APPT_DB_PREFIX"] = prefix
+    try:
+        store = EventStore(pg_dsn("events"))
+        ledger = store.read_stream(f"ledger-{SESSION}")
+        store.close()
+    finally:
+        os.environ["APPT_DB_PREFIX"] = saved
+    assert [e.type for e in ledger].count("AppointmentBooked") == QUOTA
+
+    per_replica = {log.stem: log.read_text(encoding="utf-8").count('"appointment_booked"')
+                   for log in (p.run_dir / "logs").glob("booking-*.log")}
+    assert sum(per_replica.values()) == QUOTA
+    assert all(n > 0 for n in per_replica.values()), f"one replica booked nothing: {per_replica}"

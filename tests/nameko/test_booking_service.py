@@ -1,0 +1,220 @@
+"""The booking service in a real nameko container against real PostgreSQL and RabbitMQ: every
+lifecycle path, idempotency, the doctor-stop reaction (with redelivery), no-shows and bans.
+
+Schedule's events are handed to booking's own event-handler entrypoints (entrypoint_hook), the
+way the relay would deliver them, with session times arranged around the real clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nameko.testing.services import entrypoint_hook
+
+from contracts import from_wire
+from infra.eventstore import EventStore
+from services.booking.domain import HOSPITAL_TZ
+from services.booking.service import BookingService
+
+pytestmark = pytest.mark.integration
+
+W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id(n: int) -> str:
+    body = f"130102{1960 + n % 40:04d}0{1 + n % 9}1{n % 10}{n % 1000:03d}"[:17]
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, W, strict=True)) % 11]
+
+
+def phone(n: int) -> str:
+    return f"139{n:08d}"
+
+
+@pytest.fixture
+def booking(container_factory, rabbit_config, unique_name):
+    class Booking(BookingService):
+        name = unique_name("booking")
+
+    container = container_factory(Booking, rabbit_config)
+    container.start()
+    return container
+
+
+def rpc(container, method: str, *args: Any) -> Any:
+    with entrypoint_hook(container, method) as call:
+        answer = call(*args)
+    return answer
+
+
+def ok(answer: Any) -> Any:
+    err = from_wire(answer)
+    assert err is None, f"refused: {err.code} {err.message}" if err else ""
+    return answer
+
+
+def refused(answer: Any) -> str:
+    err = from_wire(answer)
+    assert err is not None, f"expected a refusal, got {answer!r}"
+    return err.code
+
+
+def envelope(event_type: str, data: dict[str, Any], source: str = "schedule") -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1, "stream": f"x-{uuid.uuid4()}",
+            "source": source, "occurred_at": datetime.now(UTC).isoformat(), "correlation_id": "test",
+            "causation_id": None, "actor": {"kind": "system", "id": "platform", "hospital_id": None}, "data": data}
+
+
+def session_event(session_id: str, *, day: str | None = None, quota: dict[str, int] | None = None,
+                  opens: timedelta = timedelta(days=-1), closes: timedelta = timedelta(days=1),
+                  lapse: timedelta = timedelta(days=1), department: str = "dept-a", hospital: str = "hosp-a",
+                  bands: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    now = datetime.now(HOSPITAL_TZ)
+    return envelope("SessionScheduled", {
+        "session_id": session_id, "hospital_id": hospital, "department_id": department, "doctor_id": "doc-1",
+        "doctor_name": "张医生", "doctor_title": "主任医师", "date": day or (now + timedelta(days=3)).date().isoformat(),
+        "period": "morning", "start": "08:00:00", "end": "11:30:00", "capacity": 40,
+        "quota": quota or {"web": 2, "phone": 1, "window": 0}, "fee": "50.00",
+        "opens_at": (now + opens).isoformat(), "closes_at": (now + closes).isoformat(),
+        "lapse_at": (now + lapse).isoformat(), "time_bands": bands or [],
+    })
+
+
+def register(container, n: int) -> str:
+    answer = ok(rpc(container, "register_patient", {
+        "name": f"患者{n}", "id_number": resident_id(n), "phone": phone(n), "idempotency_key": f"reg-{n}-0000"}))
+    return str(answer["patient_id"])
+
+
+def book(container, patient_id: str, session_id: str, key: str, channel: str = "web") -> Any:
+    return rpc(container, "book_appointment", {"session_id": session_id, "patient_id": patient_id,
+                                               "channel": channel, "idempotency_key": key})
+
+
+def test_book_repeat_full_cancel_and_rebook(booking, rabbit_config):
+    rpc(booking, "on_session_scheduled", session_event("s1", bands=[
+        {"start": "08:00:00", "end": "08:30:00", "numbers": 1}, {"start": "08:30:00", "end": "09:00:00",
+                                                                 "numbers": 5}]))
+    p1, p2, p3 = (register(booking, n) for n in (1, 2, 3))
+
+    first = ok(book(booking, p1, "s1", "key-p1-0001"))
+    assert first["sequence_number"] == 1 and first["arrival_window"] == "08:00-08:30"
+    assert ok(book(booking, p1, "s1", "key-p1-0001")) == first, "a repeated key must answer the same"
+    assert refused(book(booking, p1, "s1", "key-p1-0002")) == "already_booked"
+    second = ok(book(booking, p2, "s1", "key-p2-0001"))
+    assert second["sequence_number"] == 2 and second["arrival_window"] == "08:30-09:00"
+    assert refused(book(booking, p3, "s1", "key-p3-0001")) == "session_full"
+    phone_booking = ok(book(booking, p3, "s1", "key-p3-0002", channel="phone"))
+    assert phone_booking["paid"] is True
+
+    store = EventStore(rabbit_config["EVENTSTORE_DSN"])
+    assert [e.type for e in store.read_stream("ledger-s1")] == ["AppointmentBooked"] * 3
+
+    # another patient cannot cancel p1's booking, and learns nothing about it
+    cancel = {"appointment_id": first["appointment_id"], "idempotency_key": "cancel-0001"}
+    assert refused(rpc(booking, "cancel_appointment", {**cancel, "actor": {"kind": "patient", "id": p2}})) \
+        == "not_found"
+    done = ok(rpc(booking, "cancel_appointment", {**cancel, "actor": {"kind": "patient", "id": p1}}))
+    assert done["status"] == "cancelled" and done["refund_due"] is None
+    again = ok(rpc(booking, "cancel_appointment", {**cancel, "actor": {"kind": "patient", "id": p1}}))
+    assert again["status"] == "cancelled"
+    assert refused(rpc(booking, "cancel_appointment", {**cancel, "idempotency_key": "cancel-0002",
+                                                       "actor": {"kind": "patient", "id": p1}})) \
+        == "invalid_transition"
+
+    # p3 still holds the phone booking: one booking per session
+    assert refused(book(booking, p3, "s1", "key-p3-0003")) == "already_booked"
+    # the phone booking's refund is due when it is cancelled by an operator
+    op = ok(rpc(booking, "cancel_appointment", {"appointment_id": phone_booking["appointment_id"],
+                                               "idempotency_key": "cancel-0003",
+                                               "actor": {"kind": "operator", "id": "op-7"}}))
+    assert op["refund_due"] == "50.00"
+    # the freed web slot goes to p3 with a new number (numbers are never reused)
+    third = ok(book(booking, p3, "s1", "key-p3-0004"))
+    assert third["sequence_number"] == 4
+    types = [e.type for e in store.read_stream("ledger-s1")]
+    assert types.count("AppointmentBooked") == 4 and types.count("AppointmentCancelled") == 2
+    patient_stream = [e.type for e in store.read_stream(f"patient-{p1}")]
+    assert patient_stream == ["PatientRegistered", "PatientAppointmentsChanged", "PatientAppointmentsChanged"]
+    store.close()
+
+
+def test_booking_window_and_unknown_things_are_refused(booking):
+    rpc(booking, "on_session_scheduled", session_event("later", opens=timedelta(days=2), closes=timedelta(days=3)))
+    rpc(booking, "on_session_scheduled", session_event("past", opens=timedelta(days=-3), closes=timedelta(hours=-1)))
+    p = register(booking, 11)
+    assert refused(book(booking, p, "later", "k-later-01")) == "not_open"
+    assert refused(book(booking, p, "past", "k-past-001")) == "closed"
+    assert refused(book(booking, p, "nope", "k-nope-001")) == "not_found"
+    assert refused(book(booking, "no-such-patient", "later", "k-nobody-1")) == "not_found"
+    assert refused(rpc(booking, "book_appointment", {"session_id": "later", "patient_id": p})) == "invalid_input"
+    assert refused(rpc(booking, "register_patient", {"name": "x", "id_number": resident_id(12)[:17] + "0",
+                                                     "phone": phone(12), "idempotency_key": "reg-bad-01"})) \
+        in ("invalid_input",)
+
+
+def test_check_in_by_the_right_clerk_with_the_right_id(booking):
+    today = datetime.now(HOSPITAL_TZ).date().isoformat()
+    rpc(booking, "on_session_scheduled", session_event("today", day=today, lapse=timedelta(hours=2)))
+    p = register(booking, 21)
+    b = ok(book(booking, p, "today", "k-today-01"))
+    base = {"code": b["code"], "idempotency_key": "checkin-01"}
+    clerk = {"kind": "clerk", "id": "clerk-1", "hospital_id": "hosp-a"}
+    other = {"kind": "clerk", "id": "clerk-9", "hospital_id": "hosp-b"}
+    assert refused(rpc(booking, "check_in", {**base, "id_number": resident_id(21), "actor": other})) == "not_found"
+    assert refused(rpc(booking, "check_in", {**base, "id_number": resident_id(22), "actor": clerk})) \
+        == "id_mismatch"
+    done = ok(rpc(booking, "check_in", {**base, "id_number": resident_id(21), "actor": clerk}))
+    assert done == {"appointment_id": b["appointment_id"], "status": "checked_in", "fee_taken": "50.00"}
+    assert refused(rpc(booking, "check_in", {**base, "idempotency_key": "checkin-02", "id_number": resident_id(21),
+                                             "actor": clerk})) == "invalid_transition"
+
+
+def test_no_shows_lapse_and_the_third_bans(booking, wait_for):
+    p = register(booking, 31)
+    now = datetime.now(HOSPITAL_TZ)
+    for i in range(3):
+        day = (now + timedelta(days=i + 1)).date().isoformat()
+        rpc(booking, "on_session_scheduled", session_event(f"ns{i}", day=day, department=f"dept-{i}",
+                                                           lapse=timedelta(seconds=2)))
+        ok(book(booking, p, f"ns{i}", f"k-ns-{i}-0001"))
+    rpc(booking, "on_session_scheduled", session_event("after", department="dept-x"))
+
+    def all_lapsed() -> bool:
+        rpc(booking, "lapse_due_appointments")
+        mine = ok(rpc(booking, "appointments_of", p))
+        return [a["status"] for a in mine["appointments"]] == ["no_show"] * 3 and mine["banned_until"] is not None
+
+    wait_for(all_lapsed, 30, "three no-shows and a ban", interval=0.5)
+    until = ok(rpc(booking, "appointments_of", p))["banned_until"]
+    assert until == (now.date() + timedelta(days=90)).isoformat()
+    assert refused(book(booking, p, "after", "k-after-001")) == "banned"
+
+
+def test_doctor_stop_moves_in_order_cancels_the_overflow_once(booking, rabbit_config):
+    rpc(booking, "on_session_scheduled", session_event("stopped", quota={"web": 5, "phone": 0, "window": 0}))
+    rpc(booking, "on_session_scheduled", session_event("repl", quota={"web": 2, "phone": 0, "window": 0},
+                                                       department="dept-r"))
+    patients = [register(booking, 40 + i) for i in range(3)]
+    answers = [ok(book(booking, p, "stopped", f"k-stop-{i}-01")) for i, p in enumerate(patients)]
+    stop = envelope("DoctorStopApproved", {"stop_id": "stop-1", "session_id": "stopped", "hospital_id": "hosp-a",
+                                           "reason": "会议", "approved_by": "admin-1",
+                                           "replacement_session_id": "repl"})
+    rpc(booking, "on_doctor_stop_approved", stop)
+    rpc(booking, "on_doctor_stop_approved", {**stop, "event_id": str(uuid.uuid4())})  # a redelivery as a new copy
+    rpc(booking, "on_doctor_stop_approved", stop)
+
+    store = EventStore(rabbit_config["EVENTSTORE_DSN"])
+    old = [e for e in store.read_stream("ledger-stopped")]
+    new = [e for e in store.read_stream("ledger-repl")]
+    store.close()
+    assert [e.type for e in old].count("SessionStopApplied") == 1
+    moved = [e.data for e in new if e.type == "AppointmentMoved"]
+    assert [m["appointment_id"] for m in moved] == [a["appointment_id"] for a in answers[:2]]
+    assert [m["sequence_number"] for m in moved] == [1, 2]
+    assert [m["code"] for m in moved] == [a["code"] for a in answers[:2]]
+    cancelled = [e.data for e in old if e.type == "AppointmentCancelled"]
+    assert [(c["appointment_id"], c["reason"]) for c in cancelled] == [(answers[2]["appointment_id"], "doctor_stop")]
+    assert refused(book(booking, register(booking, 49), "stopped", "k-stop-late")) == "session_stopped"
