@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import html
+import time
+from collections import OrderedDict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
-from contracts import InvalidInput
+from contracts import InvalidInput, SessionFull
 from infra.providers import LogContext
 from services.gateway.api import call, correlation_id, endpoint, json_response, read_json
 
@@ -24,10 +27,49 @@ def _day(value: str | None, default: date, field: str) -> date:
         raise InvalidInput(f"{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD", field=field) from None
 
 
+class SoldOutCache:
+    """Sessions booking just answered "full" for, per channel, for `ttl` seconds: a sold-out
+    session's crowd is answered here without a booking round trip. It can only hide a slot
+    freed within the last `ttl` seconds, never invent one."""
+
+    def __init__(self, ttl: float = 1.0, remember_keys: int = 200_000) -> None:
+        self.ttl = ttl
+        self._until: dict[tuple[str, str], float] = {}
+        # Requests this gateway has forwarded: a retry of one of them (same patient and key) always
+        # goes to booking, which answers a repeat with the first answer, even when the session
+        # has sold out since. (A retry through another gateway replica is not covered.)
+        self._forwarded: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._max_keys = remember_keys
+
+    def is_retry(self, patient_id: str, key: str) -> bool:
+        return (patient_id, key) in self._forwarded
+
+    def forwarded(self, patient_id: str, key: str) -> None:
+        self._forwarded[(patient_id, key)] = None
+        if len(self._forwarded) > self._max_keys:
+            self._forwarded.popitem(last=False)
+
+    def full(self, session_id: str, channel: str) -> bool:
+        until = self._until.get((session_id, channel))
+        return until is not None and time.monotonic() < until
+
+    def remember(self, session_id: str, channel: str) -> None:
+        self._until[(session_id, channel)] = time.monotonic() + self.ttl
+
+
+class SoldOut(DependencyProvider):
+    def setup(self) -> None:
+        self.cache = SoldOutCache()
+
+    def get_dependency(self, worker_ctx: Any) -> SoldOutCache:
+        return self.cache
+
+
 class GatewayService:
     name = "gateway"
 
     log = LogContext()
+    sold_out = SoldOut()
     schedule = RpcProxy("schedule")
     booking = RpcProxy("booking")
     notification = RpcProxy("notification")
@@ -115,7 +157,16 @@ class GatewayService:
             "correlation_id": correlation_id(request),
             "actor": {"kind": "patient", "id": str(body.get("patient_id") or "anonymous")[:64]},
         }
-        answer = call(self.booking.book_appointment, command)
+        session_id = str(command["session_id"] or "")
+        patient_id = str(command["patient_id"] or "")
+        if self.sold_out.full(session_id, "web") and not self.sold_out.is_retry(patient_id, key):
+            raise SessionFull("该出诊已约满 / this session is full", field="session_id")
+        self.sold_out.forwarded(patient_id, key)
+        try:
+            answer = call(self.booking.book_appointment, command)
+        except SessionFull:
+            self.sold_out.remember(session_id, "web")
+            raise
         return json_response(answer, 201)
 
     @http("GET", "/api/v1/appointments")
