@@ -365,10 +365,15 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
     changes: list[PatientAppointmentsChanged] = []
     taken = {"web": 0, "phone": 0, "window": 0}
     issued = replacement_ledger.issued if replacement_ledger else 0
+    usable = (replacement is not None and replacement_ledger is not None
+              and not replacement.stopped and not replacement_ledger.stopped)
+    already_there = replacement_ledger.active_patients() if replacement_ledger else set()
     for b in ledger.active_in_order():
         room = False
-        if replacement is not None and replacement_ledger is not None and not replacement.stopped:
-            room = replacement_ledger.booked(b.channel) + taken[b.channel] < replacement.quota.get(b.channel, 0)
+        if usable and replacement is not None and replacement_ledger is not None:
+            # One booking per patient and session: a patient already booked there is not given a second.
+            room = (b.patient_id not in already_there
+                    and replacement_ledger.booked(b.channel) + taken[b.channel] < replacement.quota.get(b.channel, 0))
         if room and replacement is not None:
             taken[b.channel] += 1
             issued += 1
