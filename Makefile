@@ -14,7 +14,7 @@ setup:
 run: setup
 	@$(PY) -m scripts.launcher stop >/dev/null 2>&1 || true
 	@$(PY) -m scripts.launcher start --address $(GATEWAY_ADDRESS)
-	@$(PY) -m services.schedule.importer demo/walking-skeleton.json
+	@$(PY) -m services.schedule.importer --hospital hebmu4 demo/hebei-demo.json demo/hebmu4-plan.csv
 	@echo
 	@echo "  平台已启动 / platform is up:  http://$(GATEWAY_ADDRESS)/"
 	@echo "  API:                           http://$(GATEWAY_ADDRESS)/api/v1/hospitals"
@@ -42,6 +42,8 @@ test-nameko:
 bench: setup
 	$(PY) bench/eventstore.py
 	$(PY) bench/rpc_echo.py
+	$(PY) bench/flash_crowd.py
+	$(PY) bench/steady.py
 
 lint: setup lint-only
 

@@ -203,7 +203,7 @@ def append_statement(
 
 def _meta(ev: Envelope) -> dict[str, Any]:
     return {"correlation_id": ev.correlation_id, "causation_id": ev.causation_id,
-            "actor": {"kind": ev.actor.kind, "id": ev.actor.id}}
+            "actor": {"kind": ev.actor.kind, "id": ev.actor.id, "hospital_id": ev.actor.hospital_id}}
 
 
 def row_to_envelope(row: Sequence[Any]) -> Envelope:

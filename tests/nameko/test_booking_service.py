@@ -74,7 +74,8 @@ def session_event(session_id: str, *, day: str | None = None, quota: dict[str, i
     now = datetime.now(HOSPITAL_TZ)
     return envelope("SessionScheduled", {
         "session_id": session_id, "hospital_id": hospital, "department_id": department, "doctor_id": "doc-1",
-        "doctor_name": "张医生", "doctor_title": "主任医师", "date": day or (now + timedelta(days=3)).date().isoformat(),
+        "doctor_name": "张医生", "doctor_title": "主任医师",
+        "date": day or (now + timedelta(days=3)).date().isoformat(),
         "period": "morning", "start": "08:00:00", "end": "11:30:00", "capacity": 40,
         "quota": quota or {"web": 2, "phone": 1, "window": 0}, "fee": "50.00",
         "opens_at": (now + opens).isoformat(), "closes_at": (now + closes).isoformat(),
