@@ -174,8 +174,9 @@ def main() -> int:
               "not part of the timed run)")
         bp.timings["quiet before run"] = bp.wait_quiet()
 
-        reqs = [post_json("/api/v1/appointments", {"session_id": sid, "patient_id": patient_ids[p]},
-                          {"Idempotency-Key": f"steady-{k:06d}-{bp.tag}"}) for k, (p, sid) in enumerate(plan)]
+        reqs = [post_json("/api/v1/appointments", {"session_id": sid},
+                          {"Idempotency-Key": f"steady-{k:06d}-{bp.tag}", **bp.auth(patient_ids[p])})
+                for k, (p, sid) in enumerate(plan)]
         cpu_before = bp.cpu_snapshot()
         sent, results, summary = run_for(bp.address, reqs, args.concurrency, args.timeout,
                                          args.seconds if args.seconds else float("inf"))

@@ -229,16 +229,16 @@ def contract(model: type[BaseModel] | None = None) -> Callable[..., Any]:
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        def inner(self: Any, payload: Any = None, **kwargs: Any) -> Any:
+        def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 if model is not None:
                     try:
-                        arg = model.model_validate(payload)
+                        arg = model.model_validate(args[0] if args else kwargs.pop("payload", None))
                     except ValidationError as exc:
                         raise invalid_from_validation(exc) from None
                     result = fn(self, arg, **kwargs)
                 else:
-                    result = fn(self, payload, **kwargs) if payload is not None else fn(self, **kwargs)
+                    result = fn(self, *args, **kwargs)
             except DomainError as err:
                 return to_wire(err)
             if isinstance(result, BaseModel):

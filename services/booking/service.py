@@ -80,6 +80,18 @@ class BookingService:
 
     @rpc
     @contract()
+    def find_patient(self, id_number: str) -> dict[str, Any]:
+        """A caller found by resident ID, for the hotline (masked; the gateway audits the read)."""
+        return handlers.find_patient(self.db, self.vault, id_number)
+
+    @rpc
+    @contract()
+    def phone_list(self, hospital_id: str, visit_date: str) -> list[dict[str, Any]]:
+        with self.db.transaction() as cur:
+            return readmodel.paid_phone_bookings(cur, hospital_id, visit_date)
+
+    @rpc
+    @contract()
     def patient_contact(self, patient_id: str) -> dict[str, str]:
         return handlers.patient_contact(self.db, self.vault, patient_id)
 

@@ -35,7 +35,9 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(err: DomainError) -> Response:
     body = {"error": {"code": err.code, "message": err.message, "field": err.field}}
-    return json_response(body, status=err.status)
+    retry_after = getattr(err, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return json_response(body, status=err.status, headers=headers)
 
 
 def call(method: Any, *args: Any, timeout: float = RPC_TIMEOUT) -> Any:

@@ -60,6 +60,8 @@ def platform():
         env = {**p.process_env()}
         subprocess.run([sys.executable, "-m", "services.schedule.importer", "demo/walking-skeleton.json"],
                        cwd=ROOT, env=env, check=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "services.gateway.staff", "demo"], cwd=ROOT, env=env, check=True,
+                       timeout=120)
         yield p
     finally:
         p.stop()
@@ -77,6 +79,7 @@ def _url(p: Platform, path: str) -> str:
 
 
 def _register(p: Platform, name: str, id_number: str, phone: str) -> str:
+    """Registers and answers the bearer token of the new patient's session."""
     r = requests.post(_url(p, "/api/v1/patients"),
                       json={"name": name, "id_number": id_number, "phone": phone, "password": "pw-123456"},
                       timeout=30)
@@ -84,12 +87,12 @@ def _register(p: Platform, name: str, id_number: str, phone: str) -> str:
     body = r.json()
     assert body["id_masked"] == id_number[:6] + "********" + id_number[-4:]
     assert id_number not in r.text and phone not in r.text
-    return str(body["patient_id"])
+    return str(body["token"])
 
 
-def _book(p: Platform, patient_id: str, key: str) -> requests.Response:
-    return requests.post(_url(p, "/api/v1/appointments"), json={"session_id": SESSION, "patient_id": patient_id},
-                         headers={"Idempotency-Key": key}, timeout=30)
+def _book(p: Platform, token: str, key: str) -> requests.Response:
+    return requests.post(_url(p, "/api/v1/appointments"), json={"session_id": SESSION},
+                         headers={"Idempotency-Key": key, "Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def test_a_booking_travels_through_every_service(platform: Platform) -> None:
@@ -120,7 +123,7 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
 
     # notification: the confirmation SMS is in the outbox, masked phone, code and sequence number in it
     def sms():
-        page = requests.get(_url(p, "/dev/sms"), timeout=30).text
+        page = requests.get(_url(p, "/api/v1/dev/sms"), timeout=30).text
         return page if a1["code"] in page and a2["code"] in page else None
     page = _until("both confirmation SMS in the outbox", sms)
     assert "138****8000" in page and "13800138000" not in page
@@ -139,9 +142,15 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
     assert got[a1["appointment_id"]]["message_type"] == "SIU^S12"
     assert "11010519491231002X" not in his_log.read_text(encoding="utf-8")
 
-    # stats: counted from the event store
+    # stats: counted from the event store (analysts only)
+    assert requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).status_code == 401
+    login = requests.post(_url(p, "/api/v1/auth/login"), json={"username": "analyst", "password": "analyst-pass-2024"},
+                          timeout=30)
+    assert login.status_code == 200, login.text
+    analyst = {"Authorization": f"Bearer {login.json()['token']}"}
+
     def counted():
-        s = requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).json()
+        s = requests.get(_url(p, "/api/v1/stats/summary"), headers=analyst, timeout=30).json()
         return s if s["metrics"].get("booked", {}).get("web") == 2 else None
     _until("stats to count two web bookings", counted)
 

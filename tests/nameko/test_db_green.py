@@ -90,3 +90,43 @@ def test_control_without_the_green_wait_callback_the_same_calls_serialise(
     finally:
         psycopg2.extensions.set_wait_callback(saved)
     assert elapsed >= CALLS * 0.99, f"expected serialised calls, took {elapsed:.2f} s"
+
+
+def test_password_hashing_does_not_block_the_hub():
+    """argon2 runs off the eventlet hub (infra.blocking.off_hub): a ticker greenlet keeps ticking
+    while passwords are hashed; hashing on the hub itself stalls it for a whole hash (the control)."""
+    import eventlet
+    from argon2 import PasswordHasher
+
+    from infra.blocking import off_hub
+
+    hasher = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=1)  # slow on purpose: ~50+ ms
+
+    def worst_gap(hash_call) -> float:
+        gaps: list[float] = []
+        running = [True]
+
+        def ticker() -> None:
+            last = time.monotonic()
+            while running[0]:
+                eventlet.sleep(0.001)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = eventlet.spawn(ticker)
+        eventlet.sleep(0.01)
+        started = time.monotonic()
+        pool = [eventlet.spawn(hash_call, "correct horse battery") for _ in range(3)]
+        for g in pool:
+            g.wait()
+        took = time.monotonic() - started
+        running[0] = False
+        tick.wait()
+        assert took > 0.03, "the hashes were too fast to show anything"
+        return max(gaps)
+
+    off = worst_gap(lambda pw: off_hub(hasher.hash, pw))
+    on = worst_gap(hasher.hash)
+    assert on > 0.03, f"control: hashing on the hub should stall the ticker (worst gap {on:.3f} s)"
+    assert off < on / 2, f"off the hub the ticker stalled {off:.3f} s (on the hub {on:.3f} s)"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.gateway.service import SoldOutCache
+from services.gateway.limits import SoldOutCache
 
 pytestmark = pytest.mark.unit
 

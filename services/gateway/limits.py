@@ -1,0 +1,122 @@
+"""Load protection held in each gateway process: rate limits, login throttling, and the memory of
+sold-out sessions. Per process on purpose: each replica protects the services behind it."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+from pydantic import Field
+
+from infra.settings import Settings, settings_for
+from services.gateway.auth import LoginThrottle, TokenBucket, TooManyRequests
+
+
+class GatewaySettings(Settings):
+    rate_per_client: float = Field(default=20.0, gt=0, alias="RATE_PER_CLIENT", description="requests/s per IP")
+    rate_burst_client: int = Field(default=60, ge=1, alias="RATE_BURST_CLIENT")
+    rate_per_patient: float = Field(default=1.0, gt=0, alias="RATE_PER_PATIENT", description="bookings/s")
+    rate_burst_patient: int = Field(default=10, ge=1, alias="RATE_BURST_PATIENT")
+    login_failures: int = Field(default=5, ge=1, alias="LOGIN_FAILURES", description="per username per window")
+    login_window_s: float = Field(default=900.0, gt=0, alias="LOGIN_WINDOW_S")
+    cookie_secure: bool = Field(default=False, alias="COOKIE_SECURE", description="true behind HTTPS")
+
+
+class Limits:
+    def __init__(self, cfg: GatewaySettings) -> None:
+        self.clients = TokenBucket(cfg.rate_per_client, cfg.rate_burst_client)
+        self.patients = TokenBucket(cfg.rate_per_patient, cfg.rate_burst_patient)
+        self.logins = LoginThrottle(cfg.login_failures, cfg.login_window_s)
+        self.login_clients = LoginThrottle(cfg.login_failures * 4, cfg.login_window_s)
+        self.sold_out = SoldOutCache()
+        self.sessions = SessionCache()
+
+    def client(self, address: str | None) -> None:
+        wait = self.clients.take(address or "-", time.monotonic())
+        if wait is not None:
+            raise TooManyRequests("请求过于频繁，请稍后再试 / too many requests, slow down", wait)
+
+    def patient(self, patient_id: str) -> None:
+        wait = self.patients.take(patient_id, time.monotonic())
+        if wait is not None:
+            raise TooManyRequests("操作过于频繁，请稍后再试 / too many bookings, slow down", wait)
+
+    def login_allowed(self, username: str, address: str | None) -> None:
+        now = time.monotonic()
+        wait = self.logins.check(username.lower(), now) or self.login_clients.check(address or "-", now)
+        if wait is not None:
+            raise TooManyRequests("登录失败次数过多，请稍后再试 / too many failed logins, try later", wait)
+
+    def login_failed(self, username: str, address: str | None) -> None:
+        now = time.monotonic()
+        self.logins.failed(username.lower(), now)
+        self.login_clients.failed(address or "-", now)
+
+    def login_succeeded(self, username: str) -> None:
+        self.logins.succeeded(username.lower())
+
+
+class LimitsProvider(DependencyProvider):
+    def setup(self) -> None:
+        self.limits = Limits(settings_for(self.container, GatewaySettings))
+
+    def get_dependency(self, worker_ctx: Any) -> Limits:
+        return self.limits
+
+
+class SoldOutCache:
+    """Sessions booking just answered "full" for, per channel, for `ttl` seconds: a sold-out
+    session's crowd is answered here without a booking round trip. It can only hide a slot
+    freed within the last `ttl` seconds, never invent one."""
+
+    def __init__(self, ttl: float = 1.0, remember_keys: int = 200_000) -> None:
+        self.ttl = ttl
+        self._until: dict[tuple[str, str], float] = {}
+        # Requests this gateway has forwarded: a retry of one of them (same patient and key) always
+        # goes to booking, which answers a repeat with the first answer, even when the session
+        # has sold out since. (A retry through another gateway replica is not covered.)
+        self._forwarded: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._max_keys = remember_keys
+
+    def is_retry(self, patient_id: str, key: str) -> bool:
+        return (patient_id, key) in self._forwarded
+
+    def forwarded(self, patient_id: str, key: str) -> None:
+        self._forwarded[(patient_id, key)] = None
+        if len(self._forwarded) > self._max_keys:
+            self._forwarded.popitem(last=False)
+
+    def full(self, session_id: str, channel: str) -> bool:
+        until = self._until.get((session_id, channel))
+        return until is not None and time.monotonic() < until
+
+    def remember(self, session_id: str, channel: str) -> None:
+        self._until[(session_id, channel)] = time.monotonic() + self.ttl
+
+
+class SessionCache:
+    """Login sessions looked up in the last `ttl` seconds, so that a crowd of logged-in patients
+    costs no database round trip each. A logout is seen at once by the gateway that served it
+    and within `ttl` by the others."""
+
+    def __init__(self, ttl: float = 10.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, bool], tuple[Any, float]] = OrderedDict()
+
+    def get(self, token: str, via_cookie: bool) -> tuple[bool, Any]:
+        hit = self._entries.get((token, via_cookie))
+        if hit is None or time.monotonic() > hit[1]:
+            return False, None
+        return True, hit[0]
+
+    def put(self, token: str, via_cookie: bool, principal: Any) -> None:
+        self._entries[(token, via_cookie)] = (principal, time.monotonic() + self.ttl)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, token: str) -> None:
+        self._entries.pop((token, True), None)
+        self._entries.pop((token, False), None)
