@@ -14,12 +14,15 @@ setup:
 run: setup
 	@$(PY) -m scripts.launcher stop >/dev/null 2>&1 || true
 	@$(PY) -m scripts.launcher start --address $(GATEWAY_ADDRESS)
-	@$(PY) -m services.schedule.importer --hospital hebmu4 demo/hebei-demo.json demo/hebmu4-plan.csv
+	@PYTHONWARNINGS=ignore $(PY) -m services.schedule.importer --hospital hebmu4 demo/hebei-demo.json demo/hebmu4-plan.csv
 	@echo
-	@echo "  平台已启动 / platform is up:  http://$(GATEWAY_ADDRESS)/"
-	@echo "  API:                           http://$(GATEWAY_ADDRESS)/api/v1/hospitals"
-	@echo "  SMS outbox (dev):              http://$(GATEWAY_ADDRESS)/dev/sms"
-	@echo "  health:                        http://$(GATEWAY_ADDRESS)/healthz"
+	@echo "  演示账号 / demo accounts (role, username / password):"
+	@PYTHONWARNINGS=ignore $(PY) -m services.gateway.staff demo --gateway $(GATEWAY_ADDRESS)
+	@echo
+	@echo "  平台已启动 / platform is up:     http://$(GATEWAY_ADDRESS)/"
+	@echo "  患者 patient:  /  /register  /login  /me"
+	@echo "  话务员 hotline operator: /operator   窗口 window clerk: /clerk   医院管理 hospital admin: /admin"
+	@echo "  短信发件箱 SMS outbox (dev): /dev/sms   API: /api/v1/openapi.json   health: /healthz"
 	@echo "  logs: .run/logs/   stop with:  make stop"
 
 stop:
