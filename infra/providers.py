@@ -143,7 +143,8 @@ class Projection:
         self.types = types
         self._reached = threading.Condition()
         self.applied = 0
-        self.subscription = CatchUpSubscription(store, self.handle_batch, self.load_checkpoint)
+        self.subscription = CatchUpSubscription(store, self.handle_batch, self.load_checkpoint, types=types,
+                                                on_progress=self._reached_position)
 
     def load_checkpoint(self) -> int:
         with self.db.transaction() as cur:
@@ -154,13 +155,20 @@ class Projection:
             self.applied = int(cur.fetchone()[0])
             return self.applied
 
+    def _reached_position(self, position: int) -> None:
+        # Events of other types are skipped in the database; the checkpoint row is written only
+        # with applied events (a restart re-reads the skipped stretch, filtered, cheaply).
+        with self._reached:
+            self.applied = max(self.applied, position)
+            self._reached.notify_all()
+
     def handle_batch(self, batch: Any) -> None:
         last = batch[-1].position
         with self.db.transaction() as cur:
             cur.execute("SELECT position FROM projection_checkpoints WHERE name = %s FOR UPDATE", (self.name,))
             done = int(cur.fetchone()[0])
             for ev in batch:
-                if ev.position > done and (self.types is None or ev.type in self.types):
+                if ev.position > done:
                     self.apply(cur, ev)
             if last > done:
                 cur.execute("UPDATE projection_checkpoints SET position = %s WHERE name = %s", (last, self.name))

@@ -92,8 +92,13 @@ class EventStore:
                 if repeat is not None:
                     return repeat
             raise error from exc
-        placed = {r[0]: (r[2], r[3]) for r in result}
         duplicate = bool(result) and all(r[4] for r in result)
+        if duplicate:
+            # The events as first stored, not the caller's new copies (their data may differ).
+            stored_before = self._already_stored(ordered)
+            if stored_before is not None:
+                return stored_before
+        placed = {r[0]: (r[2], r[3]) for r in result}
         stored = [ev.model_copy(update={"version": placed[ev.event_id][0], "position": placed[ev.event_id][1]})
                   for ev in ordered]
         stored.sort(key=lambda e: e.position or 0)
@@ -140,6 +145,25 @@ class EventStore:
             f"SELECT {_COLUMNS} FROM es_events WHERE position > %s ORDER BY position LIMIT %s",
             (from_position, limit),
         )
+
+    def read_filtered_raw(self, from_position: int, types: Sequence[str], limit: int = 1000
+                          ) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows of the given types after `from_position`, and how far that read reached: the head
+        as one snapshot saw it (all of it when fewer than `limit` rows matched). One statement,
+        one snapshot: every event up to that head is committed and was considered."""
+        rows = self.db.fetchall(
+            f"WITH head AS (SELECT position AS upto FROM es_head WHERE id = 1) "
+            f"SELECT (SELECT upto FROM head), {_COLUMNS} FROM es_events "
+            f"WHERE position > %s AND position <= (SELECT upto FROM head) AND type = ANY (%s) "
+            f"ORDER BY es_events.position LIMIT %s",
+            (from_position, list(types), limit),
+        )
+        if not rows:
+            head = self.head()
+            return [], head
+        matched = [r[1:] for r in rows]
+        upto = int(matched[-1][0]) if len(matched) == limit else int(rows[0][0])
+        return matched, upto
 
     def get_event(self, event_id: uuid.UUID) -> Envelope | None:
         row = self.db.fetchone(f"SELECT {_COLUMNS} FROM es_events WHERE event_id = %s", (event_id,))

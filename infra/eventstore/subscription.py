@@ -29,7 +29,13 @@ class CatchUpSubscription:
         batch_size: int = 500,
         idle_timeout: float = 2.0,
         raw: bool = False,
+        types: set[str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
+        """`types`: only these event types reach handle_batch (filtered in the database); the
+        position still moves past the others, reported through `on_progress`."""
+        self.types = sorted(types) if types is not None else None
+        self.on_progress = on_progress
         self.store = store
         self.handle_batch = handle_batch
         self.load_checkpoint = load_checkpoint
@@ -57,13 +63,21 @@ class CatchUpSubscription:
             self._started = True
         handled = 0
         while not self._stop.is_set():
-            rows = self.store.read_all_raw(self.position, self.batch_size)
-            if not rows:
-                return handled
-            batch = rows if self.raw else [row_to_envelope(r) for r in rows]
-            self.handle_batch(batch)
-            self.position = int(rows[-1][0])
+            if self.types is None:
+                rows = self.store.read_all_raw(self.position, self.batch_size)
+                if not rows:
+                    return handled
+                upto = int(rows[-1][0])
+            else:
+                rows, upto = self.store.read_filtered_raw(self.position, self.types, self.batch_size)
+                if upto <= self.position:
+                    return handled
+            if rows:
+                self.handle_batch(rows if self.raw else [row_to_envelope(r) for r in rows])
+            self.position = upto
             handled += len(rows)
+            if self.on_progress is not None:
+                self.on_progress(upto)
         return handled
 
     def run(self) -> None:

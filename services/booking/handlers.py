@@ -29,6 +29,7 @@ from contracts import (
     CancelAppointment,
     CheckInAppointment,
     Conflict,
+    DomainError,
     Envelope,
     Event,
     InvalidInput,
@@ -202,23 +203,29 @@ def book_appointment(store: EventStore, db: Database, cache: LedgerCache, cmd: B
     with db.transaction() as cur:
         session = readmodel.session_info(cur, cmd.session_id)
         rules = readmodel.hospital_rules(cur, session.hospital_id) if session else None
-    # The sold-out fast path: no store read, no lock wait (see LedgerCache).
-    if session is not None and cache.known_full(cmd.session_id, cmd.channel, session.quota):
+    # A repeated command is recognised by its event id: looked up only when the decision says
+    # no (a repeat of a success finds its patient already booked), or found by the append.
+    def repeat_or(error: DomainError) -> BookingAnswer:
         if (prior := store.get_event(event_id)) is not None:
             return _answer(prior.data)
-        raise SessionFull("该出诊已约满 / this session is full", field="session_id")
-    if (prior := store.get_event(event_id)) is not None:
-        return _answer(prior.data)
+        raise error
+
+    # The sold-out fast path: no store read, no lock wait (see LedgerCache).
+    if session is not None and cache.known_full(cmd.session_id, cmd.channel, session.quota):
+        return repeat_or(SessionFull("该出诊已约满 / this session is full", field="session_id"))
     if session is None or rules is None:
-        raise NotFound(f"出诊 {cmd.session_id} 不存在 / unknown session", field="session_id")
+        return repeat_or(NotFound(f"出诊 {cmd.session_id} 不存在 / unknown session", field="session_id"))
     ledger_name = domain.ledger_stream(cmd.session_id)
     patient_name = domain.patient_stream(cmd.patient_id)
     with cache.lock(cmd.session_id):
         for _ in range(attempts):
             ledger = cache.refresh(store, cmd.session_id)
             patient = load_patient(store, cmd.patient_id)
-            booked, change = domain.book(cmd, session, ledger, patient, rules, now,
-                                         appointment_id=str(uuid.uuid4()), code=domain.new_code())
+            try:
+                booked, change = domain.book(cmd, session, ledger, patient, rules, now,
+                                             appointment_id=str(uuid.uuid4()), code=domain.new_code())
+            except DomainError as refusal:
+                return repeat_or(refusal)
             try:
                 result = store.append({
                     ledger_name: (ledger.version, [_env(booked, ledger_name, cmd.correlation_id, cmd.actor,

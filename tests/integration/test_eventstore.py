@@ -375,6 +375,19 @@ class EventStoreContract:
         assert len(store.read_all_raw(0, 1000)) == 25
         assert store.head() == 25
 
+    def test_filtered_reads_return_the_types_asked_and_how_far_they_reached(self, store):
+        for i in range(12):
+            store.append_to(f"f-{i}", 0, event(f"f-{i}", "Wanted" if i % 3 == 0 else "Other", i=i))
+        rows, upto = store.read_filtered_raw(0, ["Wanted"], 100)
+        assert [r[0] for r in rows] == [1, 4, 7, 10] and {r[4] for r in rows} == {"Wanted"}
+        assert upto == 12, "with fewer matches than the limit the read reached the head"
+        rows, upto = store.read_filtered_raw(0, ["Wanted"], 2)
+        assert [r[0] for r in rows] == [1, 4] and upto == 4, "a full page reaches only its last row"
+        rows, upto = store.read_filtered_raw(10, ["Wanted"], 100)
+        assert rows == [] and upto == 12
+        rows, upto = store.read_filtered_raw(0, ["Nothing"], 100)
+        assert rows == [] and upto == 12
+
     def test_checkpoints_only_move_forward(self, store):
         assert store.checkpoint("relay") == 0
         store.save_checkpoint("relay", 5)
