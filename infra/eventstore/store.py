@@ -151,18 +151,18 @@ class EventStore:
         """Rows of the given types after `from_position`, and how far that read reached: the head
         as one snapshot saw it (all of it when fewer than `limit` rows matched). One statement,
         one snapshot: every event up to that head is committed and was considered."""
+        # The head comes from the same statement (one snapshot) even when nothing matches: read
+        # separately, it could pass an event committed between the two reads.
         rows = self.db.fetchall(
             f"WITH head AS (SELECT position AS upto FROM es_head WHERE id = 1) "
-            f"SELECT (SELECT upto FROM head), {_COLUMNS} FROM es_events "
-            f"WHERE position > %s AND position <= (SELECT upto FROM head) AND type = ANY (%s) "
-            f"ORDER BY es_events.position LIMIT %s",
+            f"SELECT head.upto, e.* FROM head LEFT JOIN LATERAL ("
+            f"SELECT {_COLUMNS} FROM es_events WHERE position > %s AND position <= head.upto "
+            f"AND type = ANY (%s) ORDER BY position LIMIT %s) e ON true",
             (from_position, list(types), limit),
         )
-        if not rows:
-            head = self.head()
-            return [], head
-        matched = [r[1:] for r in rows]
-        upto = int(matched[-1][0]) if len(matched) == limit else int(rows[0][0])
+        head = int(rows[0][0])
+        matched = [r[1:] for r in rows if r[1] is not None]
+        upto = int(matched[-1][0]) if len(matched) == limit else head
         return matched, upto
 
     def get_event(self, event_id: uuid.UUID) -> Envelope | None:

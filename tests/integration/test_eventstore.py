@@ -388,6 +388,39 @@ class EventStoreContract:
         rows, upto = store.read_filtered_raw(0, ["Nothing"], 100)
         assert rows == [] and upto == 12
 
+    def test_a_filtered_tail_never_skips_an_event_of_its_types(self, store):
+        """Writers append two types concurrently while a reader follows one type, moving its
+        position to what each read says it reached. (Reading the head in a second statement
+        once let it jump over an event committed between the two reads.)"""
+        done = threading.Event()
+        seen: list[int] = []
+
+        def writer(w: int) -> None:
+            for i in range(150):
+                store.append_to(f"w{w}-{i}", 0, event(f"w{w}-{i}", "Wanted" if i % 2 else "Other"))
+
+        def reader() -> None:
+            position = 0
+            while True:
+                finished = done.is_set()
+                rows, upto = store.read_filtered_raw(position, ["Wanted"], 50)
+                seen.extend(int(r[0]) for r in rows)
+                position = upto
+                if finished and not rows and upto == store.head():
+                    return
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        tail = threading.Thread(target=reader)
+        tail.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        tail.join(timeout=60)
+        wanted = [e.position for e in store.read_all(0, 10_000) if e.type == "Wanted"]
+        assert seen == wanted, f"missed {sorted(set(wanted) - set(seen))[:5]}, doubled {len(seen) - len(set(seen))}"
+
     def test_checkpoints_only_move_forward(self, store):
         assert store.checkpoint("relay") == 0
         store.save_checkpoint("relay", 5)
