@@ -37,7 +37,7 @@ test: setup
 	@$(MAKE) --no-print-directory lint-only test-unpatched test-nameko
 
 test-unpatched:
-	$(PYTEST) -q -rs --suppress-nameko-eventlet-notification tests/unit tests/integration tests/e2e
+	$(PYTEST) -q -rs --suppress-nameko-eventlet-notification tests/unit tests/integration tests/e2e tests/browser
 
 test-nameko:
 	$(PYTEST) -q -rs tests/nameko

@@ -68,4 +68,9 @@ fi
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
   apt_install docker-compose
 fi
-say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432"
+# --- browser tests ----------------------------------------------------------------------------
+# Playwright drives Debian's chromium (its own browser download is not used); a CJK font makes the
+# screenshots show Chinese rather than empty boxes.
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium fonts-wqy-microhei; fi
+if ! fc-list 2>/dev/null | grep -qiE "wenquanyi|noto sans cjk|source han"; then apt_install fonts-wqy-microhei; fi
+say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432, chromium for the browser tests"

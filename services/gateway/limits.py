@@ -22,6 +22,7 @@ class GatewaySettings(Settings):
     login_failures: int = Field(default=5, ge=1, alias="LOGIN_FAILURES", description="per username per window")
     login_window_s: float = Field(default=900.0, gt=0, alias="LOGIN_WINDOW_S")
     cookie_secure: bool = Field(default=False, alias="COOKIE_SECURE", description="true behind HTTPS")
+    dev_pages: bool = Field(default=False, alias="DEV_PAGES", description="the SMS outbox page and API")
 
 
 class Limits:

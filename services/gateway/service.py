@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 
 from contracts import Forbidden, InvalidInput, NotFound, SessionFull
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider
-from services.gateway import accounts
+from services.gateway import accounts, pages
 from services.gateway.api import call, correlation_id, endpoint, json_response, read_json
 from services.gateway.auth import CSRF_HEADER, SESSION_COOKIE, Principal, Unauthenticated, csrf_ok
 from services.gateway.limits import GatewaySettings, Limits, LimitsProvider
@@ -46,7 +46,7 @@ def _state(session: dict[str, Any], avail: dict[str, Any], remaining: dict[str, 
     return "open" if remaining.get("web", 0) > 0 else "full"
 
 
-class GatewayService:
+class GatewayService(pages.Pages):
     name = "gateway"
 
     log = LogContext()
@@ -255,7 +255,7 @@ class GatewayService:
                 "date": s["date"], "period": s["period"], "start": s["start"], "end": s["end"],
                 "fee": s["fee"], "remaining": remaining, "opens_at": s.get("opens_at"),
                 "closes_at": s.get("closes_at"), "state": _state(s, avail, remaining, now),
-                "time_bands": s.get("time_bands") or [],
+                "time_bands": s.get("time_bands") or [], "quota": s.get("quota"), "capacity": s.get("capacity"),
             })
         return json_response({"department_id": department_id, "sessions": entries})
 
@@ -423,4 +423,6 @@ class GatewayService:
     @endpoint
     def sms_outbox(self, request: Request) -> Response:
         self.limits.client(request.remote_addr)
+        if not self.settings.dev_pages:
+            raise NotFound("仅限开发环境 / development only", field="path")
         return json_response({"messages": call(self.notification.outbox, 100)})
