@@ -158,20 +158,20 @@ def authenticate_patient(db: Database, vault: PiiVault, username: str, password:
     key = vault.lookup_hash(username.strip())
     with db.transaction() as cur:
         cur.execute(
-            "SELECT patient_id, password_hash, id_masked FROM patients WHERE id_hash = %s "
-            "UNION ALL SELECT patient_id, password_hash, id_masked FROM patients "
+            "SELECT patient_id, password_hash, id_masked, name_enc FROM patients WHERE id_hash = %s "
+            "UNION ALL SELECT patient_id, password_hash, id_masked, name_enc FROM patients "
             "WHERE phone_hash = %s AND guardian_id IS NULL AND password_hash IS NOT NULL",
             (key, key),
         )
         rows = cur.fetchall()
-    for patient_id, password_hash, id_masked in rows:
+    for patient_id, password_hash, id_masked, name_enc in rows:
         if not password_hash:
             continue
         try:
             off_hub(_passwords.verify, password_hash, password)
         except (VerifyMismatchError, InvalidHashError):
             continue
-        return {"patient_id": patient_id, "id_masked": id_masked}
+        return {"patient_id": patient_id, "id_masked": id_masked, "name": vault.decrypt(name_enc)}
     raise NotFound("用户名或密码错误 / wrong username or password", field="username", code="bad_credentials")
 
 

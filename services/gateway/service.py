@@ -130,9 +130,10 @@ class GatewayService(pages.Pages):
             return json_response(answer, 201)
         if not answer.get("created"):
             return json_response({**answer, "message": "已注册，请登录 / already registered: please log in"}, 200)
-        token, csrf = accounts.open_session(self.db, "patient", answer["patient_id"], None, "")
+        name = str(body.get("name") or "")[:40]
+        token, csrf = accounts.open_session(self.db, "patient", answer["patient_id"], None, name)
         return self._login_answer({**answer, "role": "patient", "subject": answer["patient_id"],
-                                   "hospital_id": None, "name": ""}, token, csrf, 201)
+                                   "hospital_id": None, "name": name}, token, csrf, 201)
 
     @http("POST", "/api/v1/auth/login")
     @endpoint
@@ -156,7 +157,7 @@ class GatewayService(pages.Pages):
             if found is None:
                 self.limits.login_failed(username, request.remote_addr)
                 raise Unauthenticated("用户名或密码错误 / wrong username or password")
-            subject, role, hospital_id, name = found["patient_id"], "patient", None, ""
+            subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
         self.limits.login_succeeded(username)
         token, csrf = accounts.open_session(self.db, role, subject, hospital_id, name)
         return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name},

@@ -195,14 +195,15 @@ _DOCTOR_COLUMNS = ("doctor_id", "hospital_id", "department_id", "name", "title",
 
 
 def doctors(cur: Any, hospital_id: str, department_id: str | None = None) -> list[dict[str, Any]]:
-    sql = f"SELECT {', '.join(_DOCTOR_COLUMNS)} FROM doctors WHERE hospital_id = %s"
+    """The doctors with their published weekly plan (出诊计划), which the admin pages edit."""
+    sql = f"SELECT {', '.join(_DOCTOR_COLUMNS)}, plan FROM doctors WHERE hospital_id = %s"
     params: list[Any] = [hospital_id]
     if department_id:
         sql += " AND department_id = %s"
         params.append(department_id)
     titles = "ARRAY['主任医师', '副主任医师', '主治医师', '医师']"
     cur.execute(f"{sql} ORDER BY department_id, array_position({titles}, title), doctor_id", params)
-    return [dict(zip(_DOCTOR_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    return [dict(zip((*_DOCTOR_COLUMNS, "plan"), r, strict=True)) for r in cur.fetchall()]
 
 
 def doctor(cur: Any, doctor_id: str) -> dict[str, Any] | None:

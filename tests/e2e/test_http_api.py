@@ -93,7 +93,8 @@ def test_public_reads_and_their_refusals(api):
     assert [h["hospital_id"] for h in hospitals] == ["hebmu2"]
     departments = api.get("/api/v1/hospitals/hebmu2/departments").json()["departments"]
     assert {d["department_id"] for d in departments} == {"hebmu2-nk", "hebmu2-xnk"}
-    assert api.get("/api/v1/hospitals/hebmu2/doctors").json()["doctors"][0]["name"] == "张建国"
+    doctor = api.get("/api/v1/hospitals/hebmu2/doctors").json()["doctors"][0]
+    assert doctor["name"] == "张建国" and doctor["plan"] == [], "the weekly plan is published with the doctor"
     table = api.get("/api/v1/departments/hebmu2-xnk/schedule").json()["sessions"]
     entry = next(s for s in table if s["session_id"] == SESSION)
     assert entry["doctor"]["title"] == "主任医师" and entry["fee"] == "50.00"
@@ -128,6 +129,7 @@ def test_registration_login_logout_and_bad_input(api):
     by_id = api.login(rid(1), "secret-pw-1")
     assert api.get("/api/v1/me", by_phone).json()["subject"] == me["patient_id"]
     assert api.get("/api/v1/me", by_id).json()["role"] == "patient"
+    assert api.get("/api/v1/me", by_id).json()["name"] == "患者1", "a patient sees their own name"
     assert api.post("/api/v1/auth/login", {"username": "13700000001", "password": "wrong-pw"}).status_code == 401
     assert api.post("/api/v1/auth/logout", token=by_phone).status_code == 204
     time.sleep(0.1)
