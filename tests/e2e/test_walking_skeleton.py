@@ -142,6 +142,17 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
     assert got[a1["appointment_id"]]["message_type"] == "SIU^S12"
     assert "11010519491231002X" not in his_log.read_text(encoding="utf-8")
 
+    # a cancellation reaches the HIS as SIU^S15, built from the appointment as booked
+    cancelled = requests.post(_url(p, f"/api/v1/appointments/{a1['appointment_id']}/cancel"),
+                              headers={"Authorization": f"Bearer {first}"}, timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+
+    def cancel_received():
+        lines = [json.loads(x) for x in his_log.read_text(encoding="utf-8").splitlines() if x.strip()]
+        return [x for x in lines if x["message_type"] == "SIU^S15"
+                and (x.get("appointment_id") or x.get("placer_appointment_id")) == a1["appointment_id"]]
+    assert len(_until("SIU^S15 for the cancelled booking", cancel_received)) == 1
+
     # stats: counted from the event store (analysts only)
     assert requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).status_code == 401
     login = requests.post(_url(p, "/api/v1/auth/login"), json={"username": "analyst", "password": "analyst-pass-2024"},
