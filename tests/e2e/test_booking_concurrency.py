@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from bench.loadgen import post_json, run
-from infra.db import drop_database
 from infra.eventstore import EventStore
 from infra.settings import pg_dsn
-from scripts.launcher import ROOT, Platform
-from tests.conftest import delete_vhost, ensure_vhost, free_port
+from tests.e2e.conftest import running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +22,6 @@ W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 SESSION = "crowd-d3-am"
 QUOTA = 30
 PATIENTS = 300
-DBS = ("events", "schedule", "booking", "notification", "his_sync", "stats")
 
 
 def resident_id(n: int) -> str:
@@ -48,32 +42,13 @@ def demo(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform():
-    tag = uuid.uuid4().hex[:6]
-    prefix, vhost = f"appt_test_crowd_{tag}", f"appt_test_crowd_{tag}"
-    amqp = ensure_vhost(vhost)
-    run_dir = ROOT / ".run" / f"e2e-crowd-{tag}"
+def platform(tmp_path_factory):
+    crowd = tmp_path_factory.mktemp("crowd") / "crowd.json"
+    demo(crowd)
     # One load generator on one address: the per-client rate limit is lifted for it.
-    p = Platform(run_dir=run_dir, env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp, "RATE_PER_CLIENT": "100000",
-                                       "RATE_BURST_CLIENT": "100000"},
-                 replicas={"booking": 2}, gateway_address=f"127.0.0.1:{free_port()}", his_port=free_port())
-    try:
-        p.start(wait=120)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        demo(run_dir / "crowd.json")
-        subprocess.run([sys.executable, "-m", "services.schedule.importer", str(run_dir / "crowd.json")],
-                       cwd=ROOT, env=p.process_env(), check=True, timeout=120)
-        yield p, prefix
-    finally:
-        p.stop()
-        saved = os.environ.get("APPT_DB_PREFIX", "")
-        os.environ["APPT_DB_PREFIX"] = prefix
-        try:
-            for name in DBS:
-                drop_database(pg_dsn(name))
-        finally:
-            os.environ["APPT_DB_PREFIX"] = saved
-        delete_vhost(vhost)
+    with running_platform("crowd", [str(crowd)], env={"RATE_PER_CLIENT": "100000", "RATE_BURST_CLIENT": "100000"},
+                          replicas={"booking": 2}) as p:
+        yield p, p.env["APPT_DB_PREFIX"]
 
 
 def test_hundreds_at_once_over_two_replicas_book_exactly_the_quota(platform):

@@ -9,25 +9,18 @@ on the simulator's MLLP socket with an AA, the count in stats (from the event st
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
-from infra.db import drop_database
-from infra.settings import pg_dsn
-from scripts.launcher import ROOT, Platform
-from tests.conftest import delete_vhost, ensure_vhost, free_port
+from scripts.launcher import Platform
+from tests.e2e.conftest import running_platform
 
 pytestmark = pytest.mark.e2e
 
 SESSION = "hebmu2-zhang-d3-am"
-DBS = ("events", "schedule", "booking", "notification", "his_sync", "stats")
 
 
 def _until(what: str, check, timeout: float = 60.0, every: float = 0.3):
@@ -43,35 +36,8 @@ def _until(what: str, check, timeout: float = 60.0, every: float = 0.3):
 
 @pytest.fixture(scope="module")
 def platform():
-    tag = uuid.uuid4().hex[:6]
-    prefix = f"appt_test_e2e_{tag}"
-    vhost = f"appt_test_e2e_{tag}"
-    amqp = ensure_vhost(vhost)
-    # Under .run (not pytest's tmp, which concurrent pytest runs rotate away) so logs survive a failure.
-    run_dir = ROOT / ".run" / f"e2e-{tag}"
-    p = Platform(
-        run_dir=run_dir,
-        env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp, "LOG_FORMAT": "json"},
-        gateway_address=f"127.0.0.1:{free_port()}",
-        his_port=free_port(),
-    )
-    try:
-        p.start(wait=120)
-        env = {**p.process_env()}
-        subprocess.run([sys.executable, "-m", "services.schedule.importer", "demo/walking-skeleton.json"],
-                       cwd=ROOT, env=env, check=True, timeout=120)
-        subprocess.run([sys.executable, "-m", "services.gateway.staff", "demo"], cwd=ROOT, env=env, check=True,
-                       timeout=120)
+    with running_platform("skeleton", ["demo/walking-skeleton.json"], env={"LOG_FORMAT": "json"}) as p:
         yield p
-    finally:
-        p.stop()
-        for name in DBS:
-            os.environ["APPT_DB_PREFIX"], saved = prefix, os.environ.get("APPT_DB_PREFIX", "")
-            try:
-                drop_database(pg_dsn(name))
-            finally:
-                os.environ["APPT_DB_PREFIX"] = saved
-        delete_vhost(vhost)
 
 
 def _url(p: Platform, path: str) -> str:
