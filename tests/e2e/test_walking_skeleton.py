@@ -119,6 +119,11 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
                 and (x.get("appointment_id") or x.get("placer_appointment_id")) == a1["appointment_id"]]
     assert len(_until("SIU^S15 for the cancelled booking", cancel_received)) == 1
 
+    def cancel_sms():
+        page = requests.get(_url(p, "/api/v1/dev/sms"), timeout=30).json()["messages"]
+        return [m for m in page if m["template"] == "cancelled" and a1["code"] in m["text"]]
+    assert "已取消" in _until("the cancellation SMS", cancel_sms)[0]["text"]
+
     # stats: counted from the event store (analysts only)
     assert requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).status_code == 401
     login = requests.post(_url(p, "/api/v1/auth/login"), json={"username": "analyst", "password": "analyst-pass-2024"},

@@ -8,6 +8,7 @@ import pytest
 
 from contracts import AppointmentBooked
 from infra.logging import mask_text
+from services.notification import domain
 from services.notification.domain import booking_confirmation
 
 pytestmark = pytest.mark.unit
@@ -108,3 +109,34 @@ def test_mask_text_would_notice_a_phone_number_in_such_a_text():
     # Guards the assertion above: the masker does act on a text shaped like ours.
     leaky = booking_confirmation(appointment(), {"dr-wang": "王建国13812345678"})
     assert mask_text(leaky) != leaky
+
+
+def _booked(**over):
+    base = {"appointment_id": "a-1", "hospital_id": "h", "department_id": "d", "doctor_id": "doc",
+            "date": "2026-12-01", "period": "afternoon", "code": "K7M2P9QX", "sequence_number": 4}
+    return {**base, **over}
+
+
+STOP_NAMES = {"h": "河北省人民医院", "d": "心血管内科", "doc": "李专家"}
+
+
+def test_a_cancellation_by_the_patient_names_the_booking_and_the_refund_only_when_due():
+    text = domain.cancellation(_booked(), STOP_NAMES, "patient", None)
+    assert text.startswith("【河北预约挂号】") and "李专家医生2026-12-01下午" in text and "K7M2P9QX" in text
+    assert "已取消" in text and "退还" not in text and "停诊" not in text
+    paid = domain.cancellation(_booked(), STOP_NAMES, "operator", "50.00")
+    assert "挂号费50.00元将退还" in paid
+
+
+def test_a_doctor_stop_cancellation_says_why_and_apologises():
+    text = domain.cancellation(_booked(), STOP_NAMES, "doctor_stop", "100.00")
+    assert text.startswith("【河北预约挂号】因李专家医生停诊") and "敬请谅解" in text and "100.00元" in text
+    en = domain.cancellation(_booked(), STOP_NAMES, "doctor_stop", None, locale="en")
+    assert "stopped" in en and "K7M2P9QX" in en and "refund" not in en
+
+
+def test_a_move_gives_the_new_time_and_number_and_keeps_the_code():
+    text = domain.moved(_booked(date="2026-12-03", period="morning", sequence_number=2), STOP_NAMES)
+    assert "改至河北省人民医院心血管内科李专家医生2026-12-03上午门诊" in text
+    assert "就诊序号2" in text and "预约码K7M2P9QX不变" in text
+    assert "No. 2" in domain.moved(_booked(sequence_number=2), STOP_NAMES, locale="en")
