@@ -38,6 +38,8 @@ def register_demo_patient(gateway: str) -> str:
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return "registered" if answer.status == 201 else "already registered"
+    except urllib.error.HTTPError as exc:
+        return "already registered" if exc.code == 409 else f"not registered ({exc})"
     except (urllib.error.URLError, OSError) as exc:
         return f"not registered ({exc})"
 
