@@ -54,9 +54,9 @@ def summarise(results: list[Result], seconds: float) -> Summary:
 
 
 async def _worker(host: str, port: int, queue: asyncio.Queue[tuple[int, Request]], out: list[Result | None],
-                  timeout: float) -> None:
+                  timeout: float, stop_at: float) -> None:
     reader = writer = None
-    while True:
+    while time.perf_counter() < stop_at:
         try:
             index, (method, path, body, headers) = queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -117,21 +117,35 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     return status, await reader.readexactly(length), close
 
 
-async def _run(address: str, requests: list[Request], concurrency: int, timeout: float) -> list[Result]:
+async def _run(address: str, requests: list[Request], concurrency: int, timeout: float, seconds: float
+               ) -> list[Result | None]:
     host, port = address.rsplit(":", 1)
     queue: asyncio.Queue[tuple[int, Request]] = asyncio.Queue()
     for item in enumerate(requests):
         queue.put_nowait(item)
     out: list[Result | None] = [None] * len(requests)
-    await asyncio.gather(*(_worker(host, int(port), queue, out, timeout) for _ in range(concurrency)))
-    return [r if r is not None else Result(0, b"", 0.0, "not sent") for r in out]
+    stop_at = time.perf_counter() + seconds
+    await asyncio.gather(*(_worker(host, int(port), queue, out, timeout, stop_at) for _ in range(concurrency)))
+    return out
 
 
 def run(address: str, requests: list[Request], concurrency: int = 50, timeout: float = 30.0
         ) -> tuple[list[Result], Summary]:
     started = time.perf_counter()
-    results = asyncio.run(_run(address, requests, concurrency, timeout))
+    out = asyncio.run(_run(address, requests, concurrency, timeout, float("inf")))
+    results = [r if r is not None else Result(0, b"", 0.0, "not sent") for r in out]
     return results, summarise(results, time.perf_counter() - started)
+
+
+def run_for(address: str, requests: list[Request], concurrency: int, timeout: float, seconds: float
+            ) -> tuple[list[int], list[Result], Summary]:
+    """Like run, but no new request is sent after `seconds`; answers the indexes that were sent."""
+    started = time.perf_counter()
+    out = asyncio.run(_run(address, requests, concurrency, timeout, seconds))
+    elapsed = time.perf_counter() - started
+    sent = [i for i, r in enumerate(out) if r is not None]
+    results = [r for r in out if r is not None]
+    return sent, results, summarise(results, elapsed)
 
 
 def get(path: str) -> Request:

@@ -25,7 +25,6 @@ throughput >= 0.6 x the echo rate; p99 reported. Exit code 1 when overbooked or 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -47,7 +46,7 @@ from bench.flash_crowd import (  # noqa: E402
     phase_line,
     verdict,
 )
-from bench.loadgen import Request, Result, Summary, _read_response, post_json, summarise  # noqa: E402
+from bench.loadgen import post_json, run_for  # noqa: E402
 
 STEADY_TARGET = 0.6
 DAYS = 5
@@ -81,60 +80,6 @@ def steady_data(sessions: int, quota: int, today: date) -> tuple[dict[str, Any],
                                  "period": "morning", "start": "08:00", "end": "11:30", "capacity": quota,
                                  "quota": {"web": quota, "phone": 0, "window": 0}, "fee": "20.00"})
     return data, ids, dept_days
-
-
-async def _worker(host: str, port: int, queue: asyncio.Queue[tuple[int, Request]], out: list[Result | None],
-                  timeout: float, stop_at: float) -> None:
-    """loadgen's worker, except that it takes no new request after `stop_at`."""
-    reader = writer = None
-    while time.perf_counter() < stop_at:
-        try:
-            index, (method, path, body, headers) = queue.get_nowait()
-        except asyncio.QueueEmpty:
-            break
-        started = time.perf_counter()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            assert reader is not None
-            payload = body or b""
-            head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(payload)}"]
-            head += [f"{k}: {v}" for k, v in headers.items()]
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-            status, data, close = await asyncio.wait_for(_read_response(reader), timeout)
-            out[index] = Result(status, data, time.perf_counter() - started)
-            if close:
-                writer.close()
-                reader = writer = None
-        except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
-            out[index] = Result(0, b"", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-    if writer is not None:
-        writer.close()
-
-
-def run_for(address: str, requests: list[Request], concurrency: int, timeout: float, seconds: float
-            ) -> tuple[list[int], list[Result], Summary]:
-    """Send requests until they run out or `seconds` have passed; returns the indexes sent."""
-    host, port = address.rsplit(":", 1)
-
-    async def main() -> list[Result | None]:
-        queue: asyncio.Queue[tuple[int, Request]] = asyncio.Queue()
-        for item in enumerate(requests):
-            queue.put_nowait(item)
-        out: list[Result | None] = [None] * len(requests)
-        stop_at = time.perf_counter() + seconds
-        await asyncio.gather(*(_worker(host, int(port), queue, out, timeout, stop_at) for _ in range(concurrency)))
-        return out
-
-    started = time.perf_counter()
-    out = asyncio.run(main())
-    elapsed = time.perf_counter() - started
-    sent = [i for i, r in enumerate(out) if r is not None]
-    results = [out[i] for i in sent]
-    return sent, results, summarise(results, elapsed)  # type: ignore[arg-type]
 
 
 def main() -> int:
