@@ -190,7 +190,8 @@ def browser() -> Iterator[Any]:
         pytest.fail("this pytest process is eventlet-monkey-patched, where Playwright's sync API hangs: "
                     "run tests/browser in the unpatched run (make test-unpatched)")
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh does)")
+        # scripts/setup.sh (run by `make test`) installs it: a skip here would hide a broken install step.
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh does)")
     if shutil.which("fc-list") and "CJK" not in _fonts() and "WenQuanYi" not in _fonts():
         print("note: no CJK font installed; screenshots will show boxes for Chinese text")
     from playwright.sync_api import sync_playwright

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pika
 import pika.exceptions
@@ -30,12 +28,12 @@ import pytest
 from contracts.envelope import Envelope
 from infra.eventstore import EventStore
 from infra.relay import LOCK_KEY
+from tests.conftest import ensure_vhost
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 VHOST = os.environ.get("APPT_TEST_RELAY_VHOST", "appt_test_relay")
-BROKER = os.environ.get("APPT_TEST_BROKER", "guest:guest@127.0.0.1:5672")
 SOURCE = "relaytest"
 EXCHANGE = f"{SOURCE}.events"
 CHECKPOINT = "relay"  # the name infra.relay.Relay keeps its checkpoint under
@@ -51,11 +49,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval:
 
 @pytest.fixture(scope="module")
 def relay_vhost() -> str:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: cannot create the test vhost")
-    for args in (["add_vhost", VHOST], ["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"]):
-        subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=120, check=True)
-    return f"amqp://{BROKER}/{quote(VHOST, safe='')}"
+    return ensure_vhost(VHOST)
 
 
 class Queue:

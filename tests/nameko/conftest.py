@@ -18,20 +18,19 @@ eventlet.monkey_patch()
 
 import json  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import quote  # noqa: E402
 
 import pika  # noqa: E402
 import pika.exceptions  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.conftest import ensure_vhost  # noqa: E402
+
 VHOST = os.environ.get("APPT_TEST_NAMEKO_VHOST", "appt_test_nameko")
-BROKER = os.environ.get("APPT_TEST_BROKER", "guest:guest@127.0.0.1:5672")
 SESSION_TOKEN = uuid.uuid4().hex[:8]
 
 
@@ -42,11 +41,7 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def nameko_vhost() -> Any:
     """AMQP URI of the session's vhost; this session's queues are deleted at the end."""
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: cannot create the test vhost")
-    _rabbitmqctl("add_vhost", VHOST)  # idempotent on RabbitMQ 3.10
-    _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    uri = f"amqp://{BROKER}/{quote(VHOST, safe='')}"
+    uri = ensure_vhost(VHOST)
     yield uri
     listed = _rabbitmqctl("list_queues", "-p", VHOST, "name", "--quiet", "--no-table-headers")
     mine = [q.strip() for q in listed.stdout.splitlines() if SESSION_TOKEN in q]
