@@ -166,6 +166,15 @@ class BookingService:
     @rpc
     @contract()
     def session_availability(self, session_id: str) -> dict[str, Any]:
+        return self._availability(session_id)
+
+    @rpc
+    @contract()
+    def sessions_availability(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Remaining places of many sessions in one call: the schedule table asks for a week at once."""
+        return {session_id: self._availability(session_id) for session_id in session_ids[:500]}
+
+    def _availability(self, session_id: str) -> dict[str, Any]:
         with self.db.transaction() as cur:
             info = readmodel.session_info(cur, session_id)
         if info is None:

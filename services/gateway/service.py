@@ -247,8 +247,10 @@ class GatewayService(pages.Pages):
                         {"department_id": department_id, "date_from": start.isoformat(), "date_to": end.isoformat()})
         entries = []
         now = datetime.now(UTC)
+        availability = call(self.booking.sessions_availability, [s["session_id"] for s in sessions]) \
+            if sessions else {}
         for s in sessions:
-            avail = call(self.booking.session_availability, s["session_id"])
+            avail = availability.get(s["session_id"], {})
             remaining = avail.get("remaining") or {"web": 0, "phone": 0, "window": 0}
             entries.append({
                 "session_id": s["session_id"],
