@@ -36,7 +36,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 
 from contracts.envelope import Envelope  # noqa: E402
 from infra.db import drop_database, ensure_database  # noqa: E402
-from infra.eventstore import EventStore  # noqa: E402
+from infra.eventstore import PostgresEventStore  # noqa: E402
 from infra.settings import pg_dsn  # noqa: E402
 
 PAGE = 1000
@@ -100,7 +100,7 @@ class Bench:
     def setup(self) -> None:
         ensure_database(self.ours_dsn)
         ensure_database(self.es_dsn)
-        self.store = EventStore(self.ours_dsn, pool_size=2)
+        self.store = PostgresEventStore(self.ours_dsn, pool_size=2)
         self.store.setup()
 
         self.raw = psycopg2.connect(self.ours_dsn, application_name="bench-raw")

@@ -432,9 +432,9 @@ def main() -> int:
         flash = Answers.of(results, summary)
         bp.timings["crowd"] = summary.seconds
 
-        from infra.eventstore import EventStore
+        from infra.eventstore import PostgresEventStore
 
-        store = EventStore(bp.dsn("events"), pool_size=1)
+        store = PostgresEventStore(bp.dsn("events"), pool_size=1)
         try:
             ledger = store.read_stream(f"ledger-{SESSION}")
         finally:

@@ -129,9 +129,9 @@ def main() -> int:
         booking = Answers.of(results, summary)
         bp.timings["bookings"] = summary.seconds
 
-        from infra.eventstore import EventStore
+        from infra.eventstore import PostgresEventStore
 
-        store = EventStore(bp.dsn("events"), pool_size=1)
+        store = PostgresEventStore(bp.dsn("events"), pool_size=1)
         try:
             stored = {sid: [e for e in store.read_stream(f"ledger-{sid}") if e.type == "AppointmentBooked"]
                       for sid in session_ids}

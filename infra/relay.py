@@ -27,7 +27,7 @@ import psycopg2
 from pika.exceptions import AMQPError
 from pydantic import Field
 
-from infra.eventstore import CatchUpSubscription, EventStore
+from infra.eventstore import CatchUpSubscription, EventStore, PostgresEventStore
 from infra.logging import configure, get_logger
 from infra.settings import Settings, load_config
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = RelaySettings.model_validate({"SERVICE_NAME": "relay", **load_config(args.config)})
     configure("relay", cfg.log_format, cfg.log_level)
-    store = EventStore(cfg.eventstore_dsn, pool_size=2)
+    store = PostgresEventStore(cfg.eventstore_dsn, pool_size=2)
     store.setup()
     relay = Relay(store, cfg.amqp_uri, batch_size=cfg.batch_size)
     stopping = threading.Event()

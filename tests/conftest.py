@@ -32,9 +32,9 @@ def fresh_dsn():
 
 @pytest.fixture
 def store(fresh_dsn):
-    from infra.eventstore import EventStore
+    from infra.eventstore import PostgresEventStore
 
-    s = EventStore(fresh_dsn("events"))
+    s = PostgresEventStore(fresh_dsn("events"))
     s.setup()
     yield s
     s.close()

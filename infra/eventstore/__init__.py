@@ -1,16 +1,20 @@
-"""Append-only event store on PostgreSQL, and a catch-up subscription on its global order."""
+"""The append-only event store: its protocol, the PostgreSQL and in-memory backends, and a
+catch-up subscription on its global order."""
 
-from infra.eventstore.store import (
+from infra.eventstore.base import (
     ANY,
     AppendResult,
-    EventStore,
     EventStoreError,
     PartialDuplicate,
     WrongExpectedVersion,
+    derived_event_id,
     idempotent_event_id,
     new_envelope,
     row_to_envelope,
 )
+from infra.eventstore.memory import InMemoryEventStore
+from infra.eventstore.protocol import EventStore, Listener
+from infra.eventstore.store import PostgresEventStore
 from infra.eventstore.subscription import CatchUpSubscription
 
 __all__ = [
@@ -19,8 +23,12 @@ __all__ = [
     "CatchUpSubscription",
     "EventStore",
     "EventStoreError",
+    "InMemoryEventStore",
+    "Listener",
     "PartialDuplicate",
+    "PostgresEventStore",
     "WrongExpectedVersion",
+    "derived_event_id",
     "idempotent_event_id",
     "new_envelope",
     "row_to_envelope",

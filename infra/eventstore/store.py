@@ -14,53 +14,36 @@ in order.
 from __future__ import annotations
 
 import json
+import os
+import select
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 
-from contracts.envelope import SYSTEM, Actor, Envelope, Event
+from contracts.envelope import Envelope
 from infra.db import Database, apply_schema, ensure_database, shared_database
+from infra.eventstore.base import (
+    COLUMNS,
+    AppendResult,
+    PartialDuplicate,
+    WrongExpectedVersion,
+    meta_of,
+    row_to_envelope,
+)
 
 SCHEMA = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
 NOTIFY_CHANNEL = "es_appended"
-ANY = None  # expected version: do not check
-
-_COLUMNS = "position, stream, version, event_id, type, schema_version, source, data, meta, occurred_at"
+_COLUMNS = COLUMNS
 
 
-class EventStoreError(Exception):
-    pass
+class PostgresEventStore:
+    """The EventStore protocol on PostgreSQL (see the module docstring for the gap-free order)."""
 
-
-class WrongExpectedVersion(EventStoreError):
-    def __init__(self, stream: str, expected: int | None, actual: int) -> None:
-        super().__init__(f"stream {stream} is at version {actual}, expected {expected}")
-        self.stream = stream
-        self.expected = expected
-        self.actual = actual
-
-
-class PartialDuplicate(EventStoreError):
-    """Some, not all, of the events of one append are already stored: a caller bug."""
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    events: list[Envelope]
-    duplicate: bool  # True: every event id was already stored; nothing was written
-
-    @property
-    def last_position(self) -> int:
-        return max(e.position or 0 for e in self.events)
-
-
-class EventStore:
     def __init__(self, dsn: str, pool_size: int = 10, shared: bool = False) -> None:
         self.dsn = dsn
         self.db = shared_database(dsn, pool_size, autocommit=True) if shared else Database(
@@ -111,7 +94,7 @@ class EventStore:
         )
         if len(rows) != len(events):
             return None
-        return AppendResult(events=[_from_row(r) for r in rows], duplicate=True)
+        return AppendResult(events=[row_to_envelope(r) for r in rows], duplicate=True)
 
     def append_to(self, stream: str, expected: int | None, *events: Envelope) -> AppendResult:
         return self.append({stream: (expected, list(events))})
@@ -123,7 +106,20 @@ class EventStore:
             f"SELECT {_COLUMNS} FROM es_events WHERE stream = %s AND version >= %s ORDER BY version",
             (stream, from_version),
         )
-        return [_from_row(r) for r in rows]
+        return [row_to_envelope(r) for r in rows]
+
+    def read_streams(self, streams: Sequence[str]) -> dict[str, list[Envelope]]:
+        """Several whole streams in one query (one snapshot): what a decision reads."""
+        out: dict[str, list[Envelope]] = {s: [] for s in streams}
+        if not out:
+            return out
+        rows = self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM es_events WHERE stream = ANY (%s) ORDER BY stream, version",
+            (list(out),),
+        )
+        for r in rows:
+            out[r[1]].append(row_to_envelope(r))
+        return out
 
     def stream_version(self, stream: str) -> int:
         row = self.db.fetchone(
@@ -137,7 +133,7 @@ class EventStore:
             f"SELECT {_COLUMNS} FROM es_events WHERE position > %s ORDER BY position LIMIT %s",
             (from_position, limit),
         )
-        return [_from_row(r) for r in rows]
+        return [row_to_envelope(r) for r in rows]
 
     def read_all_raw(self, from_position: int = 0, limit: int = 1000) -> list[tuple[Any, ...]]:
         """Rows without building envelopes: for bulk replay where pydantic would dominate."""
@@ -167,11 +163,15 @@ class EventStore:
 
     def get_event(self, event_id: uuid.UUID) -> Envelope | None:
         row = self.db.fetchone(f"SELECT {_COLUMNS} FROM es_events WHERE event_id = %s", (event_id,))
-        return _from_row(row) if row else None
+        return row_to_envelope(row) if row else None
 
     def head(self) -> int:
         row = self.db.fetchone("SELECT position FROM es_head WHERE id = 1")
         return int(row[0]) if row else 0
+
+    def listen(self) -> PostgresListener:
+        """A fresh wake-up source for one run of a subscription (LISTEN es_appended)."""
+        return PostgresListener(self.dsn)
 
     # --- checkpoints of readers that live beside the store ---------------------------------
 
@@ -219,37 +219,10 @@ def append_statement(
         [e.stream for e in ordered], [e.event_id for e in ordered], [e.type for e in ordered],
         [e.schema_version for e in ordered], [e.source for e in ordered],
         [json.dumps(e.data, ensure_ascii=False) for e in ordered],
-        [json.dumps(_meta(e), ensure_ascii=False) for e in ordered],
+        [json.dumps(meta_of(e), ensure_ascii=False) for e in ordered],
         [e.occurred_at for e in ordered],
     )
     return _APPEND_SQL, params, ordered
-
-
-def _meta(ev: Envelope) -> dict[str, Any]:
-    return {"correlation_id": ev.correlation_id, "causation_id": ev.causation_id,
-            "actor": {"kind": ev.actor.kind, "id": ev.actor.id, "hospital_id": ev.actor.hospital_id}}
-
-
-def row_to_envelope(row: Sequence[Any]) -> Envelope:
-    return _from_row(row)
-
-
-def _from_row(row: Sequence[Any]) -> Envelope:
-    position, stream, version, event_id, type_, schema_version, source, data, meta, occurred_at = row
-    return Envelope.model_construct(
-        event_id=event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(str(event_id)),
-        type=type_,
-        schema_version=schema_version,
-        stream=stream,
-        source=source,
-        occurred_at=occurred_at if isinstance(occurred_at, datetime) else datetime.fromisoformat(occurred_at),
-        correlation_id=meta.get("correlation_id") or "",
-        causation_id=meta.get("causation_id"),
-        actor=Actor.model_construct(**meta.get("actor", {"kind": "system", "id": "platform"})),
-        data=data,
-        position=position,
-        version=version,
-    )
 
 
 def _translate(exc: psycopg2.Error, appends: Mapping[str, Any]) -> Exception:
@@ -274,31 +247,60 @@ def _translate(exc: psycopg2.Error, appends: Mapping[str, Any]) -> Exception:
     return exc
 
 
-_IDEMPOTENCY_NS = uuid.UUID("8c3f6a0e-51c7-4c1e-9d0b-2f4d6f1b7a11")
+class PostgresListener:
+    """LISTEN es_appended on a connection of its own, plus a pipe that wake() writes to.
 
+    One per run of a subscription, never reused: a closed pipe's descriptor numbers are handed to
+    new sockets by the kernel, and a reused object would then read someone else's socket (seen
+    as eventlet's "Second simultaneous read on fileno N" after a PostgreSQL restart).
+    """
 
-def idempotent_event_id(scope: str, key: str) -> uuid.UUID:
-    """The id of the first event a command produces, derived from its idempotency key: a repeat
-    of the command finds it already stored and answers from it instead of appending again."""
-    return uuid.uuid5(_IDEMPOTENCY_NS, f"{scope}:{key}")
+    def __init__(self, dsn: str) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        try:
+            # LISTEN before the first read: an append committed in between still wakes us.
+            self._conn: psycopg2.extensions.connection = psycopg2.connect(
+                dsn, application_name="appt-subscription")
+            self._conn.autocommit = True
+            with self._conn.cursor() as cur:
+                cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            self._close_pipe()
+            raise
 
+    def wait(self, timeout: float) -> None:
+        if self._closed:
+            return
+        conn = self._conn
+        if conn.notifies:
+            conn.notifies.clear()
+            return
+        ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], timeout)
+        if conn.fileno() in ready:
+            conn.poll()
+            conn.notifies.clear()
 
-def new_envelope(
-    event: Event,
-    stream: str,
-    source: str,
-    correlation_id: str | None = None,
-    causation_id: str | None = None,
-    actor: Actor = SYSTEM,
-    event_id: uuid.UUID | None = None,
-) -> Envelope:
-    return Envelope(
-        event_id=event_id or uuid.uuid4(),
-        type=event.type_name(),
-        stream=stream,
-        source=source,
-        correlation_id=correlation_id or uuid.uuid4().hex,
-        causation_id=causation_id,
-        actor=actor,
-        data=event.model_dump(mode="json"),
-    )
+    def wake(self) -> None:
+        if not self._closed:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001 - closing a connection a restart already broke
+            pass
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -8,16 +8,12 @@ store the position of the last event it handled in the same transaction as its e
 
 from __future__ import annotations
 
-import os
-import select
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
-
-from infra.eventstore.store import NOTIFY_CHANNEL, EventStore, row_to_envelope
+from infra.eventstore.base import row_to_envelope
+from infra.eventstore.protocol import EventStore, Listener
 
 
 class CatchUpSubscription:
@@ -45,16 +41,13 @@ class CatchUpSubscription:
         self.position = 0
         self._started = False
         self._stop = threading.Event()
-        self._listener: psycopg2.extensions.connection | None = None
-        # stop() writes here so that a run() waiting on LISTEN wakes at once, not after idle_timeout.
-        self._wake_r, self._wake_w = os.pipe()
+        self._listener: Listener | None = None
 
     def stop(self) -> None:
         self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        listener = self._listener
+        if listener is not None:
+            listener.wake()  # a run() waiting for appends returns at once, not after idle_timeout
 
     def catch_up(self) -> int:
         """Handle everything stored now; return how many events were handled."""
@@ -81,37 +74,17 @@ class CatchUpSubscription:
         return handled
 
     def run(self) -> None:
-        """Follow the store until stop() is called."""
+        """Follow the store until stop() is called. May be called again after it raised (a lost
+        database): every run listens on a fresh listener and resumes from the checkpoint."""
         self.position = self.load_checkpoint()
         self._started = True
-        self._listen()
+        listener = self.store.listen()
+        self._listener = listener
         try:
             while not self._stop.is_set():
                 self.catch_up()
-                self._wait()
+                if not self._stop.is_set():
+                    listener.wait(self.idle_timeout)
         finally:
-            if self._listener is not None:
-                self._listener.close()
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-
-    def _listen(self) -> None:
-        # LISTEN before the first read: an append committed in between still wakes us.
-        self._listener = psycopg2.connect(self.store.dsn, application_name="appt-subscription")
-        self._listener.autocommit = True
-        with self._listener.cursor() as cur:
-            cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
-
-    def _wait(self) -> None:
-        conn = self._listener
-        assert conn is not None
-        if conn.notifies:
-            conn.notifies.clear()
-            return
-        ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], self.idle_timeout)
-        if conn.fileno() in ready:
-            conn.poll()
-            conn.notifies.clear()
+            self._listener = None
+            listener.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import post_json, run
-from infra.eventstore import EventStore
+from infra.eventstore import PostgresEventStore
 from infra.settings import pg_dsn
 from tests.e2e.conftest import running_platform
 
@@ -85,7 +85,7 @@ def test_hundreds_at_once_over_two_replicas_book_exactly_the_quota(platform):
     saved = os.environ.get("APPT_DB_PREFIX", "")
     os.environ["APPT_DB_PREFIX"] = prefix
     try:
-        store = EventStore(pg_dsn("events"))
+        store = PostgresEventStore(pg_dsn("events"))
         ledger = store.read_stream(f"ledger-{SESSION}")
         store.close()
     finally:

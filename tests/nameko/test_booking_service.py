@@ -15,7 +15,7 @@ import pytest
 from nameko.testing.services import entrypoint_hook
 
 from contracts import from_wire
-from infra.eventstore import EventStore
+from infra.eventstore import PostgresEventStore
 from services.booking.domain import HOSPITAL_TZ
 from services.booking.service import BookingService
 
@@ -110,7 +110,7 @@ def test_book_repeat_full_cancel_and_rebook(booking, rabbit_config):
     phone_booking = ok(book(booking, p3, "s1", "key-p3-0002", channel="phone"))
     assert phone_booking["paid"] is True
 
-    store = EventStore(rabbit_config["EVENTSTORE_DSN"])
+    store = PostgresEventStore(rabbit_config["EVENTSTORE_DSN"])
     assert [e.type for e in store.read_stream("ledger-s1")] == ["AppointmentBooked"] * 3
 
     # another patient cannot cancel p1's booking, and learns nothing about it
@@ -207,7 +207,7 @@ def test_doctor_stop_moves_in_order_cancels_the_overflow_once(booking, rabbit_co
     rpc(booking, "on_doctor_stop_approved", {**stop, "event_id": str(uuid.uuid4())})  # a redelivery as a new copy
     rpc(booking, "on_doctor_stop_approved", stop)
 
-    store = EventStore(rabbit_config["EVENTSTORE_DSN"])
+    store = PostgresEventStore(rabbit_config["EVENTSTORE_DSN"])
     old = [e for e in store.read_stream("ledger-stopped")]
     new = [e for e in store.read_stream("ledger-repl")]
     store.close()

@@ -25,7 +25,7 @@ import pytest
 from nameko.extensions import DependencyProvider
 
 from contracts.envelope import Envelope
-from infra.eventstore import EventStore
+from infra.eventstore import PostgresEventStore
 from infra.handling import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
@@ -123,7 +123,7 @@ def test_failing_twice_then_succeeding_is_retried_with_backoff_and_handled(
     container.start()
 
     # Put the event on the bus through the real relay, from a real store.
-    store = EventStore(rabbit_config["EVENTSTORE_DSN"], pool_size=2)
+    store = PostgresEventStore(rabbit_config["EVENTSTORE_DSN"], pool_size=2)
     store.setup()
     envelope = Envelope(type=EVENT, stream="thing-1", source=SOURCE, correlation_id="corr-flaky", data={"n": 1})
     store.append_to("thing-1", 0, envelope)

@@ -26,7 +26,7 @@ from nameko.events import event_handler
 from nameko.testing.services import entrypoint_hook, entrypoint_waiter
 
 from contracts import from_wire
-from infra.eventstore import EventStore
+from infra.eventstore import PostgresEventStore
 from infra.relay import Relay
 from services.schedule.domain import HOSPITAL_TZ
 from services.schedule.service import ScheduleService
@@ -68,7 +68,7 @@ def schedule(container_factory, rabbit_config):
 
 @pytest.fixture
 def store(rabbit_config):
-    s = EventStore(rabbit_config["EVENTSTORE_DSN"], pool_size=2)
+    s = PostgresEventStore(rabbit_config["EVENTSTORE_DSN"], pool_size=2)
     s.setup()
     yield s
     s.close()
