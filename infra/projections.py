@@ -125,11 +125,13 @@ class Projection:
 
 
 class ProjectionRunner(DependencyProvider):
-    """Runs a Projector's projection in a managed background thread of the container; the
-    dependency is the Projection (for `wait_for`)."""
+    """Runs a Projector's projection in a managed background thread of the container. The
+    dependency is the Projection (for `wait_for`), or `view(db, projection)` when a view class
+    is given: the service's read model with its read-your-writes wait built in."""
 
-    def __init__(self, projector: Projector) -> None:
+    def __init__(self, projector: Projector, view: Callable[[Database, Projection], Any] | None = None) -> None:
         self.projector = projector
+        self.view = view
 
     def setup(self) -> None:
         cfg = settings_for(self.container)
@@ -164,5 +166,7 @@ class ProjectionRunner(DependencyProvider):
         if self._current is not None:
             self._current.stop()
 
-    def get_dependency(self, worker_ctx: Any) -> Projection:
+    def get_dependency(self, worker_ctx: Any) -> Any:
+        if self.view is not None:
+            return self.view(self.projection.db, self.projection)
         return self.projection

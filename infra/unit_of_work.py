@@ -91,6 +91,13 @@ def execute(
     raise on_busy()
 
 
+def repeat_or_raise(store: EventStore, key_id: uuid.UUID, error: DomainError) -> Outcome:
+    """A refusal decided before `execute` (a fast path): the first answer if this is a repeat."""
+    if (prior := store.get_event(key_id)) is not None:
+        return _repeat(prior)
+    raise error
+
+
 def _decide(store: EventStore, decide: Callable[[W], Event | None],
             world: Callable[[Mapping[str, Sequence[Stored]]], W], loaded: dict[str, Sequence[Stored]], read: Load,
             key_id: uuid.UUID) -> tuple[W, Event | None | Outcome]:

@@ -4,6 +4,7 @@ decision of the appointment lifecycle. No clock reads: `now` is always passed in
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -182,6 +183,13 @@ class Ledger:
                     b.status = "moved_out"
         self.version = ev.version
 
+    @classmethod
+    def fold(cls, events: Iterable[Any]) -> Ledger:
+        ledger = cls()
+        for ev in events:
+            ledger.apply(ev)
+        return ledger
+
     def booked(self, channel: str) -> int:
         return sum(1 for b in self.bookings.values() if b.channel == channel and b.status in ACTIVE)
 
@@ -220,6 +228,13 @@ class PatientRecord:
             until = date.fromisoformat(d["until"])
             self.banned_until = max(self.banned_until or until, until)
         self.version = ev.version
+
+    @classmethod
+    def fold(cls, events: Iterable[Any]) -> PatientRecord:
+        record = cls()
+        for ev in events:
+            record.apply(ev)
+        return record
 
     def active(self) -> list[dict[str, Any]]:
         return [a for a in self.appointments.values() if a["active"]]
@@ -398,6 +413,14 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
         moved=len(moved), cancelled=len(cancelled),
     )
     return StopOutcome([marker, *cancelled], moved, changes)
+
+
+def authorize_staff(actor: Actor | None, hospital_id: str) -> None:
+    """Lists of patients are for staff of the session's hospital (and the platform's admins)."""
+    if actor is None or actor.kind not in ("clerk", "hospital_admin", "platform_admin"):
+        raise Forbidden("仅限医院工作人员 / hospital staff only", field="actor")
+    if actor.kind != "platform_admin" and actor.hospital_id != hospital_id:
+        raise Forbidden("只能查看本院数据 / staff see only their own hospital", field="actor")
 
 
 def _must_be_active(booking: Booking, what: str) -> None:

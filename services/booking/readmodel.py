@@ -1,12 +1,41 @@
-"""Booking's own tables: the hospitals and sessions it learned from schedule, patients (PII
-encrypted), and the appointments projection of its own events."""
+"""Booking's own tables and the only SQL of the service.
+
+- `PROJECTOR`: the read model, projected from the event store's global order (infra.projections):
+  the hospitals' rules and the sessions booking learned from schedule's events, and the
+  appointments and bans of its own events. Rows are written only here.
+- `patients`: the patients' PII (encrypted, with lookup hashes), written when a patient
+  registers; it is the vault behind the PatientRegistered event, which carries masked values only.
+- `BookingReadModel`: the queries the handlers and the service use, and `caught_up(position)`,
+  the read-your-writes wait. Unit tests replace it with an in-memory fake (tests/unit/booking).
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from contracts import BookingRules, Envelope
+import psycopg2.errors
+
+from contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentLapsed,
+    AppointmentMoved,
+    BookingRules,
+    Conflict,
+    Envelope,
+    HospitalRegistered,
+    HospitalRulesChanged,
+    NotFound,
+    PatientBanned,
+    SessionQuotaChanged,
+    SessionScheduled,
+    SessionStopApplied,
+)
+from infra.db import Database
+from infra.projections import Projection, Projector
 from services.booking.domain import SessionInfo
 
 SCHEMA = """
@@ -58,141 +87,217 @@ CREATE TABLE IF NOT EXISTS bans (
 );
 """
 
-PROJECTED_TYPES = {
-    "AppointmentBooked", "AppointmentMoved", "AppointmentCancelled", "AppointmentCheckedIn", "AppointmentLapsed",
-    "SessionStopApplied", "PatientBanned",
-}
+PROJECTOR = Projector("booking-readmodel")
 _STATUS = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show"}
 
 
-def apply(cur: Any, ev: Envelope) -> None:
-    d = ev.data
-    if ev.type == "AppointmentBooked":
-        record_booked(cur, d)
-    elif ev.type == "AppointmentMoved":
-        cur.execute(
-            "UPDATE appointments SET session_id = %s, sequence_number = %s, status = 'moved', data = %s "
-            "WHERE appointment_id = %s",
-            (d["session_id"], d["sequence_number"], json.dumps(d, ensure_ascii=False), d["appointment_id"]),
-        )
-    elif ev.type in _STATUS:
-        cur.execute(
-            "UPDATE appointments SET status = %s, data = data || %s WHERE appointment_id = %s",
-            (_STATUS[ev.type], json.dumps(_status_detail(ev.type, d), ensure_ascii=False), d["appointment_id"]),
-        )
-    elif ev.type == "SessionStopApplied":
-        cur.execute("UPDATE sessions SET stopped = true WHERE session_id = %s", (d["session_id"],))
-    elif ev.type == "PatientBanned":
-        cur.execute(
-            "INSERT INTO bans VALUES (%s, %s) ON CONFLICT (patient_id) DO UPDATE "
-            "SET until = GREATEST(bans.until, EXCLUDED.until)",
-            (d["patient_id"], d["until"]),
-        )
+# --- the projection ---------------------------------------------------------------------------
 
-
-def _status_detail(event_type: str, d: dict[str, Any]) -> dict[str, Any]:
-    if event_type == "AppointmentCancelled":
-        return {"cancel_reason": d["reason"], "refund_due": d.get("refund_due")}
-    if event_type == "AppointmentCheckedIn":
-        return {"fee_taken": d["fee_taken"], "clerk_id": d["clerk_id"]}
-    return {}
-
-
-def record_booked(cur: Any, d: dict[str, Any]) -> None:
-    """Also called right after a booking is appended, so that a cancel that follows at once finds
-    it; the projection's later insert of the same row does nothing."""
+@PROJECTOR.on(HospitalRegistered, HospitalRulesChanged)
+def _hospital_rules(cur: Any, event: HospitalRegistered | HospitalRulesChanged, env: Envelope) -> None:
     cur.execute(
-        "INSERT INTO appointments VALUES (%s, %s, %s, %s, %s, %s, 'booked', %s) ON CONFLICT DO NOTHING",
-        (d["appointment_id"], d["session_id"], d["patient_id"], d["code"], d["sequence_number"], d["channel"],
-         json.dumps(d, ensure_ascii=False)),
+        "INSERT INTO hospitals VALUES (%s, %s) ON CONFLICT (hospital_id) DO UPDATE SET rules = EXCLUDED.rules",
+        (event.hospital_id, json.dumps(env.data.get("rules") or {})),
     )
 
 
-def store_session(cur: Any, data: dict[str, Any]) -> None:
+@PROJECTOR.on(SessionScheduled)
+def _session_scheduled(cur: Any, event: SessionScheduled, env: Envelope) -> None:
     cur.execute(
         "INSERT INTO sessions (session_id, data, lapse_at) VALUES (%s, %s, %s) "
         "ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, lapse_at = EXCLUDED.lapse_at",
-        (data["session_id"], json.dumps(data, ensure_ascii=False), data.get("lapse_at")),
+        (event.session_id, json.dumps(env.data, ensure_ascii=False), env.data.get("lapse_at")),
     )
 
 
-def change_quota(cur: Any, session_id: str, quota: dict[str, int]) -> bool:
+@PROJECTOR.on(SessionQuotaChanged)
+def _quota_changed(cur: Any, event: SessionQuotaChanged, env: Envelope) -> None:
+    # The store's order puts a session's SessionScheduled before any change of it.
     cur.execute(
         "UPDATE sessions SET data = jsonb_set(data, '{quota}', %s::jsonb) WHERE session_id = %s",
-        (json.dumps(quota), session_id),
+        (json.dumps(env.data["quota"]), event.session_id),
     )
-    return bool(cur.rowcount)
 
 
-def store_hospital_rules(cur: Any, hospital_id: str, rules: dict[str, Any]) -> None:
+@PROJECTOR.on(SessionStopApplied)
+def _stop_applied(cur: Any, event: SessionStopApplied, env: Envelope) -> None:
+    cur.execute("UPDATE sessions SET stopped = true WHERE session_id = %s", (event.session_id,))
+
+
+@PROJECTOR.on(AppointmentBooked)
+def _booked(cur: Any, event: AppointmentBooked, env: Envelope) -> None:
     cur.execute(
-        "INSERT INTO hospitals VALUES (%s, %s) ON CONFLICT (hospital_id) DO UPDATE SET rules = EXCLUDED.rules",
-        (hospital_id, json.dumps(rules)),
+        "INSERT INTO appointments VALUES (%s, %s, %s, %s, %s, %s, 'booked', %s) ON CONFLICT DO NOTHING",
+        (event.appointment_id, event.session_id, event.patient_id, event.code, event.sequence_number,
+         event.channel, json.dumps(env.data, ensure_ascii=False)),
     )
 
 
-def hospital_rules(cur: Any, hospital_id: str) -> BookingRules:
-    cur.execute("SELECT rules FROM hospitals WHERE hospital_id = %s", (hospital_id,))
-    row = cur.fetchone()
-    return BookingRules.model_validate(row[0]) if row else BookingRules()
-
-
-def session_info(cur: Any, session_id: str) -> SessionInfo | None:
-    cur.execute("SELECT data, stopped FROM sessions WHERE session_id = %s", (session_id,))
-    row = cur.fetchone()
-    return SessionInfo.from_event(row[0], stopped=row[1]) if row else None
-
-
-def appointment(cur: Any, appointment_id: str) -> dict[str, Any] | None:
-    cur.execute("SELECT session_id, patient_id FROM appointments WHERE appointment_id = %s", (appointment_id,))
-    row = cur.fetchone()
-    return {"session_id": row[0], "patient_id": row[1]} if row else None
-
-
-def appointment_by_code(cur: Any, code: str) -> dict[str, Any] | None:
-    cur.execute("SELECT appointment_id, session_id, patient_id FROM appointments WHERE code = %s", (code.upper(),))
-    row = cur.fetchone()
-    return {"appointment_id": row[0], "session_id": row[1], "patient_id": row[2]} if row else None
-
-
-def appointments_of(cur: Any, patient_id: str) -> list[dict[str, Any]]:
+@PROJECTOR.on(AppointmentMoved)
+def _moved(cur: Any, event: AppointmentMoved, env: Envelope) -> None:
     cur.execute(
-        "SELECT data, status FROM appointments WHERE patient_id = %s "
-        "ORDER BY data->>'date', data->>'start', sequence_number",
-        (patient_id,),
+        "UPDATE appointments SET session_id = %s, sequence_number = %s, status = 'moved', data = %s "
+        "WHERE appointment_id = %s",
+        (event.session_id, event.sequence_number, json.dumps(env.data, ensure_ascii=False), event.appointment_id),
     )
-    return [{**r[0], "status": r[1]} for r in cur.fetchall()]
 
 
-def session_list(cur: Any, session_id: str) -> list[dict[str, Any]]:
+@PROJECTOR.on(AppointmentCancelled, AppointmentCheckedIn, AppointmentLapsed)
+def _closed(cur: Any, event: AppointmentCancelled | AppointmentCheckedIn | AppointmentLapsed, env: Envelope) -> None:
+    detail: dict[str, Any] = {}
+    if isinstance(event, AppointmentCancelled):
+        detail = {"cancel_reason": event.reason, "refund_due": event.refund_due}
+    elif isinstance(event, AppointmentCheckedIn):
+        detail = {"fee_taken": event.fee_taken, "clerk_id": event.clerk_id}
     cur.execute(
-        "SELECT a.data, a.status, p.id_masked, p.phone_masked FROM appointments a "
-        "JOIN patients p USING (patient_id) WHERE a.session_id = %s ORDER BY a.sequence_number",
-        (session_id,),
+        "UPDATE appointments SET status = %s, data = data || %s WHERE appointment_id = %s",
+        (_STATUS[env.type], json.dumps(detail, ensure_ascii=False), event.appointment_id),
     )
-    return [{**r[0], "status": r[1], "id_masked": r[2], "phone_masked": r[3]} for r in cur.fetchall()]
 
 
-def due_for_lapse(cur: Any, now: Any, limit: int = 500) -> list[tuple[str, str]]:
+@PROJECTOR.on(PatientBanned)
+def _banned(cur: Any, event: PatientBanned, env: Envelope) -> None:
     cur.execute(
-        "SELECT a.appointment_id, a.session_id FROM appointments a JOIN sessions s USING (session_id) "
-        "WHERE a.status IN ('booked', 'moved') AND s.lapse_at <= %s ORDER BY s.lapse_at LIMIT %s",
-        (now, limit),
+        "INSERT INTO bans VALUES (%s, %s) ON CONFLICT (patient_id) DO UPDATE "
+        "SET until = GREATEST(bans.until, EXCLUDED.until)",
+        (event.patient_id, event.until),
     )
-    return [(r[0], r[1]) for r in cur.fetchall()]
 
 
-def paid_phone_bookings(cur: Any, hospital_id: str, visit_date: str) -> list[dict[str, Any]]:
-    cur.execute(
-        "SELECT data FROM appointments WHERE channel = 'phone' AND status IN ('booked', 'moved') "
-        "AND data->>'hospital_id' = %s AND data->>'date' = %s AND (data->>'paid')::boolean "
-        "ORDER BY data->>'session_id', sequence_number",
-        (hospital_id, visit_date),
-    )
-    return [r[0] for r in cur.fetchall()]
+# --- queries ----------------------------------------------------------------------------------
 
+class BookingReadModel:
+    """What booking's handlers and entrypoints read, and the patients vault they write."""
 
-def ban_of(cur: Any, patient_id: str) -> str | None:
-    cur.execute("SELECT until FROM bans WHERE patient_id = %s", (patient_id,))
-    row = cur.fetchone()
-    return row[0].isoformat() if row else None
+    def __init__(self, db: Database, projection: Projection | None = None) -> None:
+        self.db = db
+        self.projection = projection
+
+    def caught_up(self, position: int, timeout: float = 10.0) -> bool:
+        """Read-your-writes: wait until the projection has applied `position`."""
+        return self.projection is None or position <= 0 or self.projection.wait_for(position, timeout)
+
+    # sessions and hospitals
+
+    def session_and_rules(self, session_id: str) -> tuple[SessionInfo | None, BookingRules]:
+        rows = self.db.fetchall(
+            "SELECT s.data, s.stopped, h.rules FROM sessions s LEFT JOIN hospitals h "
+            "ON h.hospital_id = s.data->>'hospital_id' WHERE s.session_id = %s", (session_id,))
+        if not rows:
+            return None, BookingRules()
+        data, stopped, rules = rows[0]
+        return SessionInfo.from_event(data, stopped=stopped), BookingRules.model_validate(rules or {})
+
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        return self.session_and_rules(session_id)[0]
+
+    def sessions_info(self, session_ids: list[str]) -> dict[str, SessionInfo]:
+        rows = self.db.fetchall("SELECT data, stopped FROM sessions WHERE session_id = ANY (%s)", (session_ids,))
+        return {r[0]["session_id"]: SessionInfo.from_event(r[0], stopped=r[1]) for r in rows}
+
+    def hospital_rules(self, hospital_id: str) -> BookingRules:
+        row = self.db.fetchone("SELECT rules FROM hospitals WHERE hospital_id = %s", (hospital_id,))
+        return BookingRules.model_validate(row[0]) if row else BookingRules()
+
+    def hospitals(self) -> list[str]:
+        return [r[0] for r in self.db.fetchall("SELECT hospital_id FROM hospitals ORDER BY 1")]
+
+    # appointments
+
+    def appointment(self, appointment_id: str) -> dict[str, Any] | None:
+        row = self.db.fetchone("SELECT session_id, patient_id FROM appointments WHERE appointment_id = %s",
+                               (appointment_id,))
+        return {"session_id": row[0], "patient_id": row[1]} if row else None
+
+    def appointment_by_code(self, code: str) -> dict[str, Any] | None:
+        row = self.db.fetchone(
+            "SELECT a.appointment_id, a.session_id, a.patient_id, p.id_hash FROM appointments a "
+            "LEFT JOIN patients p USING (patient_id) WHERE a.code = %s", (code.upper(),))
+        return {"appointment_id": row[0], "session_id": row[1], "patient_id": row[2], "id_hash": row[3]} \
+            if row else None
+
+    def appointments_of(self, patient_id: str) -> list[dict[str, Any]]:
+        rows = self.db.fetchall(
+            "SELECT data, status FROM appointments WHERE patient_id = %s "
+            "ORDER BY data->>'date', data->>'start', sequence_number",
+            (patient_id,),
+        )
+        return [{**r[0], "status": r[1]} for r in rows]
+
+    def session_list(self, session_id: str) -> list[dict[str, Any]]:
+        rows = self.db.fetchall(
+            "SELECT a.data, a.status, p.id_masked, p.phone_masked FROM appointments a "
+            "JOIN patients p USING (patient_id) WHERE a.session_id = %s ORDER BY a.sequence_number",
+            (session_id,),
+        )
+        return [{**r[0], "status": r[1], "id_masked": r[2], "phone_masked": r[3]} for r in rows]
+
+    def due_for_lapse(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
+        rows = self.db.fetchall(
+            "SELECT a.appointment_id, a.session_id FROM appointments a JOIN sessions s USING (session_id) "
+            "WHERE a.status IN ('booked', 'moved') AND s.lapse_at <= %s ORDER BY s.lapse_at LIMIT %s",
+            (now, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def paid_phone_bookings(self, hospital_id: str, visit_date: str) -> list[dict[str, Any]]:
+        rows = self.db.fetchall(
+            "SELECT data FROM appointments WHERE channel = 'phone' AND status IN ('booked', 'moved') "
+            "AND data->>'hospital_id' = %s AND data->>'date' = %s AND (data->>'paid')::boolean "
+            "ORDER BY data->>'session_id', sequence_number",
+            (hospital_id, visit_date),
+        )
+        return [r[0] for r in rows]
+
+    def ban_of(self, patient_id: str) -> str | None:
+        row = self.db.fetchone("SELECT until FROM bans WHERE patient_id = %s", (patient_id,))
+        return row[0].isoformat() if row else None
+
+    # patients (the PII vault)
+
+    def add_patient(self, row: dict[str, Any], phone_max_patients: int) -> bool:
+        """Store a new patient's row; False when the resident ID is registered already. At most
+        `phone_max_patients` patients per phone: registrations of one phone are serialised."""
+        try:
+            with self.db.transaction() as cur:
+                if row["guardian_id"] is not None:
+                    cur.execute("SELECT 1 FROM patients WHERE patient_id = %s", (row["guardian_id"],))
+                    if cur.fetchone() is None:
+                        raise NotFound("监护人不存在 / unknown guardian", field="guardian_patient_id")
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (row["phone_hash"],))
+                cur.execute("SELECT count(*) FROM patients WHERE phone_hash = %s AND id_hash <> %s",
+                            (row["phone_hash"], row["id_hash"]))
+                if cur.fetchone()[0] >= phone_max_patients:
+                    raise Conflict(f"该手机号已绑定 {phone_max_patients} 位就诊人 / this mobile number already serves "
+                                   f"{phone_max_patients} patients", field="phone", code="phone_limit")
+                cur.execute(
+                    "INSERT INTO patients (patient_id, id_hash, phone_hash, name_enc, id_enc, phone_enc, id_masked,"
+                    " phone_masked, birth_date, sex, password_hash, guardian_id)"
+                    " VALUES (%(patient_id)s, %(id_hash)s, %(phone_hash)s, %(name_enc)s, %(id_enc)s, %(phone_enc)s,"
+                    " %(id_masked)s, %(phone_masked)s, %(birth_date)s, %(sex)s, %(password_hash)s, %(guardian_id)s)",
+                    row,
+                )
+        except psycopg2.errors.UniqueViolation:
+            return False
+        return True
+
+    def login_candidates(self, lookup_hash: str) -> list[tuple[str, str | None, str, str]]:
+        """(patient_id, password_hash, id_masked, name_enc) of a resident ID or a login phone."""
+        rows = self.db.fetchall(
+            "SELECT patient_id, password_hash, id_masked, name_enc FROM patients WHERE id_hash = %s "
+            "UNION ALL SELECT patient_id, password_hash, id_masked, name_enc FROM patients "
+            "WHERE phone_hash = %s AND guardian_id IS NULL AND password_hash IS NOT NULL",
+            (lookup_hash, lookup_hash),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def patient_by_id_hash(self, id_hash: str) -> dict[str, Any] | None:
+        row = self.db.fetchone(
+            "SELECT patient_id, id_masked, phone_masked, name_enc FROM patients WHERE id_hash = %s", (id_hash,))
+        return {"patient_id": row[0], "id_masked": row[1], "phone_masked": row[2], "name_enc": row[3]} \
+            if row else None
+
+    def patient_phone(self, patient_id: str) -> tuple[str, str] | None:
+        """(phone_enc, phone_masked)."""
+        row = self.db.fetchone("SELECT phone_enc, phone_masked FROM patients WHERE patient_id = %s", (patient_id,))
+        return (row[0], row[1]) if row else None

@@ -1,11 +1,12 @@
-"""Counting, from the store (not RabbitMQ): a catch-up subscription on the global order, so a
-rebuild from position 0 replays exactly what the live projection saw."""
+"""Counting, from the store (not RabbitMQ): a projection of the global order (infra.projections),
+so a rebuild from position 0 replays exactly what the live projection saw. All SQL of stats."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from contracts import Envelope
+from contracts import AppointmentBooked, Envelope
+from infra.projections import Projector
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counts (
@@ -18,13 +19,12 @@ CREATE TABLE IF NOT EXISTS counts (
 );
 """
 
-TYPES = {"AppointmentBooked"}
+PROJECTOR = Projector("stats")
 
 
-def apply(cur: Any, ev: Envelope) -> None:
-    if ev.type == "AppointmentBooked":
-        d = ev.data
-        _bump(cur, d["date"], d["hospital_id"], "booked", d["channel"])
+@PROJECTOR.on(AppointmentBooked)
+def _booked(cur: Any, event: AppointmentBooked, env: Envelope) -> None:
+    _bump(cur, event.date, event.hospital_id, "booked", event.channel)
 
 
 def _bump(cur: Any, day: str, hospital_id: str, metric: str, channel: str, by: int = 1) -> None:
@@ -40,6 +40,6 @@ def summary(cur: Any) -> dict[str, Any]:
     out: dict[str, dict[str, int]] = {}
     for metric, channel, n in cur.fetchall():
         out.setdefault(metric, {})[channel] = int(n)
-    cur.execute("SELECT position FROM projection_checkpoints WHERE name = 'stats'")
+    cur.execute("SELECT position FROM projection_checkpoints WHERE name = %s", (PROJECTOR.name,))
     row = cur.fetchone()
     return {"metrics": out, "position": int(row[0]) if row else 0}

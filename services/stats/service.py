@@ -6,7 +6,8 @@ from typing import Any
 
 from nameko.rpc import rpc
 
-from infra.providers import LogContext, ProjectionRunner, ServiceDatabase, contract
+from infra.projections import ProjectionRunner
+from infra.providers import LogContext, ServiceDatabase, contract
 from services.stats import projection
 
 
@@ -15,7 +16,7 @@ class StatsService:
 
     log = LogContext()
     db = ServiceDatabase(projection.SCHEMA)
-    counter = ProjectionRunner("stats", projection.apply, projection.TYPES)
+    counter = ProjectionRunner(projection.PROJECTOR)
 
     @rpc
     @contract()

@@ -1,12 +1,15 @@
 """The booking service in a real nameko container against real PostgreSQL and RabbitMQ: every
 lifecycle path, idempotency, the doctor-stop reaction (with redelivery), no-shows and bans.
 
-Schedule's events are handed to booking's own event-handler entrypoints (entrypoint_hook), the
-way the relay would deliver them, with session times arranged around the real clock.
+Schedule's sessions are appended to the real event store, where booking's read-model projection
+finds them (as schedule's own appends would be), with session times arranged around the real
+clock; the doctor stop is handed to booking's event-handler entrypoint (entrypoint_hook), the
+way the relay would deliver it.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 from nameko.testing.services import entrypoint_hook
 
-from contracts import from_wire
+from contracts import Envelope, from_wire
 from infra.eventstore import PostgresEventStore
 from services.booking.domain import HOSPITAL_TZ
 from services.booking.service import BookingService
@@ -83,6 +86,20 @@ def session_event(session_id: str, *, day: str | None = None, quota: dict[str, i
     })
 
 
+def scheduled(container, env: dict[str, Any]) -> None:
+    """Append schedule's event to the store and wait until booking's projection has it."""
+    store = PostgresEventStore(container.config["EVENTSTORE_DSN"], pool_size=1)
+    try:
+        store.append_to(env["stream"], None, Envelope.model_validate(env))
+    finally:
+        store.close()
+    session_id = env["data"]["session_id"]
+    deadline = time.monotonic() + 20
+    while not rpc(container, "session_availability", session_id)["known"]:
+        assert time.monotonic() < deadline, f"booking never learned session {session_id}"
+        time.sleep(0.05)
+
+
 def register(container, n: int) -> str:
     answer = ok(rpc(container, "register_patient", {
         "name": f"患者{n}", "id_number": resident_id(n), "phone": phone(n), "idempotency_key": f"reg-{n}-0000"}))
@@ -95,7 +112,7 @@ def book(container, patient_id: str, session_id: str, key: str, channel: str = "
 
 
 def test_book_repeat_full_cancel_and_rebook(booking, rabbit_config):
-    rpc(booking, "on_session_scheduled", session_event("s1", bands=[
+    scheduled(booking, session_event("s1", bands=[
         {"start": "08:00:00", "end": "08:30:00", "numbers": 1}, {"start": "08:30:00", "end": "09:00:00",
                                                                  "numbers": 5}]))
     p1, p2, p3 = (register(booking, n) for n in (1, 2, 3))
@@ -143,8 +160,8 @@ def test_book_repeat_full_cancel_and_rebook(booking, rabbit_config):
 
 
 def test_booking_window_and_unknown_things_are_refused(booking):
-    rpc(booking, "on_session_scheduled", session_event("later", opens=timedelta(days=2), closes=timedelta(days=3)))
-    rpc(booking, "on_session_scheduled", session_event("past", opens=timedelta(days=-3), closes=timedelta(hours=-1)))
+    scheduled(booking, session_event("later", opens=timedelta(days=2), closes=timedelta(days=3)))
+    scheduled(booking, session_event("past", opens=timedelta(days=-3), closes=timedelta(hours=-1)))
     p = register(booking, 11)
     assert refused(book(booking, p, "later", "k-later-01")) == "not_open"
     assert refused(book(booking, p, "past", "k-past-001")) == "closed"
@@ -158,7 +175,7 @@ def test_booking_window_and_unknown_things_are_refused(booking):
 
 def test_check_in_by_the_right_clerk_with_the_right_id(booking):
     today = datetime.now(HOSPITAL_TZ).date().isoformat()
-    rpc(booking, "on_session_scheduled", session_event("today", day=today, lapse=timedelta(hours=2)))
+    scheduled(booking, session_event("today", day=today, lapse=timedelta(hours=2)))
     p = register(booking, 21)
     b = ok(book(booking, p, "today", "k-today-01"))
     base = {"code": b["code"], "idempotency_key": "checkin-01"}
@@ -178,10 +195,10 @@ def test_no_shows_lapse_and_the_third_bans(booking, wait_for):
     now = datetime.now(HOSPITAL_TZ)
     for i in range(3):
         day = (now + timedelta(days=i + 1)).date().isoformat()
-        rpc(booking, "on_session_scheduled", session_event(f"ns{i}", day=day, department=f"dept-{i}",
+        scheduled(booking, session_event(f"ns{i}", day=day, department=f"dept-{i}",
                                                            lapse=timedelta(seconds=2)))
         ok(book(booking, p, f"ns{i}", f"k-ns-{i}-0001"))
-    rpc(booking, "on_session_scheduled", session_event("after", department="dept-x"))
+    scheduled(booking, session_event("after", department="dept-x"))
 
     def all_lapsed() -> bool:
         rpc(booking, "lapse_due_appointments")
@@ -195,8 +212,8 @@ def test_no_shows_lapse_and_the_third_bans(booking, wait_for):
 
 
 def test_doctor_stop_moves_in_order_cancels_the_overflow_once(booking, rabbit_config):
-    rpc(booking, "on_session_scheduled", session_event("stopped", quota={"web": 5, "phone": 0, "window": 0}))
-    rpc(booking, "on_session_scheduled", session_event("repl", quota={"web": 2, "phone": 0, "window": 0},
+    scheduled(booking, session_event("stopped", quota={"web": 5, "phone": 0, "window": 0}))
+    scheduled(booking, session_event("repl", quota={"web": 2, "phone": 0, "window": 0},
                                                        department="dept-r"))
     patients = [register(booking, 40 + i) for i in range(3)]
     answers = [ok(book(booking, p, "stopped", f"k-stop-{i}-01")) for i, p in enumerate(patients)]
