@@ -121,6 +121,12 @@ class LedgerCache:
             return False
         return cached.ledger.booked(channel) >= quota.get(channel, 0)
 
+    def freed(self, session_id: str) -> None:
+        """A place may have been freed here: the next booking reads the ledger, not the cache."""
+        cached = self._ledgers.get(session_id)
+        if cached is not None:
+            cached.refreshed = 0.0
+
     def loader(self, store: EventStore) -> Any:
         """The unit of work's `load`: ledgers from this cache, every other stream in one read."""
         def load(streams: Sequence[str]) -> Mapping[str, Sequence[Any]]:
@@ -431,6 +437,7 @@ def _change_appointment(store: EventStore, readmodel: ReadModel, cache: LedgerCa
     with cache.lock(session.session_id):
         outcome = execute(store, run, key_id=key_id, source=SOURCE, correlation_id=correlation_id, actor=actor,
                           prefetch=[ledger_name, patient_name], load=cache.loader(store), check_first=False)
+    cache.freed(session.session_id)
     readmodel.caught_up(outcome.position)
     return outcome
 

@@ -1,0 +1,214 @@
+"""Booking's handlers on the in-memory store, with fakes at the boundary (tests/unit/booking/
+fakes.py): repeats answer the first answer and store nothing, conflicts are retried to one
+booking, the sold-out answer reads nothing, every reaction has its effect once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from contracts import (
+    Actor,
+    BookAppointment,
+    CancelAppointment,
+    Conflict,
+    DoctorStopApproved,
+    Envelope,
+    HandOverPhoneBookings,
+    LapseDueAppointments,
+    RegisterPatient,
+    SessionFull,
+)
+from infra.eventstore import InMemoryEventStore, new_envelope
+from infra.pii import DEV_KEY, PiiVault
+from services.booking import handlers
+from services.booking.domain import HOSPITAL_TZ, NoShowRules
+from services.booking.handlers import APP
+from tests.unit.booking.fakes import AlwaysConflicting, CountingStore, FakeReadModel, RacingStore
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=HOSPITAL_TZ)
+W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id(n: int) -> str:
+    body = f"130102{1960 + n % 40:04d}0{1 + n % 9}1{n % 10}{n % 1000:03d}"[:17]
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, W, strict=True)) % 11]
+
+
+class Platform:
+    """The handlers' dependencies: the in-memory store and fakes."""
+
+    def __init__(self) -> None:
+        self.memory = InMemoryEventStore()
+        self.store: Any = self.memory
+        self.readmodel = FakeReadModel(self.memory)
+        self.vault = PiiVault(DEV_KEY)
+        self.cache = handlers.LedgerCache()
+        self.now = NOW
+        self.settings = SimpleNamespace(phone_max_patients=3, no_show_rules=lambda: NoShowRules(3, 90, 90))
+
+    def deps(self) -> dict[str, Any]:
+        return {"store": self.store, "readmodel": self.readmodel, "vault": self.vault, "cache": self.cache,
+                "now": self.now, "settings": self.settings}
+
+    def handle(self, cmd: Any) -> Any:
+        return APP.handle(cmd, self.deps())
+
+    def session(self, session_id: str, web: int = 2, phone: int = 1, day: date | None = None,
+                lapse: timedelta = timedelta(days=3)) -> None:
+        data = {"session_id": session_id, "hospital_id": "hosp-a", "department_id": f"dept-{session_id}",
+                "doctor_id": "doc-1", "date": (day or (NOW + timedelta(days=3)).date()).isoformat(),
+                "period": "morning", "start": "08:00:00", "end": "11:30:00", "fee": "50.00",
+                "quota": {"web": web, "phone": phone, "window": 0},
+                "opens_at": (NOW - timedelta(days=1)).isoformat(), "closes_at": (NOW + timedelta(days=1)).isoformat(),
+                "lapse_at": (NOW + lapse).isoformat(), "time_bands": []}
+        self.memory.append_to(f"session-{session_id}", 0, Envelope(
+            type="SessionScheduled", stream=f"session-{session_id}", source="schedule", correlation_id="t", data=data))
+
+    def patient(self, n: int) -> str:
+        answer = self.handle(RegisterPatient(name=f"患者{n}", id_number=resident_id(n), phone=f"139{n:08d}",
+                                             idempotency_key=f"register-{n:04d}"))
+        return str(answer["patient_id"])
+
+    def book(self, patient_id: str, session_id: str, key: str, channel: str = "web") -> Any:
+        return self.handle(BookAppointment(session_id=session_id, patient_id=patient_id, channel=channel,
+                                           idempotency_key=key, actor=Actor(kind="patient", id=patient_id)))
+
+    def types(self, stream: str) -> list[str]:
+        return [e.type for e in self.memory.read_stream(stream)]
+
+
+@pytest.fixture
+def p() -> Platform:
+    return Platform()
+
+
+def test_a_repeated_booking_answers_the_first_answer_and_stores_nothing(p):
+    p.session("s1")
+    a = p.patient(1)
+    first = p.book(a, "s1", "key-a-0001")
+    head = p.memory.head()
+    assert p.readmodel.waited[-1] == head  # answered once its own projection has caught up
+    assert p.book(a, "s1", "key-a-0001") == first
+    assert p.memory.head() == head
+    assert p.types("ledger-s1") == ["AppointmentBooked"]
+
+
+def test_the_session_and_the_patient_change_in_one_append(p):
+    p.session("s1")
+    a = p.patient(1)
+    appends = p.memory.appends
+    p.book(a, "s1", "key-a-0001")
+    assert p.memory.appends == appends + 1
+    assert p.types(f"patient-{a}") == ["PatientRegistered", "PatientAppointmentsChanged"]
+
+
+def test_a_conflict_is_decided_again_and_books_once(p):
+    p.session("s1")
+    a = p.patient(1)
+    p.store = RacingStore(p.memory, races=3)
+    answer = p.book(a, "s1", "key-a-0001")
+    assert p.store.appends == 4  # three stale attempts, then the one that stored
+    booked = [e for e in p.memory.read_stream("ledger-s1") if e.type == "AppointmentBooked"]
+    assert [e.data["appointment_id"] for e in booked] == [answer.appointment_id]
+
+
+def test_busy_after_the_attempts_run_out_and_nothing_is_stored(p):
+    p.session("s1")
+    a = p.patient(1)
+    head = p.memory.head()
+    p.store = AlwaysConflicting(p.memory)
+    with pytest.raises(Conflict) as refused:
+        p.book(a, "s1", "key-a-0001")
+    assert refused.value.code == "busy"
+    assert p.memory.head() == head
+
+
+def test_a_full_session_answers_full_without_reading_the_store(p):
+    p.session("s1", web=1)
+    a, b, c = (p.patient(n) for n in (1, 2, 3))
+    first = p.book(a, "s1", "key-a-0001")
+    with pytest.raises(SessionFull):
+        p.book(b, "s1", "key-b-0001")  # learns the ledger is full
+    p.store = CountingStore(p.memory)
+    with pytest.raises(SessionFull):
+        p.book(c, "s1", "key-c-0001")
+    assert p.store.reads == 1  # only the repeat check of the refused key, no ledger or patient read
+    # the winner repeating its request during the sold-out moment gets its own answer back
+    assert p.book(a, "s1", "key-a-0001") == first
+
+
+def test_cancel_is_idempotent_and_frees_the_place_for_a_new_number(p):
+    p.session("s1", web=1)
+    a, b = p.patient(1), p.patient(2)
+    first = p.book(a, "s1", "key-a-0001")
+    cancel = CancelAppointment(appointment_id=first.appointment_id, idempotency_key="cancel-0001",
+                               actor=Actor(kind="patient", id=a))
+    assert p.handle(cancel)["status"] == "cancelled"
+    head = p.memory.head()
+    assert p.handle(cancel)["status"] == "cancelled"
+    assert p.memory.head() == head
+    assert p.book(b, "s1", "key-b-0001").sequence_number == 2
+
+
+def test_no_show_lapses_once_and_the_third_bans(p):
+    a = p.patient(1)
+    for i in range(3):
+        p.session(f"ns{i}", day=(NOW + timedelta(days=i + 1)).date(), lapse=timedelta(hours=1))
+        p.book(a, f"ns{i}", f"key-ns-{i}-01")
+    later = NOW + timedelta(hours=2)
+    lapse = LapseDueAppointments(now=later, idempotency_key="lapse-0001")
+    assert p.handle(lapse) == 3
+    assert p.handle(lapse) == 0
+    patient = p.types(f"patient-{a}")
+    assert patient.count("PatientBanned") == 1
+    assert [p.types(f"ledger-ns{i}").count("AppointmentLapsed") for i in range(3)] == [1, 1, 1]
+
+
+def test_the_doctor_stop_moves_and_cancels_once_however_often_delivered(p):
+    p.session("stopped", web=3)
+    p.session("repl", web=2)
+    booked = [p.book(p.patient(n), "stopped", f"key-stop-{n}") for n in (1, 2, 3)]
+    stop = new_envelope(
+        DoctorStopApproved(stop_id="stop-1", session_id="stopped", hospital_id="hosp-a",
+                                                   reason="会议", approved_by="admin", replacement_session_id="repl"),
+        "session-stopped", "schedule")
+    stored = p.memory.append_to("session-stopped", None, stop).events[0]
+    reaction = next(r for r in APP.reactions if r.handler is handlers.on_doctor_stop_approved)
+    body = stored.model_dump(mode="json")
+    first = APP.react(reaction, body, p.deps())
+    again = APP.react(reaction, {**body, "event_id": str(uuid.uuid4())}, p.deps())
+    assert (first["moved"], first["cancelled"], first["duplicate"]) == (2, 1, False)
+    assert again["duplicate"] is True
+    assert p.types("ledger-stopped").count("SessionStopApplied") == 1
+    moved = [e.data["appointment_id"] for e in p.memory.read_stream("ledger-repl") if e.type == "AppointmentMoved"]
+    assert moved == [b.appointment_id for b in booked[:2]]
+
+
+def test_the_phone_hand_over_happens_once_a_day(p):
+    day = (NOW + timedelta(days=3)).date()
+    p.session("s1", phone=2)
+    a = p.patient(1)
+    p.handle(BookAppointment(session_id="s1", patient_id=a, channel="phone", idempotency_key="key-phone-1",
+                             operator_id="op-1", actor=Actor(kind="operator", id="op-1")))
+    cmd = HandOverPhoneBookings(hospital_id="hosp-a", visit_date=day, idempotency_key="handover-0001")
+    first = p.handle(cmd)
+    assert first["count"] == 1
+    assert p.handle(cmd)["already"] is True
+    assert p.types(f"handover-hosp-a-{day.isoformat()}") == ["PhoneBookingsHandedOver"]
+
+
+def test_registration_repeat_is_the_same_patient_and_a_stranger_is_refused(p):
+    a = p.patient(1)
+    assert p.patient(1) == a  # the same key again
+    with pytest.raises(Conflict) as refused:
+        p.handle(RegisterPatient(name="冒名", id_number=resident_id(1), phone="13900000099",
+                                 idempotency_key="register-other"))
+    assert refused.value.code == "already_registered"
+    assert p.types(f"patient-{a}") == ["PatientRegistered"]
