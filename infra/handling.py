@@ -17,7 +17,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler
 

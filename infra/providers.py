@@ -78,7 +78,7 @@ class SettingsProvider(DependencyProvider):
         self.model = model
 
     def setup(self) -> None:
-        self.settings = settings_for(self.container, self.model)
+        self.settings: Settings = settings_for(self.container, self.model)
 
     def get_dependency(self, worker_ctx: Any) -> Settings:
         return self.settings

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from contracts import (
@@ -51,7 +51,7 @@ class Refused(DomainError):
 class ResidentId:
     number: str
     birth_date: date
-    sex: str  # "M" | "F"
+    sex: Literal["M", "F"]
 
 
 def parse_resident_id(raw: str, today: date | None = None) -> ResidentId:
@@ -403,7 +403,7 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
         else:
             cancelled.append(AppointmentCancelled(
                 appointment_id=b.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
-                patient_id=b.patient_id, channel=b.channel, reason="doctor_stop",  # type: ignore[arg-type]
+                patient_id=b.patient_id, channel=b.channel, reason="doctor_stop",
                 refund_due=b.fee if b.paid else None, date=session.date,
             ))
             changes.append(_change(b.patient_id, b.appointment_id, session, False, "cancelled"))
