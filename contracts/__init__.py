@@ -4,8 +4,10 @@ from contracts.booking import (
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentCheckedIn,
+    AppointmentEvent,
     AppointmentLapsed,
     AppointmentMoved,
+    AppointmentPlaced,
     BookAppointment,
     BookingAnswer,
     CancelAppointment,
@@ -32,12 +34,8 @@ from contracts.errors import (
     invalid_from_validation,
     to_wire,
 )
-from contracts.his import HisMessageAcknowledged
-from contracts.notification import SmsQueued
 from contracts.schedule import (
-    CHANNELS,
     GENERAL_FEE_CLASS,
-    TITLES,
     ApproveDoctorStop,
     BookingRules,
     ChangeBookingRules,
@@ -116,13 +114,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PatientAppointmentsChanged,
         PatientBanned,
         PhoneBookingsHandedOver,
-        SmsQueued,
-        HisMessageAcknowledged,
     )
 }
 
 __all__ = [
-    "CHANNELS",
     "EVENT_TYPES",
     "SYSTEM",
     "Actor",
@@ -134,7 +129,6 @@ __all__ = [
     "SessionQuotaChanged",
     "TimeBand",
     "GENERAL_FEE_CLASS",
-    "TITLES",
     "ApproveDoctorStop",
     "ChangeBookingRules",
     "ChangeFee",
@@ -165,8 +159,10 @@ __all__ = [
     "AppointmentBooked",
     "AppointmentCancelled",
     "AppointmentCheckedIn",
+    "AppointmentEvent",
     "AppointmentLapsed",
     "AppointmentMoved",
+    "AppointmentPlaced",
     "CancelAppointment",
     "CheckInAppointment",
     "HandOverPhoneBookings",
@@ -189,7 +185,6 @@ __all__ = [
     "ErrorBody",
     "Event",
     "Forbidden",
-    "HisMessageAcknowledged",
     "HospitalRegistered",
     "InvalidInput",
     "NotFound",
@@ -202,7 +197,6 @@ __all__ = [
     "ScheduleSession",
     "SessionFull",
     "SessionScheduled",
-    "SmsQueued",
     "from_wire",
     "invalid_from_validation",
     "to_wire",

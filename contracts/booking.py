@@ -69,77 +69,54 @@ class PatientRegistered(Event):
     guardian_patient_id: str | None = None
 
 
-class AppointmentBooked(Event):
+class AppointmentEvent(Event):
+    """What every event about one appointment carries (a base: never stored by itself)."""
+
     appointment_id: str
-    code: str
     session_id: str
     hospital_id: str
-    department_id: str
-    doctor_id: str
     patient_id: str
     channel: Channel
+    date: str = ""
+
+
+class AppointmentPlaced(AppointmentEvent):
+    """An appointment holding a place in a session's ledger: booked there, or moved there."""
+
+    code: str
+    department_id: str
+    doctor_id: str
     sequence_number: int
     date: str
     period: str
     start: str
     fee: str
     arrival_window: str | None = None
-    operator_id: str | None = None
     paid: bool = False  # phone bookings are charged at booking (a billing record)
 
 
-class AppointmentCancelled(Event):
-    appointment_id: str
-    session_id: str
-    hospital_id: str
-    patient_id: str
-    channel: Channel
+class AppointmentBooked(AppointmentPlaced):
+    operator_id: str | None = None
+
+
+class AppointmentCancelled(AppointmentEvent):
     reason: CancelReason
     refund_due: str | None = None  # yuan, when the fee was charged at booking
-    date: str = ""
 
 
-class AppointmentCheckedIn(Event):
-    appointment_id: str
-    session_id: str
-    hospital_id: str
-    patient_id: str
-    channel: Channel
+class AppointmentCheckedIn(AppointmentEvent):
     clerk_id: str
     fee_taken: str  # yuan taken at the window ("0.00" when paid at booking)
-    date: str = ""
 
 
-class AppointmentLapsed(Event):
+class AppointmentLapsed(AppointmentEvent):
     """No-show: not checked in by the lapse time."""
 
-    appointment_id: str
-    session_id: str
-    hospital_id: str
-    patient_id: str
-    channel: Channel
-    date: str = ""
 
-
-class AppointmentMoved(Event):
+class AppointmentMoved(AppointmentPlaced):
     """Moved by a doctor stop to the replacement session: a booking in that session's ledger."""
 
-    appointment_id: str
-    code: str
     from_session_id: str
-    session_id: str
-    hospital_id: str
-    department_id: str
-    doctor_id: str
-    patient_id: str
-    channel: Channel
-    sequence_number: int
-    date: str
-    period: str
-    start: str
-    fee: str
-    arrival_window: str | None = None
-    paid: bool = False
 
 
 class SessionStopApplied(Event):

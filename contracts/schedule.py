@@ -12,9 +12,7 @@ from contracts.envelope import Command, Contract, Event
 
 Period = Literal["morning", "afternoon", "evening"]
 Channel = Literal["web", "phone", "window"]
-CHANNELS: tuple[Channel, ...] = ("web", "phone", "window")
 Title = Literal["主任医师", "副主任医师", "主治医师", "医师"]
-TITLES: tuple[Title, ...] = ("主任医师", "副主任医师", "主治医师", "医师")
 # 专家门诊 (expert clinic: the fee of the doctor's title) or 普通门诊 (general clinic: one fee).
 ClinicType = Literal["expert", "general"]
 GENERAL_FEE_CLASS = "普通门诊"
