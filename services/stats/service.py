@@ -8,18 +8,18 @@ from nameko.rpc import rpc
 
 from infra.projections import ProjectionRunner
 from infra.providers import LogContext, ServiceDatabase, contract
-from services.stats import projection
+from services.stats import readmodel
 
 
 class StatsService:
     name = "stats"
 
     log = LogContext()
-    db = ServiceDatabase(projection.SCHEMA)
-    counter = ProjectionRunner(projection.PROJECTOR)
+    db = ServiceDatabase(readmodel.SCHEMA)
+    counter = ProjectionRunner(readmodel.PROJECTOR)
 
     @rpc
     @contract()
     def summary(self) -> dict[str, Any]:
         with self.db.transaction() as cur:
-            return projection.summary(cur)
+            return readmodel.summary(cur)
