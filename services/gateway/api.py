@@ -126,7 +126,7 @@ def _check_signature(spec: Endpoint, fn: Handler) -> None:
             raise TypeError(f"{fn.__name__}: `{name}` parameter {'missing' if given else 'not declared'}")
     models = [spec.body] if isinstance(spec.body, type) else list((spec.body or {}).values())
     needs = {"login": "username", "patient": "patient_id"}.get(spec.limit or "")
-    if needs and not all(needs in m.model_fields for m in models):
+    if needs and not (models and all(needs in m.model_fields for m in models)):
         raise TypeError(f"{fn.__name__}: limit {spec.limit} needs a body with {needs}")
 
 

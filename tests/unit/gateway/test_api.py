@@ -297,6 +297,10 @@ def test_a_handler_that_does_not_take_what_its_declaration_gives_fails_at_import
         @api("POST", "/api/v1/x", "x", "test", body=BookBody, limit="login")
         def login_without_username(self: Any, request: Request, body: BookBody) -> Response:
             raise AssertionError
+    with pytest.raises(TypeError, match="patient_id"):
+        @api("POST", "/api/v1/x", "x", "test", roles=("patient",), limit="patient")
+        def patient_limit_without_body(self: Any, request: Request, principal: Principal) -> Response:
+            raise AssertionError
 
 
 # --- routing errors: 404 and 405 as JSON under /api/ ----------------------------------------------
