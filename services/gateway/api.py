@@ -156,6 +156,9 @@ def _gate(self: _Gateway, request: Request, spec: Endpoint, path_values: Mapping
                 raise Unauthenticated("请先登录 / please log in")
             principal.require(*spec.roles)
         given["principal"] = principal
+    for name, value in [*path_values.items(), *request.args.items(multi=True)]:
+        if "\x00" in str(value):  # PostgreSQL text cannot hold NUL: the field's error, not a crash
+            raise InvalidInput(f"字段 {name} 含有非法字符 / {name} must not contain NUL characters", field=name)
     model = spec.model_for(path_values)
     if model is not None:
         raw = read_json(request) if spec.body_required or request.get_data() else {}

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
 
 from contracts import schedule as sc
 from contracts.envelope import Command, Contract
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: refused here as the field's error, not a crash in a query."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _text = field_validator("*", mode="after")(_no_nul)
 
 
 class RegisterBody(_Body):
@@ -56,6 +65,8 @@ GATEWAY_FIELDS = frozenset(Command.model_fields)
 
 
 class _AdminBody(Contract):
+    _text = field_validator("*", mode="after")(_no_nul)
+
     @model_validator(mode="before")
     @classmethod
     def _drop_gateway_fields(cls, data: Any) -> Any:

@@ -195,8 +195,8 @@ def test_a_valid_body_reaches_the_handler_as_its_model_with_the_principal():
     ("payload", "field"),
     [({}, "session_id"), ({"session_id": ""}, "session_id"), ({"session_id": "s" * 81}, "session_id"),
      ({"session_id": 7}, "session_id"), ({"session_id": "s-1", "admin": True}, "admin"),
-     ({"session_id": "s-1", "patient_id": "p" * 65}, "patient_id")],
-    ids=["missing", "empty", "too-long", "not-a-string", "unknown-field", "limit-of-optional-field"],
+     ({"session_id": "s-1", "patient_id": "p" * 65}, "patient_id"), ({"session_id": "s\u0000"}, "session_id")],
+    ids=["missing", "empty", "too-long", "not-a-string", "unknown-field", "limit-of-optional-field", "nul"],
 )
 def test_a_body_the_model_refuses_is_a_400_naming_the_field_and_never_reaches_the_handler(payload, field):
     gw = FakeGateway()
@@ -221,6 +221,16 @@ def test_nobody_logged_in_is_401_and_a_role_not_declared_is_403():
     gw.limits.sessions.put("unknown-token", False, None)  # looked up before: no such session
     assert answer(gw.book(http_request(body={"session_id": "s-1"}, token="unknown-token")))[0] == 401
     assert gw.calls == []
+
+
+def test_a_nul_character_in_a_query_or_path_value_is_refused_naming_it():
+    gw = FakeGateway()
+    token = gw.login("hospital_admin")
+    status, body = answer(gw.command(http_request(body={}, token=token), command="quo\x00ta"))
+    assert (status, body["error"]["field"]) == (400, "command")
+    request = http_request(body={"username": "u", "password": "p"}, token=token, path="/api/v1/x?state=a%00")
+    status, body = answer(gw.command(request, command="quota"))
+    assert (status, body["error"]["field"]) == (400, "state") and gw.calls == []
 
 
 def test_the_role_is_checked_before_the_body_is_read():
