@@ -1,28 +1,236 @@
-"""HTTP plumbing for the gateway: JSON answers, typed errors, RPC calls with a deadline."""
+"""HTTP plumbing for the gateway: endpoints declared in one line each, JSON answers, typed errors,
+RPC calls with a deadline.
+
+`@api(method, path, summary, tag, body=..., roles=..., limit=...)` declares an endpoint: it is the
+nameko route, the gate every request passes (rate limit, login, role, body model, idempotency key,
+limit class) and, read by openapi.py, the operation in the OpenAPI document. `refusal` is the one
+place where anything that goes wrong becomes an answer, routing errors (404, 405) included.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import eventlet
 from nameko.exceptions import RemoteError
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.wrappers import Request, Response
 
-from contracts import DomainError, InvalidInput, from_wire
+from contracts import DomainError, Forbidden, InvalidInput, NotFound, from_wire, invalid_from_validation
 from infra.logging import get_logger
+from services.gateway import accounts
+from services.gateway.auth import CSRF_HEADER, ROLES, SESSION_COOKIE, Principal, Role, Unauthenticated, csrf_ok
+from services.gateway.limits import Limits
 
 _log = get_logger("gateway")
 RPC_TIMEOUT = 15.0
+KEY_HEADER = "Idempotency-Key"
+ANYONE: tuple[Role, ...] = ROLES  # any logged-in principal
+Limit = Literal["client", "login", "patient"]
+Handler = Callable[..., Response]
 
 
 class Unavailable(DomainError):
     code = "unavailable"
     status = 503
 
+
+class MethodNotAllowed(DomainError):
+    code = "method_not_allowed"
+    status = 405
+
+
+# --- declaring an endpoint ------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """One HTTP operation: its route, who may call it, what it reads and what the document says."""
+
+    method: str
+    path: str  # a werkzeug rule: /api/v1/hospitals/<string:hospital_id>
+    summary: str  # with body_by: a format string, {} is each documented value
+    tag: str
+    # None: public. Otherwise only these roles, and the handler gets `principal: Principal`.
+    roles: tuple[Role, ...] | None = None
+    # Public, but the handler gets `principal: Principal | None`: whoever is logged in, if anyone.
+    optional_login: bool = False
+    # The handler gets `body`, validated by this model; a mapping picks the model by the path value
+    # named `body_by` (an unknown value is answered 404).
+    body: type[BaseModel] | Mapping[str, type[BaseModel]] | None = None
+    body_by: str | None = None
+    body_required: bool = True  # False: no body at all is read as {}
+    # client: per-address token bucket, first of all; login: also the failed-login throttle of the
+    # body's username; patient: also the booking bucket of the patient acted for. None: no limit.
+    limit: Limit | None = "client"
+    idempotency_key: bool = False  # the Idempotency-Key header is required (8-100 characters)
+    status: int = 200
+    answer: dict[str, Any] | None = None
+    query: tuple[dict[str, Any], ...] = ()
+    path_help: Mapping[str, str] = field(default_factory=dict)
+
+    def model_for(self, path_values: Mapping[str, Any]) -> type[BaseModel] | None:
+        if self.body is None or isinstance(self.body, type):
+            return self.body
+        model = self.body.get(str(path_values.get(self.body_by or "")))
+        if model is None:
+            name = self.body_by or "path"
+            raise NotFound(f"未知的命令 / unknown {name} {path_values.get(name)}", field=name)
+        return model
+
+
+class _Gateway(Protocol):
+    """What the gate needs from the service it guards."""
+
+    limits: Limits
+    db: Any
+
+
+def api(method: str, path: str, summary: str, tag: str, **declared: Any) -> Callable[[Handler], Handler]:
+    """Declare an endpoint (see Endpoint for the options) on a GatewayService method."""
+    spec = Endpoint(method, path, summary, tag, **declared)
+
+    def decorate(fn: Handler) -> Handler:
+        _check_signature(spec, fn)
+        inner = endpoint(fn, spec)
+        inner.endpoint = spec  # type: ignore[attr-defined]  # read by openapi.document
+        return http(method, path)(inner)
+
+    return decorate
+
+
+def declared_endpoints(service_cls: type) -> list[Endpoint]:
+    """Every endpoint declared on a service class and its bases, in the order they are written."""
+    found: list[Endpoint] = []
+    for klass in reversed(service_cls.__mro__):
+        found.extend(v.endpoint for v in vars(klass).values() if isinstance(getattr(v, "endpoint", None), Endpoint))
+    return found
+
+
+def _check_signature(spec: Endpoint, fn: Handler) -> None:
+    """The handler asks for exactly what its declaration gives: a drift is an error at import."""
+    params = inspect.signature(fn).parameters
+    wants = {"principal": spec.roles is not None or spec.optional_login, "body": spec.body is not None}
+    for name, given in wants.items():
+        if given != (name in params):
+            raise TypeError(f"{fn.__name__}: `{name}` parameter {'missing' if given else 'not declared'}")
+    models = [spec.body] if isinstance(spec.body, type) else list((spec.body or {}).values())
+    needs = {"login": "username", "patient": "patient_id"}.get(spec.limit or "")
+    if needs and not (models and all(needs in m.model_fields for m in models)):
+        raise TypeError(f"{fn.__name__}: limit {spec.limit} needs a body with {needs}")
+
+
+def endpoint(fn: Handler, spec: Endpoint) -> Handler:
+    """Every HTTP handler passes its declaration's gate and answers JSON errors, never a stack trace."""
+
+    @functools.wraps(fn)
+    def inner(self: _Gateway, request: Request, **path_values: Any) -> Response:
+        try:
+            given = _gate(self, request, spec, path_values)
+            return fn(self, request, **given, **path_values)
+        except Exception as err:
+            return refusal(request, err)
+
+    return inner
+
+
+def _gate(self: _Gateway, request: Request, spec: Endpoint, path_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The checks of a declaration, cheapest and least revealing first; what the handler is given."""
+    given: dict[str, Any] = {}
+    if spec.limit is not None:
+        self.limits.client(request.remote_addr)
+    if spec.roles is not None or spec.optional_login:
+        principal = principal_of(request, self.db, self.limits)
+        if spec.roles is not None:
+            if principal is None:
+                raise Unauthenticated("请先登录 / please log in")
+            principal.require(*spec.roles)
+        given["principal"] = principal
+    for name, value in [*path_values.items(), *request.args.items(multi=True)]:
+        if "\x00" in str(value):  # PostgreSQL text cannot hold NUL: the field's error, not a crash
+            raise InvalidInput(f"字段 {name} 含有非法字符 / {name} must not contain NUL characters", field=name)
+    model = spec.model_for(path_values)
+    if model is not None:
+        raw = read_json(request) if spec.body_required or request.get_data() else {}
+        try:
+            given["body"] = model.model_validate(raw)
+        except ValidationError as exc:
+            raise invalid_from_validation(exc) from None
+    if spec.idempotency_key and not 8 <= len(idempotency_key(request)) <= 100:
+        raise InvalidInput("缺少 Idempotency-Key 请求头（8-100字符）/ Idempotency-Key header (8-100 chars) "
+                           "is required", field=KEY_HEADER)
+    if spec.limit == "login":
+        self.limits.login_allowed(given["body"].username, request.remote_addr)
+    elif spec.limit == "patient":
+        self.limits.patient(acting_for(given["principal"], given["body"].patient_id))
+    return given
+
+
+# --- who is asking --------------------------------------------------------------------------------
+
+def session_token(request: Request) -> tuple[str, bool]:
+    """The login session's token and whether it came in the cookie (else as a bearer token)."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[7:].strip(), False
+    return request.cookies.get(SESSION_COOKIE, ""), True
+
+
+def principal_of(request: Request, db: Any, limits: Limits) -> Principal | None:
+    """Who is logged in (None: nobody); a cookie session must also carry its CSRF token on changes."""
+    token, via_cookie = session_token(request)
+    if not token:
+        return None
+    known, principal = limits.sessions.get(token, via_cookie)
+    if not known:
+        principal = accounts.session_principal(db, token, via_cookie)
+        limits.sessions.put(token, via_cookie, principal)
+    if principal is None:
+        return None
+    if not csrf_ok(principal, request.method, request.headers.get(CSRF_HEADER)):
+        raise Forbidden("CSRF 校验失败，请刷新页面 / missing or wrong CSRF token", field=CSRF_HEADER)
+    return principal  # type: ignore[no-any-return]
+
+
+def acting_for(principal: Principal, patient_id: str | None) -> str:
+    """The patient a request is for: a patient acts for themselves, staff for the caller they name."""
+    if principal.role == "patient":
+        return principal.subject
+    if not patient_id:
+        raise InvalidInput("请指定来电患者 / patient_id of the caller is required", field="patient_id")
+    return patient_id
+
+
+def idempotency_key(request: Request, default: str = "") -> str:
+    return (request.headers.get(KEY_HEADER, "").strip() or default)[:100]
+
+
+def correlation_id(request: Request) -> str:
+    given = request.headers.get("X-Correlation-Id", "")
+    return given[:100] if given else uuid.uuid4().hex
+
+
+def read_json(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(request.get_data(as_text=True) or "null")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("请求体不是有效的 JSON / body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("请求体应为 JSON 对象 / body must be a JSON object")
+    return body
+
+
+# --- answers ----------------------------------------------------------------------------------------
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -33,12 +241,81 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     )
 
 
-def error_response(err: DomainError) -> Response:
+def error_response(err: DomainError, headers: dict[str, str] | None = None) -> Response:
     body = {"error": {"code": err.code, "message": err.message, "field": err.field}}
     retry_after = getattr(err, "retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after)}
     return json_response(body, status=err.status, headers=headers)
 
+
+def refusal(request: Request, err: Exception) -> Response:
+    """The one place an error becomes an answer. A DomainError is JSON with its status; werkzeug's
+    routing errors (no such path, a method the path does not take) are JSON errors too under /api/
+    and a short page elsewhere; anything else is logged and answered as an internal error."""
+    if isinstance(err, RouteNotFound | RouteMethodNotAllowed):
+        if not request.path.startswith("/api/"):
+            return _page_refusal(err)
+        headers = dict(err.get_headers())  # the Allow header of a 405
+        headers.pop("Content-Type", None)
+        if isinstance(err, RouteMethodNotAllowed):
+            return error_response(MethodNotAllowed(
+                f"此路径不支持 {request.method} / {request.path} does not take {request.method}", field="method"),
+                headers)
+        return error_response(NotFound(f"没有这个接口 / no such endpoint {request.path}", field="path"), headers)
+    if isinstance(err, DomainError):
+        return error_response(err)
+    _log.exception("gateway_unhandled", path=request.path)  # called in an except block: logs the trace
+    return error_response(Unavailable("内部错误 / internal error", code="internal"))
+
+
+def _page_refusal(err: HTTPException) -> Response:
+    status = err.code or 404
+    text = ("页面不存在 / page not found" if status == 404 else "不支持此请求方法 / method not allowed")
+    html = (f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{status}</title>'
+            f'<h1>{status}</h1><p>{text}</p><p><a href="/">返回首页 / home</a></p></html>')
+    headers = {k: v for k, v in err.get_headers() if k == "Allow"}
+    return Response(html, status=status, mimetype="text/html", headers=headers)
+
+
+# --- the web server: routing errors answered by `refusal` ----------------------------------------
+#
+# nameko's WsgiApp matches the request against a werkzeug Map of every @http rule and, when
+# matching fails, answers werkzeug's own HTTPException (an HTML page) itself, before any entrypoint
+# runs. A catch-all rule such as "/api/<path:rest>" would fix the 404 but not the 405: werkzeug
+# prefers any rule that takes the method over reporting MethodNotAllowed, so a wrong method on a known
+# path would reach the catch-all and answer 404. Hence the routing errors are caught where they are
+# raised, in a WsgiApp of our own. The WebServer is a SharedExtension keyed by its class, so every
+# gateway entrypoint (pages too) must use this module's `http` to share one server and one port; a
+# stray plain nameko @http would start a second server on the same address and fail at start.
+
+class _GatewayWsgiApp(WsgiApp):  # type: ignore[misc]
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ, shallow=True)  # as nameko's: the entrypoint reads the body itself
+        try:
+            provider, values = self.url_map.bind_to_environ(environ).match()
+            request.path_values = values  # type: ignore[attr-defined]  # where nameko's entrypoint looks
+            answer = provider.handle_request(request)
+        except (RouteNotFound, RouteMethodNotAllowed) as err:
+            answer = refusal(request, err)
+        except HTTPException as err:  # a redirect to the canonical URL (trailing slash)
+            answer = err
+        return answer(environ, start_response)
+
+
+class _GatewayWebServer(WebServer):  # type: ignore[misc]
+    def get_wsgi_app(self) -> _GatewayWsgiApp:
+        return _GatewayWsgiApp(self)
+
+
+class _GatewayHttp(HttpRequestHandler):  # type: ignore[misc]
+    server = _GatewayWebServer()
+
+
+http: Callable[[str, str], Callable[[Handler], Handler]] = _GatewayHttp.decorator
+
+
+# --- calls to the services behind -----------------------------------------------------------------
 
 def call(method: Any, *args: Any, timeout: float = RPC_TIMEOUT) -> Any:
     """One RPC with a deadline; a typed refusal from the service is raised as its DomainError."""
@@ -53,34 +330,3 @@ def call(method: Any, *args: Any, timeout: float = RPC_TIMEOUT) -> Any:
     if (err := from_wire(result)) is not None:
         raise err
     return result
-
-
-def read_json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(request.get_data(as_text=True) or "null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("请求体不是有效的 JSON / body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("请求体应为 JSON 对象 / body must be a JSON object")
-    return body
-
-
-def correlation_id(request: Request) -> str:
-    given = request.headers.get("X-Correlation-Id", "")
-    return given[:100] if given else uuid.uuid4().hex
-
-
-def endpoint(fn: Callable[..., Response]) -> Callable[..., Response]:
-    """Every HTTP handler answers JSON errors, never a stack trace."""
-
-    @functools.wraps(fn)
-    def inner(self: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
-        try:
-            return fn(self, request, *args, **kwargs)
-        except DomainError as err:
-            return error_response(err)
-        except Exception:
-            _log.exception("gateway_unhandled", path=request.path)
-            return error_response(Unavailable("内部错误 / internal error", code="internal"))
-
-    return inner

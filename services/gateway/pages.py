@@ -19,10 +19,9 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
-from services.gateway.api import call
+from services.gateway.api import call, http
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -154,7 +153,7 @@ def page_lang(request: Request) -> str:
 @cache
 def catalogue(lang: str) -> dict[str, str]:
     """The texts of one language: {key: text}. messages.json holds both for every key."""
-    raw: dict[str, dict[str, str]] = json.loads((TEMPLATES / "messages.json").read_text(encoding="utf-8"))
+    raw: dict[str, list[str]] = json.loads((TEMPLATES / "messages.json").read_text(encoding="utf-8"))
     index = LANGS.index(lang)
     return {key: pair[index] for key, pair in raw.items()}
 
@@ -213,6 +212,5 @@ def serve_static(request: Request, name: str) -> Response:
         return Response(status=304, headers=headers)
     response = Response(data, mimetype=mimetype, headers=headers)
     if mimetype.startswith("text/") or mimetype in ("application/json", "image/svg+xml"):
-        response.charset = "utf-8"
         response.headers["Content-Type"] = f"{mimetype}; charset=utf-8"
     return response

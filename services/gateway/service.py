@@ -1,5 +1,6 @@
-"""gateway: the only door from the internet. Each HTTP entrypoint authenticates, authorises,
-limits, validates, makes one or two RPCs and answers JSON; pages come from pages.py."""
+"""gateway: the only door from the internet. Each HTTP entrypoint is declared with `@api` (api.py),
+which limits, authenticates, authorises and validates before the handler makes one or two RPCs and
+answers JSON; pages come from pages.py."""
 
 from __future__ import annotations
 
@@ -8,22 +9,28 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from nameko.rpc import RpcProxy
-from nameko.web.handlers import http
+from pydantic import BaseModel
 from werkzeug.wrappers import Request, Response
 
 from contracts import Forbidden, InvalidInput, NotFound, SessionFull
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider
 from services.gateway import accounts, pages
-from services.gateway.api import call, correlation_id, endpoint, json_response, read_json
-from services.gateway.auth import CSRF_HEADER, SESSION_COOKIE, Principal, Unauthenticated, csrf_ok
+from services.gateway.api import (
+    ANYONE,
+    acting_for,
+    api,
+    call,
+    correlation_id,
+    idempotency_key,
+    json_response,
+    session_token,
+)
+from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated
+from services.gateway.bodies import ADMIN_BODIES, BookBody, CancelBody, CheckInBody, LoginBody, RegisterBody, StaffBody
 from services.gateway.limits import GatewaySettings, Limits, LimitsProvider
-from services.gateway.openapi import document
+from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
-ADMIN_COMMANDS = frozenset({
-    "create_department", "update_department", "register_doctor", "update_doctor", "set_weekly_plan",
-    "generate_sessions", "schedule_session", "change_session_quota", "change_fee", "change_booking_rules",
-    "declare_holiday", "request_doctor_stop", "approve_doctor_stop", "reject_doctor_stop",
-})
+HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
 
 
 def _day(value: str | None, default: date, field: str) -> date:
@@ -46,49 +53,37 @@ def _state(session: dict[str, Any], avail: dict[str, Any], remaining: dict[str, 
     return "open" if remaining.get("web", 0) > 0 else "full"
 
 
+def _entry(s: dict[str, Any], avail: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """One line of the schedule table."""
+    remaining = avail.get("remaining") or {"web": 0, "phone": 0, "window": 0}
+    return {
+        "session_id": s["session_id"],
+        "doctor": {"doctor_id": s["doctor_id"], "name": s["doctor_name"], "title": s["doctor_title"]},
+        "date": s["date"], "period": s["period"], "start": s["start"], "end": s["end"],
+        "fee": s["fee"], "remaining": remaining, "opens_at": s.get("opens_at"),
+        "closes_at": s.get("closes_at"), "state": _state(s, avail, remaining, now),
+        "time_bands": s.get("time_bands") or [], "quota": s.get("quota"), "capacity": s.get("capacity"),
+    }
+
+
 class GatewayService(pages.Pages):
+    """Each endpoint is declared once with `@api` (route, roles, body model, limit class): the gate in
+    api.py checks all of it before the handler runs, and openapi.py documents it from the same line."""
+
     name = "gateway"
 
     log = LogContext()
     db = ServiceDatabase(accounts.SCHEMA)
-    settings: GatewaySettings = SettingsProvider(GatewaySettings)  # type: ignore[assignment]
-    limits: Limits = LimitsProvider()  # type: ignore[assignment]
+    settings: GatewaySettings = SettingsProvider(GatewaySettings)
+    limits: Limits = LimitsProvider()
     schedule = RpcProxy("schedule")
     booking = RpcProxy("booking")
     notification = RpcProxy("notification")
     stats = RpcProxy("stats")
 
-    # --- who is asking ----------------------------------------------------------------------
-
-    def _principal(self, request: Request, required: bool = True) -> Principal | None:
-        self.limits.client(request.remote_addr)
-        auth = request.headers.get("Authorization", "")
-        token, via_cookie = (auth[7:].strip(), False) if auth.startswith("Bearer ") else (
-            request.cookies.get(SESSION_COOKIE, ""), True)
-        principal = None
-        if token:
-            known, principal = self.limits.sessions.get(token, via_cookie)
-            if not known:
-                principal = accounts.session_principal(self.db, token, via_cookie)
-                self.limits.sessions.put(token, via_cookie, principal)
-        if principal is None:
-            if required:
-                raise Unauthenticated("请先登录 / please log in")
-            return None
-        if not csrf_ok(principal, request.method, request.headers.get(CSRF_HEADER)):
-            raise Forbidden("CSRF 校验失败，请刷新页面 / missing or wrong CSRF token", field=CSRF_HEADER)
-        return principal
-
-    def _login_answer(self, principal: dict[str, Any], token: str, csrf: str, status: int = 200) -> Response:
-        response = json_response({**principal, "token": token, "csrf_token": csrf}, status)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",
-                            secure=self.settings.cookie_secure, max_age=accounts.SESSION_HOURS * 3600)
-        return response
-
     # --- health and documents ---------------------------------------------------------------
 
-    @http("GET", "/healthz")
-    @endpoint
+    @api("GET", "/healthz", "health of the gateway and the services behind it", "development", limit=None)
     def healthz(self, request: Request) -> Response:
         states = {}
         for name, method, args in (("schedule", self.schedule.list_hospitals, ()),
@@ -103,329 +98,243 @@ class GatewayService(pages.Pages):
         ok = all(v == "ok" for v in states.values())
         return json_response({"status": "ok" if ok else "degraded", "services": states}, 200 if ok else 503)
 
-    @http("GET", "/api/v1/openapi.json")
-    @endpoint
+    @api("GET", "/api/v1/openapi.json", "this document", "development", limit=None)
     def openapi(self, request: Request) -> Response:
-        return json_response(document())
+        return json_response(document(type(self)))
 
     # --- accounts ---------------------------------------------------------------------------
 
-    @http("POST", "/api/v1/patients")
-    @endpoint
-    def register_patient(self, request: Request) -> Response:
-        caller = self._principal(request, required=False)
-        body = read_json(request)
-        allowed = {"name", "id_number", "phone", "password"}
-        if unknown := sorted(set(body) - allowed):
-            raise InvalidInput(f"未知字段 / unknown field {unknown[0]}", field=unknown[0])
-        operator = caller is not None and caller.role == "operator"
-        if not operator and not body.get("password"):
+    @api("POST", "/api/v1/patients", "register a patient (real name); answers a login session", "accounts",
+         body=RegisterBody, optional_login=True, status=201)
+    def register_patient(self, request: Request, principal: Principal | None, body: RegisterBody) -> Response:
+        operator = principal if principal is not None and principal.role == "operator" else None
+        if operator is None and not body.password:
             raise InvalidInput("请设置密码 / a password is required", field="password")
-        key = request.headers.get("Idempotency-Key") or uuid.uuid4().hex
-        actor = caller.actor() if operator and caller else {"kind": "patient", "id": "self-registration"}
-        answer = call(self.booking.register_patient, {**body, "idempotency_key": key[:100],
-                                                      "correlation_id": correlation_id(request), "actor": actor})
+        actor = operator.actor() if operator else {"kind": "patient", "id": "self-registration"}
+        answer = call(self.booking.register_patient, {
+            **body.model_dump(exclude_unset=True), "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
+            "correlation_id": correlation_id(request), "actor": actor})
         if operator:
-            accounts.audit(self.db, caller, "register_caller", answer["patient_id"])  # type: ignore[arg-type]
+            accounts.audit(self.db, operator, "register_caller", answer["patient_id"])
             return json_response(answer, 201)
         if not answer.get("created"):
             return json_response({**answer, "message": "已注册，请登录 / already registered: please log in"}, 200)
-        name = str(body.get("name") or "")[:40]
-        token, csrf = accounts.open_session(self.db, "patient", answer["patient_id"], None, name)
+        token, csrf = accounts.open_session(self.db, "patient", answer["patient_id"], None, body.name)
         return self._login_answer({**answer, "role": "patient", "subject": answer["patient_id"],
-                                   "hospital_id": None, "name": name}, token, csrf, 201)
+                                   "hospital_id": None, "name": body.name}, token, csrf, 201)
 
-    @http("POST", "/api/v1/auth/login")
-    @endpoint
-    def login(self, request: Request) -> Response:
-        self.limits.client(request.remote_addr)
-        body = read_json(request)
-        username, password = str(body.get("username") or "").strip(), str(body.get("password") or "")
-        if not username or not password:
-            raise InvalidInput("请输入用户名和密码 / username and password are required", field="username")
-        self.limits.login_allowed(username, request.remote_addr)
-        staff = accounts.verify_staff(self.db, username, password)
+    @api("POST", "/api/v1/auth/login", "log in (patients by mobile or ID number, staff by username)", "accounts",
+         body=LoginBody, limit="login")
+    def login(self, request: Request, body: LoginBody) -> Response:
+        staff = accounts.verify_staff(self.db, body.username, body.password)
         if staff is not None:
-            subject, role, hospital_id, name = username, staff["role"], staff["hospital_id"], staff["name"]
+            subject, role, hospital_id, name = body.username, staff["role"], staff["hospital_id"], staff["name"]
         else:
             found = None
-            if len(username) >= 11:
+            if len(body.username) >= 11:
                 try:
-                    found = call(self.booking.authenticate_patient, username, password)
+                    found = call(self.booking.authenticate_patient, body.username, body.password)
                 except NotFound:
                     found = None
             if found is None:
-                self.limits.login_failed(username, request.remote_addr)
+                self.limits.login_failed(body.username, request.remote_addr)
                 raise Unauthenticated("用户名或密码错误 / wrong username or password")
             subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
-        self.limits.login_succeeded(username)
+        self.limits.login_succeeded(body.username)
         token, csrf = accounts.open_session(self.db, role, subject, hospital_id, name)
         return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name},
                                   token, csrf)
 
-    @http("POST", "/api/v1/auth/logout")
-    @endpoint
-    def logout(self, request: Request) -> Response:
-        self._principal(request)
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth.startswith("Bearer ") else request.cookies.get(SESSION_COOKIE, "")
+    @api("POST", "/api/v1/auth/logout", "log out", "accounts", roles=ANYONE, status=204)
+    def logout(self, request: Request, principal: Principal) -> Response:
+        token, _ = session_token(request)
         accounts.close_session(self.db, token)
         self.limits.sessions.forget(token)
         response = Response(status=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    @http("GET", "/api/v1/me")
-    @endpoint
-    def me(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
+    @api("GET", "/api/v1/me", "who is logged in, with the CSRF token for pages", "accounts", roles=ANYONE)
+    def me(self, request: Request, principal: Principal) -> Response:
+        p = principal
         return json_response({"role": p.role, "subject": p.subject, "name": p.name, "hospital_id": p.hospital_id,
                               "csrf_token": p.csrf})
 
-    @http("POST", "/api/v1/staff")
-    @endpoint
-    def create_staff(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        body = read_json(request)
-        role, hospital_id = str(body.get("role") or ""), body.get("hospital_id")
-        if p.role == "hospital_admin":
-            if role not in ("clerk", "hospital_admin"):
+    @api("POST", "/api/v1/staff", "create a staff account", "accounts", body=StaffBody,
+         roles=("hospital_admin", "platform_admin"), status=201)
+    def create_staff(self, request: Request, principal: Principal, body: StaffBody) -> Response:
+        if principal.role == "hospital_admin":
+            if body.role not in ("clerk", "hospital_admin"):
                 raise Forbidden("医院管理员只能添加本院工作人员 / a hospital admin adds staff of their hospital",
                                 field="role")
-            p.require_hospital(str(hospital_id))
-        else:
-            p.require("platform_admin")
-        made = accounts.create_staff(self.db, str(body.get("username") or ""), str(body.get("password") or ""),
-                                     role, hospital_id, str(body.get("name") or ""))
+            principal.require_hospital(str(body.hospital_id))
+        made = accounts.create_staff(self.db, body.username, body.password, body.role, body.hospital_id, body.name)
         return json_response(made, 201)
 
-    @http("GET", "/api/v1/patients")
-    @endpoint
-    def find_patient(self, request: Request) -> Response:
-        """The hotline finds a caller by resident ID (audited)."""
-        p = self._principal(request)
-        assert p is not None
-        p.require("operator", "clerk", "hospital_admin", "platform_admin")
+    @api("GET", "/api/v1/patients", "find a caller by resident ID (audited)", "accounts",
+         roles=("operator", "clerk", "hospital_admin", "platform_admin"),
+         query=(query("id_number", {"type": "string", "minLength": 18, "maxLength": 18}, required=True),))
+    def find_patient(self, request: Request, principal: Principal) -> Response:
         id_number = (request.args.get("id_number") or "").strip()
         if len(id_number) != 18:
             raise InvalidInput("身份证号应为18位 / resident ID must have 18 characters", field="id_number")
         found = call(self.booking.find_patient, id_number)
-        accounts.audit(self.db, p, "find_patient", found["patient_id"])
+        accounts.audit(self.db, principal, "find_patient", found["patient_id"])
         return json_response(found)
 
     # --- what hospitals publish -------------------------------------------------------------
 
-    @http("GET", "/api/v1/hospitals")
-    @endpoint
+    @api("GET", "/api/v1/hospitals", "hospitals", "schedule")
     def hospitals(self, request: Request) -> Response:
-        self.limits.client(request.remote_addr)
         return json_response({"hospitals": call(self.schedule.list_hospitals)})
 
-    @http("GET", "/api/v1/hospitals/<string:hospital_id>/departments")
-    @endpoint
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/departments", "departments of a hospital", "schedule")
     def departments(self, request: Request, hospital_id: str) -> Response:
-        self.limits.client(request.remote_addr)
         return json_response({"departments": call(self.schedule.list_departments, hospital_id)})
 
-    @http("GET", "/api/v1/hospitals/<string:hospital_id>/doctors")
-    @endpoint
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/doctors", "doctors of a hospital", "schedule")
     def doctors(self, request: Request, hospital_id: str) -> Response:
-        self.limits.client(request.remote_addr)
         return json_response({"doctors": call(self.schedule.list_doctors, hospital_id)})
 
-    @http("GET", "/api/v1/departments/<string:department_id>/schedule")
-    @endpoint
+    @api("GET", "/api/v1/departments/<string:department_id>/schedule", "the schedule table of a department",
+         "schedule", query=(query("from", DAY), query("to", DAY)))
     def department_schedule(self, request: Request, department_id: str) -> Response:
-        self.limits.client(request.remote_addr)
         start = _day(request.args.get("from"), date.today(), "from")
         end = _day(request.args.get("to"), start + timedelta(days=6), "to")
         if end < start or (end - start).days > 31:
             raise InvalidInput("日期范围无效（最多31天）/ date range invalid (at most 31 days)", field="to")
         sessions = call(self.schedule.department_schedule,
                         {"department_id": department_id, "date_from": start.isoformat(), "date_to": end.isoformat()})
-        entries = []
-        now = datetime.now(UTC)
         availability = call(self.booking.sessions_availability, [s["session_id"] for s in sessions]) \
             if sessions else {}
-        for s in sessions:
-            avail = availability.get(s["session_id"], {})
-            remaining = avail.get("remaining") or {"web": 0, "phone": 0, "window": 0}
-            entries.append({
-                "session_id": s["session_id"],
-                "doctor": {"doctor_id": s["doctor_id"], "name": s["doctor_name"], "title": s["doctor_title"]},
-                "date": s["date"], "period": s["period"], "start": s["start"], "end": s["end"],
-                "fee": s["fee"], "remaining": remaining, "opens_at": s.get("opens_at"),
-                "closes_at": s.get("closes_at"), "state": _state(s, avail, remaining, now),
-                "time_bands": s.get("time_bands") or [], "quota": s.get("quota"), "capacity": s.get("capacity"),
-            })
+        now = datetime.now(UTC)
+        entries = [_entry(s, availability.get(s["session_id"], {}), now) for s in sessions]
         return json_response({"department_id": department_id, "sessions": entries})
 
     # --- appointments -----------------------------------------------------------------------
 
-    @http("POST", "/api/v1/appointments")
-    @endpoint
-    def book(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        body = read_json(request)
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if not 8 <= len(key) <= 100:
-            raise InvalidInput("缺少 Idempotency-Key 请求头（8-100字符）/ Idempotency-Key header (8-100 chars) "
-                               "is required", field="Idempotency-Key")
-        if p.role == "patient":
-            patient_id, channel, operator_id = p.subject, "web", None
-        elif p.role == "operator":
-            patient_id, channel, operator_id = str(body.get("patient_id") or ""), "phone", p.subject
-            if not patient_id:
-                raise InvalidInput("请指定来电患者 / patient_id of the caller is required", field="patient_id")
-        else:
-            raise Forbidden("只有患者或话务员可以预约 / only patients and hotline operators book", field="role")
-        self.limits.patient(patient_id)
-        session_id = str(body.get("session_id") or "")
-        if self.limits.sold_out.full(session_id, channel) and not self.limits.sold_out.is_retry(patient_id, key):
+    @api("POST", "/api/v1/appointments", "book (patients: web; operators: phone, for the caller)", "appointments",
+         body=BookBody, roles=("patient", "operator"), limit="patient", idempotency_key=True, status=201,
+         answer=APPOINTMENT)
+    def book(self, request: Request, principal: Principal, body: BookBody) -> Response:
+        key, patient_id = idempotency_key(request), acting_for(principal, body.patient_id)
+        channel, operator_id = ("web", None) if principal.role == "patient" else ("phone", principal.subject)
+        sold_out = self.limits.sold_out
+        if sold_out.full(body.session_id, channel) and not sold_out.is_retry(patient_id, key):
             raise SessionFull("该出诊已约满 / this session is full", field="session_id")
-        self.limits.sold_out.forwarded(patient_id, key)
-        command = {"session_id": session_id, "patient_id": patient_id, "channel": channel,
+        sold_out.forwarded(patient_id, key)
+        command = {"session_id": body.session_id, "patient_id": patient_id, "channel": channel,
                    "operator_id": operator_id, "idempotency_key": key,
-                   "correlation_id": correlation_id(request), "actor": p.actor()}
+                   "correlation_id": correlation_id(request), "actor": principal.actor()}
         try:
             answer = call(self.booking.book_appointment, command)
         except SessionFull:
-            self.limits.sold_out.remember(session_id, channel)
+            sold_out.remember(body.session_id, channel)
             raise
         return json_response(answer, 201)
 
-    @http("GET", "/api/v1/appointments")
-    @endpoint
-    def appointments(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        if p.role == "patient":
-            return json_response(call(self.booking.appointments_of, p.subject))
+    @api("GET", "/api/v1/appointments", "my bookings; a session's list (staff); a caller's bookings (operators)",
+         "appointments", roles=("patient", "operator", "clerk", "hospital_admin", "platform_admin"),
+         query=(query("session_id"), query("patient_id")))
+    def appointments(self, request: Request, principal: Principal) -> Response:
+        if principal.role == "patient":
+            return json_response(call(self.booking.appointments_of, principal.subject))
         if request.args.get("session_id"):
-            return self._session_list(p, request.args["session_id"])
-        if p.role == "operator" and request.args.get("patient_id"):
+            return self._session_list(principal, request.args["session_id"])
+        if principal.role == "operator" and request.args.get("patient_id"):
             patient_id = request.args["patient_id"]
-            accounts.audit(self.db, p, "read_appointments", patient_id)
+            accounts.audit(self.db, principal, "read_appointments", patient_id)
             return json_response(call(self.booking.appointments_of, patient_id))
         raise InvalidInput("请指定 session_id / session_id is required", field="session_id")
 
-    @http("GET", "/api/v1/appointments/<string:appointment_id>")
-    @endpoint
-    def appointment(self, request: Request, appointment_id: str) -> Response:
-        """One of my bookings; someone else's is answered as unknown (404), not forbidden."""
-        p = self._principal(request)
-        assert p is not None
-        p.require("patient")
-        return json_response(call(self.booking.appointment_of_patient, p.subject, appointment_id))
+    @api("GET", "/api/v1/appointments/<string:appointment_id>", "one of my bookings", "appointments",
+         roles=("patient",), answer=APPOINTMENT)
+    def appointment(self, request: Request, principal: Principal, appointment_id: str) -> Response:
+        """Someone else's booking is answered as unknown (404), not forbidden."""
+        return json_response(call(self.booking.appointment_of_patient, principal.subject, appointment_id))
 
-    @http("GET", "/api/v1/sessions/<string:session_id>/appointments")
-    @endpoint
-    def session_appointments(self, request: Request, session_id: str) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        return self._session_list(p, session_id)
+    @api("GET", "/api/v1/sessions/<string:session_id>/appointments",
+         "the day's list of a session (staff of its hospital; audited)", "hospital", roles=HOSPITAL_STAFF)
+    def session_appointments(self, request: Request, principal: Principal, session_id: str) -> Response:
+        return self._session_list(principal, session_id)
 
-    def _session_list(self, p: Principal, session_id: str) -> Response:
-        p.require("clerk", "hospital_admin", "platform_admin")
-        rows = call(self.booking.session_list, session_id, p.actor())
-        accounts.audit(self.db, p, "read_session_list", session_id, patients=len(rows))
-        return json_response({"session_id": session_id, "appointments": rows})
+    @api("POST", "/api/v1/appointments/<string:appointment_id>/cancel", "cancel until the cut-off", "appointments",
+         body=CancelBody, body_required=False, roles=("patient", "operator"))
+    def cancel(self, request: Request, principal: Principal, body: CancelBody, appointment_id: str) -> Response:
+        return json_response(call(self.booking.cancel_appointment, {
+            "appointment_id": appointment_id, "idempotency_key": idempotency_key(request, f"cancel:{appointment_id}"),
+            "correlation_id": correlation_id(request), "actor": principal.actor(),
+        }))
 
-    @http("POST", "/api/v1/appointments/<string:appointment_id>/cancel")
-    @endpoint
-    def cancel(self, request: Request, appointment_id: str) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        p.require("patient", "operator")
-        read_json(request) if request.get_data() else None
-        key = request.headers.get("Idempotency-Key") or f"cancel:{appointment_id}"
-        answer = call(self.booking.cancel_appointment, {
-            "appointment_id": appointment_id, "idempotency_key": key[:100],
-            "correlation_id": correlation_id(request), "actor": p.actor(),
-        })
-        return json_response(answer)
-
-    @http("POST", "/api/v1/appointments/<string:code>/check-in")
-    @endpoint
-    def check_in(self, request: Request, code: str) -> Response:
+    @api("POST", "/api/v1/appointments/<string:code>/check-in",
+         "check in at the window with the booking code and resident ID", "appointments", body=CheckInBody,
+         roles=("clerk", "hospital_admin"), path_help={"code": "the 8-character booking code"})
+    def check_in(self, request: Request, principal: Principal, body: CheckInBody, code: str) -> Response:
         """取号: the path carries the booking code the patient shows; the body their resident ID."""
-        p = self._principal(request)
-        assert p is not None
-        p.require("clerk", "hospital_admin")
-        body = read_json(request)
-        key = request.headers.get("Idempotency-Key") or f"check-in:{code}:{uuid.uuid4().hex}"
         answer = call(self.booking.check_in, {
-            "code": code.upper(), "id_number": str(body.get("id_number") or ""), "idempotency_key": key[:100],
-            "correlation_id": correlation_id(request), "actor": p.actor(),
+            "code": code.upper(), "id_number": body.id_number,
+            "idempotency_key": idempotency_key(request, f"check-in:{code}:{uuid.uuid4().hex}"),
+            "correlation_id": correlation_id(request), "actor": principal.actor(),
         })
-        accounts.audit(self.db, p, "check_in", answer["appointment_id"])
+        accounts.audit(self.db, principal, "check_in", answer["appointment_id"])
         return json_response(answer)
 
     # --- hospital staff -----------------------------------------------------------------------
 
-    @http("POST", "/api/v1/admin/schedule/<string:command>")
-    @endpoint
-    def admin_schedule(self, request: Request, command: str) -> Response:
+    @api("POST", "/api/v1/admin/schedule/<string:command>",
+         "schedule command {} (the idempotency key and the actor are added by the gateway)", "hospital",
+         body=ADMIN_BODIES, body_by="command", roles=("hospital_admin", "platform_admin"))
+    def admin_schedule(self, request: Request, principal: Principal, body: BaseModel, command: str) -> Response:
         """Schedule commands for hospital admins; schedule itself checks the hospital scope too."""
-        p = self._principal(request)
-        assert p is not None
-        p.require("hospital_admin", "platform_admin")
-        if command not in ADMIN_COMMANDS:
-            raise NotFound(f"未知的命令 / unknown command {command}", field="command")
-        body = read_json(request)
-        body.pop("actor", None)
-        key = request.headers.get("Idempotency-Key") or uuid.uuid4().hex
-        answer = call(getattr(self.schedule, command), {**body, "idempotency_key": key[:100],
-                                                       "correlation_id": correlation_id(request),
-                                                       "actor": p.actor()})
-        return json_response(answer)
+        return json_response(call(getattr(self.schedule, command), {
+            **body.model_dump(mode="json", exclude_unset=True),
+            "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
+            "correlation_id": correlation_id(request), "actor": principal.actor()}))
 
-    @http("GET", "/api/v1/hospitals/<string:hospital_id>/stops")
-    @endpoint
-    def stops(self, request: Request, hospital_id: str) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        p.require_hospital(hospital_id)
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/stops", "doctor stops (hospital staff)", "hospital",
+         roles=HOSPITAL_STAFF, query=(query("state"),))
+    def stops(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
         state = request.args.get("state") or None
         return json_response({"stops": call(self.schedule.list_doctor_stops, hospital_id, state)})
 
-    @http("GET", "/api/v1/hospitals/<string:hospital_id>/phone-list")
-    @endpoint
-    def phone_list(self, request: Request, hospital_id: str) -> Response:
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/phone-list",
+         "paid phone bookings of a day, the 16:00 hand-over (hospital staff)", "hospital",
+         roles=HOSPITAL_STAFF, query=(query("date", DAY),))
+    def phone_list(self, request: Request, principal: Principal, hospital_id: str) -> Response:
         """The paid phone bookings of a day, as handed to the HIS at 16:00 the day before."""
-        p = self._principal(request)
-        assert p is not None
-        p.require_hospital(hospital_id)
+        principal.require_hospital(hospital_id)
         day = _day(request.args.get("date"), date.today() + timedelta(days=1), "date")
         rows = call(self.booking.phone_list, hospital_id, day.isoformat())
-        accounts.audit(self.db, p, "read_phone_list", hospital_id, date=day.isoformat(), patients=len(rows))
+        accounts.audit(self.db, principal, "read_phone_list", hospital_id, date=day.isoformat(), patients=len(rows))
         return json_response({"hospital_id": hospital_id, "date": day.isoformat(), "appointments": rows})
 
-    @http("GET", "/api/v1/audit")
-    @endpoint
-    def audit_log(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        p.require("platform_admin")
+    @api("GET", "/api/v1/audit", "staff reads of patient data", "hospital", roles=("platform_admin",))
+    def audit_log(self, request: Request, principal: Principal) -> Response:
         return json_response({"entries": accounts.audit_entries(self.db)})
 
     # --- statistics and development -------------------------------------------------------
 
-    @http("GET", "/api/v1/stats/summary")
-    @endpoint
-    def stats_summary(self, request: Request) -> Response:
-        p = self._principal(request)
-        assert p is not None
-        p.require("analyst", "platform_admin")
+    @api("GET", "/api/v1/stats/summary", "province-wide statistics", "stats", roles=("analyst", "platform_admin"))
+    def stats_summary(self, request: Request, principal: Principal) -> Response:
         return json_response(call(self.stats.summary))
 
-    @http("GET", "/api/v1/dev/sms")
-    @endpoint
+    @api("GET", "/api/v1/dev/sms", "the SMS outbox (development)", "development")
     def sms_outbox(self, request: Request) -> Response:
-        self.limits.client(request.remote_addr)
         if not self.settings.dev_pages:
             raise NotFound("仅限开发环境 / development only", field="path")
         return json_response({"messages": call(self.notification.outbox, 100)})
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _session_list(self, principal: Principal, session_id: str) -> Response:
+        principal.require(*HOSPITAL_STAFF)
+        rows = call(self.booking.session_list, session_id, principal.actor())
+        accounts.audit(self.db, principal, "read_session_list", session_id, patients=len(rows))
+        return json_response({"session_id": session_id, "appointments": rows})
+
+    def _login_answer(self, principal: dict[str, Any], token: str, csrf: str, status: int = 200) -> Response:
+        response = json_response({**principal, "token": token, "csrf_token": csrf}, status)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",
+                            secure=self.settings.cookie_secure, max_age=accounts.SESSION_HOURS * 3600)
+        return response

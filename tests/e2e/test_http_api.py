@@ -285,3 +285,32 @@ def test_rate_limit_per_patient_answers_429(api):
     limited = api.book(patient["token"], body={"session_id": "nope"})
     if limited.status_code == 429:
         assert int(limited.headers["Retry-After"]) >= 1
+
+
+def test_unknown_paths_and_wrong_methods_answer_the_json_error_shape(api):
+    patient = api.register(80)
+    for path in ("/api/v1/no-such-thing", "/api/v1/appointments/a/b/c", "/api/v2/hospitals"):
+        missing = api.get(path, patient["token"])
+        assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("application/json")
+        assert missing.json()["error"]["code"] == "not_found" and missing.json()["error"]["field"] == "path"
+    wrong = requests.delete(api.url("/api/v1/me"), headers={"Authorization": f"Bearer {patient['token']}"},
+                            timeout=30)
+    assert wrong.status_code == 405 and wrong.headers["Content-Type"].startswith("application/json")
+    assert wrong.json()["error"]["code"] == "method_not_allowed" and "GET" in wrong.headers["Allow"]
+    assert api.post("/api/v1/hospitals", {}).status_code == 405
+    page = requests.get(api.url("/no/such/page"), timeout=30)
+    assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html")
+    assert "页面不存在" in page.text
+
+
+def test_bodies_are_validated_by_their_model_naming_the_field(api):
+    patient = api.register(81)
+    long_session = api.book(patient["token"], body={"session_id": "s" * 81})
+    assert long_session.status_code == 400 and long_session.json()["error"]["field"] == "session_id"
+    staff = api.post("/api/v1/staff", {"username": "x", "password": "short", "role": "operator"},
+                     api.login("admin", "admin-pass-2024"))
+    assert staff.status_code == 400 and staff.json()["error"]["field"] == "username"
+    admin = api.login("hebmu2-admin", "admin-pass-2024")
+    quota = api.post("/api/v1/admin/schedule/change_session_quota", {"session_id": SESSION, "quota": {"web": -1}},
+                     admin)
+    assert quota.status_code == 400 and quota.json()["error"]["field"].startswith("quota")

@@ -1,0 +1,97 @@
+"""The request bodies of /api/v1: each endpoint validates its body with one of these models, and the
+OpenAPI document draws its schema from the same model (openapi.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
+
+from contracts import schedule as sc
+from contracts.envelope import Command, Contract
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: refused here as the field's error, not a crash in a query."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    _text = field_validator("*", mode="after")(_no_nul)
+
+
+class RegisterBody(_Body):
+    name: str = Field(min_length=1, max_length=40)
+    id_number: str = Field(min_length=18, max_length=18, description="18-digit resident ID (GB 11643)")
+    phone: str = Field(pattern=r"^1[3-9]\d{9}$")
+    password: str | None = Field(default=None, min_length=8, max_length=128)
+
+
+class LoginBody(_Body):
+    username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
+        description="mobile, resident ID or staff username")
+    password: str = Field(min_length=1, max_length=128)
+
+
+class BookBody(_Body):
+    session_id: str = Field(min_length=1, max_length=80)
+    patient_id: str | None = Field(default=None, max_length=64, description="the caller, for operators")
+
+
+class CancelBody(BaseModel):
+    """Nothing is needed; a JSON object, if sent, is accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class CheckInBody(_Body):
+    id_number: str = Field(min_length=18, max_length=18)
+
+
+class StaffBody(_Body):
+    username: str = Field(min_length=3, max_length=64)
+    password: str = Field(min_length=8, max_length=128)
+    role: str = Field(pattern=r"^(operator|clerk|hospital_admin|analyst|platform_admin)$")
+    hospital_id: str | None = None
+    name: str = ""
+
+
+# Set by the gateway from the login and the headers; a caller's own values are dropped, as ever.
+GATEWAY_FIELDS = frozenset(Command.model_fields)
+
+
+class _AdminBody(Contract):
+    _text = field_validator("*", mode="after")(_no_nul)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_gateway_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in GATEWAY_FIELDS}
+        return data
+
+
+def _admin_body(command: type[Command]) -> type[BaseModel]:
+    """The schedule command as a hospital admin sends it: its own fields, without the gateway's.
+    The schedule service validates the whole command again (with its cross-field rules)."""
+    fields: dict[str, Any] = {name: (info.annotation, info) for name, info in command.model_fields.items()
+                              if name not in GATEWAY_FIELDS}
+    model: type[BaseModel] = create_model(command.__name__, __base__=_AdminBody, __doc__=command.__doc__,
+                                          __module__=__name__, **fields)
+    return model
+
+
+_ADMIN_COMMANDS: dict[str, type[Command]] = {
+    "create_department": sc.CreateDepartment, "update_department": sc.UpdateDepartment,
+    "register_doctor": sc.RegisterDoctor, "update_doctor": sc.UpdateDoctor, "set_weekly_plan": sc.SetWeeklyPlan,
+    "generate_sessions": sc.GenerateSessions, "schedule_session": sc.ScheduleSession,
+    "change_session_quota": sc.ChangeSessionQuota, "change_fee": sc.ChangeFee,
+    "change_booking_rules": sc.ChangeBookingRules, "declare_holiday": sc.DeclareHoliday,
+    "request_doctor_stop": sc.RequestDoctorStop, "approve_doctor_stop": sc.ApproveDoctorStop,
+    "reject_doctor_stop": sc.RejectDoctorStop,
+}
+ADMIN_BODIES: dict[str, type[BaseModel]] = {name: _admin_body(command) for name, command in _ADMIN_COMMANDS.items()}
