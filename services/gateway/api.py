@@ -289,7 +289,7 @@ def _page_refusal(err: HTTPException) -> Response:
 # gateway entrypoint (pages too) must use this module's `http` to share one server and one port; a
 # stray plain nameko @http would start a second server on the same address and fail at start.
 
-class _GatewayWsgiApp(WsgiApp):  # type: ignore[misc]
+class _GatewayWsgiApp(WsgiApp):
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ, shallow=True)  # as nameko's: the entrypoint reads the body itself
         try:
@@ -303,12 +303,12 @@ class _GatewayWsgiApp(WsgiApp):  # type: ignore[misc]
         return answer(environ, start_response)
 
 
-class _GatewayWebServer(WebServer):  # type: ignore[misc]
+class _GatewayWebServer(WebServer):
     def get_wsgi_app(self) -> _GatewayWsgiApp:
         return _GatewayWsgiApp(self)
 
 
-class _GatewayHttp(HttpRequestHandler):  # type: ignore[misc]
+class _GatewayHttp(HttpRequestHandler):
     server = _GatewayWebServer()
 
 

@@ -59,7 +59,7 @@ class Limits:
         self.logins.succeeded(username.lower())
 
 
-class LimitsProvider(DependencyProvider):  # type: ignore[misc]  # nameko has no type hints
+class LimitsProvider(DependencyProvider):
     def setup(self) -> None:
         self.limits = Limits(settings_for(self.container, GatewaySettings))
 

@@ -26,7 +26,7 @@ import psycopg2
 import pytest
 
 from contracts.envelope import Envelope
-from infra.eventstore import PostgresEventStore
+from infra.eventstore import EventStore
 from infra.relay import LOCK_KEY
 from tests.conftest import ensure_vhost
 
