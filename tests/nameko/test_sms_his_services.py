@@ -1,0 +1,138 @@
+"""notification and his_sync as real nameko containers on the real broker and PostgreSQL: the
+entrypoints generated from their handlers.APP tables receive relay-format events, their read
+models' SQL runs for real, and a redelivered event has its effect once.
+
+Each service is started under a name unique to the test (its queues are this session's alone);
+notification asks a fake booking service, also uniquely named, for the patient's phone; his_sync
+talks MLLP to the HIS simulator as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nameko.rpc import RpcProxy, rpc
+from nameko.testing.services import entrypoint_hook
+
+from contracts import AppointmentBooked, AppointmentCancelled, Envelope, Event, HospitalRegistered
+from infra.providers import ServiceDatabase
+from services.his_sync.service import HisSyncService
+from services.notification.service import NotificationService
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOKED = AppointmentBooked(
+    appointment_id="appt-n1", code="K7M2QX9P", session_id="s-hb3-card-0310-am", hospital_id="hb3",
+    department_id="hb3-card", doctor_id="dr-wang", patient_id="patient-5b1e", channel="web",
+    sequence_number=7, date="2025-03-10", period="morning", start="08:00:00", fee="50.00",
+)
+CANCELLED = AppointmentCancelled(
+    appointment_id="appt-n1", session_id="s-hb3-card-0310-am", hospital_id="hb3", patient_id="patient-5b1e",
+    channel="web", reason="patient",
+)
+
+
+def body(event: Event, source: str) -> dict[str, Any]:
+    env = Envelope(type=event.type_name(), stream=f"{source}-1", source=source, correlation_id="corr-svc",
+                   data=event.model_dump(mode="json"))
+    return env.model_dump(mode="json")
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+def rows(container: Any, sql: str) -> list[tuple[Any, ...]]:
+    provider = next(e for e in container.extensions if isinstance(e, ServiceDatabase))
+    return provider.db.fetchall(sql)
+
+
+def test_notification_queues_one_sms_for_a_redelivered_booking(
+    container_factory, rabbit_config, broker, unique_name, wait_for
+):
+    booking_name = unique_name("booking")
+
+    class FakeBooking:
+        name = booking_name
+
+        @rpc
+        def patient_contact(self, patient_id):
+            return {"phone": "13812345678", "phone_masked": "138****5678"}
+
+    class Notification(NotificationService):
+        name = unique_name("notification")
+        booking = RpcProxy(booking_name)
+
+    container_factory(FakeBooking, rabbit_config).start()
+    notification = container_factory(Notification, rabbit_config)
+    notification.start()
+
+    broker.publish_event("schedule", body(HospitalRegistered(hospital_id="hb3", name="河北医科大学第三医院",
+                                                             level="3A", address="石家庄"), "schedule"))
+    wait_for(lambda: len(rows(notification, "SELECT id FROM names")) == 1, 30, "the hospital's name")
+    booked = body(BOOKED, "booking")
+    broker.publish_event("booking", booked, copies=2)
+    wait_for(lambda: len(rows(notification, "SELECT event_id FROM inbox")) == 2, 30, "the booking to be claimed")
+    time.sleep(0.5)  # an absence check: give the second copy time to (wrongly) queue a second SMS
+
+    with entrypoint_hook(notification, "outbox") as outbox:
+        [sms] = outbox(10)
+    assert sms["template"] == "booking_confirmation" and sms["phone_masked"] == "138****5678"
+    assert "河北医科大学第三医院" in sms["text"] and "预约码K7M2QX9P" in sms["text"]
+    assert "13812345678" not in json.dumps(sms, ensure_ascii=False)
+    consumers = sorted(c for (c,) in rows(notification, "SELECT consumer FROM inbox"))
+    assert consumers == ["notification.confirm_booking", "notification.remember_hospital_name"]
+    [(data,)] = rows(notification, "SELECT data FROM appointments")
+    assert data == BOOKED.model_dump(mode="json")
+
+
+def test_his_sync_sends_a_booking_and_its_cancellation_once_each(
+    container_factory, rabbit_config, broker, unique_name, wait_for, tmp_path
+):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    log = tmp_path / "his.jsonl"
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "services.his_sync.simulator", "--host", "127.0.0.1", "--port", str(port),
+         "--log", str(log)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: listening(port), 10, "the simulator to listen")
+
+        class HisSync(HisSyncService):
+            name = unique_name("his_sync")
+
+        his_sync = container_factory(HisSync, {**rabbit_config, "HIS_PORT": port})
+        his_sync.start()
+        booked = body(BOOKED, "booking")
+        broker.publish_event("booking", booked, copies=2)
+        wait_for(lambda: len(rows(his_sync, "SELECT 1 FROM his_messages")) == 1, 30, "the S12 to be acknowledged")
+        broker.publish_event("booking", body(CANCELLED, "booking"))
+        wait_for(lambda: len(rows(his_sync, "SELECT 1 FROM his_messages")) == 2, 30, "the S15 to be acknowledged")
+        time.sleep(0.5)  # an absence check: the second copy of the booking must not reach the HIS
+
+        with entrypoint_hook(his_sync, "sent") as sent:
+            answered = sent(10)
+        assert sorted(m["message_type"] for m in answered) == ["SIU^S12", "SIU^S15"]
+        assert {m["control_id"] for m in answered if m["message_type"] == "SIU^S12"} == {
+            uuid.UUID(booked["event_id"]).hex[:20]}
+        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        assert [(r["message_type"], r["ack_code"]) for r in records] == [("SIU^S12", "AA"), ("SIU^S15", "AA")]
+        assert "AIP|1||dr-wang" in records[1]["raw"]  # the cancellation is built from the booking as booked
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
