@@ -42,7 +42,7 @@ class HisSyncService:
         cfg = self.settings
         return MllpClient(cfg.his_host, cfg.his_port, timeout=cfg.his_timeout)
 
-    @rpc  # type: ignore[untyped-decorator]  # nameko ships no type hints
+    @rpc
     @contract()
     def sent(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:

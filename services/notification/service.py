@@ -25,7 +25,7 @@ class NotificationService:
     appointments = readmodel.APPOINTMENTS
     sms_outbox = readmodel.SMS_OUTBOX
 
-    @rpc  # type: ignore[untyped-decorator]  # nameko ships no type hints
+    @rpc
     @contract()
     def outbox(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:

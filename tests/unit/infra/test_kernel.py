@@ -4,8 +4,6 @@ projector's typed table."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from infra.decisions import Missing, World
 from infra.eventstore import InMemoryEventStore, derived_event_id, idempotent_event_id, new_envelope
 from infra.projections import Projector
 from infra.unit_of_work import execute
+from tests.unit.fakes import FakeDb
 
 pytestmark = pytest.mark.unit
 
@@ -125,34 +124,6 @@ def test_a_key_event_that_was_not_staged_is_a_bug():
 
 # --- reactions ------------------------------------------------------------------------------
 
-class FakeCursor:
-    def __init__(self, db: FakeDb) -> None:
-        self.db = db
-        self.rowcount = 0
-
-    def execute(self, sql: str, params: Any) -> None:
-        assert sql.startswith("INSERT INTO inbox")
-        key = (params[0], params[1])
-        self.rowcount = 0 if key in self.db.inbox or key in self.db.pending else 1
-        self.db.pending.add(key)
-
-
-class FakeDb:
-    def __init__(self) -> None:
-        self.inbox: set[tuple[str, str]] = set()
-        self.pending: set[tuple[str, str]] = set()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[FakeCursor]:
-        self.pending = set()
-        try:
-            yield FakeCursor(self)
-        except BaseException:
-            self.pending = set()
-            raise
-        self.inbox |= self.pending
-
-
 def _app() -> tuple[Application, list[Any]]:
     app = Application("demo")
     effects: list[Any] = []
@@ -190,7 +161,7 @@ def test_a_failed_effect_releases_its_claim_so_the_retry_runs_it():
     db = FakeDb()
     with pytest.raises(RuntimeError):
         app.react(reaction, body, {"db": db, "sink": effects})
-    assert db.inbox == set()
+    assert db.claims() == []
 
 
 def test_nameko_entrypoints_are_generated_from_the_table():
