@@ -4,7 +4,7 @@ envelopes from rows. The protocol itself is in protocol.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +63,20 @@ def _from_row(row: Sequence[Any]) -> Envelope:
         version=version,
     )
 
+
+
+def ordered_events(appends: Mapping[str, tuple[int | None, Sequence[Envelope]]]) -> list[Envelope]:
+    """The events of one append in append order; refuses an empty append and an event that names
+    another stream than the one it is appended to."""
+    ordered: list[Envelope] = []
+    for stream, (_, events) in appends.items():
+        for ev in events:
+            if ev.stream != stream:
+                raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
+            ordered.append(ev)
+    if not ordered:
+        raise ValueError("nothing to append")
+    return ordered
 
 
 def meta_of(ev: Envelope) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from contracts.envelope import Envelope
-from infra.eventstore.base import AppendResult, PartialDuplicate, WrongExpectedVersion, meta_of
+from infra.eventstore.base import AppendResult, PartialDuplicate, WrongExpectedVersion, meta_of, ordered_events
 from infra.eventstore.protocol import Appends
 
 
@@ -42,7 +42,7 @@ class InMemoryEventStore:
                  ) -> Iterator[list[AppendResult]]:
         """One append; `hold(positions)` runs after positions are assigned and before they are
         published, with the writer lock held (the conformance suite's slow transaction)."""
-        ordered = _ordered(appends)
+        ordered = ordered_events(appends)
         result: list[AppendResult] = []
         with self._write:
             known = [e for e in ordered if e.event_id in self._by_id]
@@ -164,18 +164,6 @@ class MemoryListener:
 
     def close(self) -> None:
         self.wake()
-
-
-def _ordered(appends: Appends) -> list[Envelope]:
-    ordered: list[Envelope] = []
-    for stream, (_, events) in appends.items():
-        for ev in events:
-            if ev.stream != stream:
-                raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
-            ordered.append(ev)
-    if not ordered:
-        raise ValueError("nothing to append")
-    return ordered
 
 
 def _copy(ev: Envelope, version: int, position: int) -> Envelope:

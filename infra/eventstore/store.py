@@ -33,6 +33,7 @@ from infra.eventstore.base import (
     PartialDuplicate,
     WrongExpectedVersion,
     meta_of,
+    ordered_events,
     row_to_envelope,
 )
 
@@ -200,20 +201,9 @@ def append_statement(
 ) -> tuple[str, tuple[Any, ...], list[Envelope]]:
     """The es_append call for `appends`: (sql, params, events in append order). Tests use it to
     run exactly the store's statement inside a transaction of their own."""
-    streams: list[str] = []
-    expected_versions: list[int | None] = []
-    ordered: list[Envelope] = []
-    for stream, (expected, events) in appends.items():
-        if not events:
-            continue
-        streams.append(stream)
-        expected_versions.append(expected)
-        for ev in events:
-            if ev.stream != stream:
-                raise ValueError(f"event {ev.event_id} names stream {ev.stream}, appended to {stream}")
-            ordered.append(ev)
-    if not ordered:
-        raise ValueError("nothing to append")
+    ordered = ordered_events(appends)
+    streams = [stream for stream, (_, events) in appends.items() if events]
+    expected_versions = [appends[stream][0] for stream in streams]
     params = (
         streams, expected_versions,
         [e.stream for e in ordered], [e.event_id for e in ordered], [e.type for e in ordered],
