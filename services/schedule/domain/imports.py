@@ -151,7 +151,7 @@ class _ImportRun:
 def import_plan(world: ScheduleWorld, cmd: ImportPlan, now: datetime, import_id: str) -> ImportReport:
     """Check every record of an import against the store and the records before it, collecting every
     refusal; stage the events only when nothing was refused (the handler appends them in one go)."""
-    world.need(*record_streams(cmd.records))
+    world.need(import_stream(import_id), *record_streams(cmd.records))
     run = _ImportRun(world, cmd, now)
     if (cmd.generate_from is None) != (cmd.generate_to is None):
         run.rejected.append(ImportProblem(line="-", kind="horizon", field="generate_to",

@@ -185,7 +185,7 @@ def generate_sessions(world: ScheduleWorld, hospital_id: str, doctor_ids: Sequen
                       date_to: date, now: datetime, actor: Actor) -> SessionsGenerated:
     doctor_ids = sorted(set(doctor_ids))
     # Everything is asked for in two reads, not one per doctor and day: the doctors, then what their plans name.
-    world.need(hospital_stream(hospital_id), *(doctor_stream(d) for d in doctor_ids))
+    world.need(hospital_stream(hospital_id), generation_stream(hospital_id), *(doctor_stream(d) for d in doctor_ids))
     hospital = world.hospital(hospital_id)
     if not hospital.exists:
         raise unknown_hospital(hospital_id)
