@@ -4,7 +4,7 @@ through the kernel's unit of work (infra.unit_of_work.execute). No nameko here.
 A command's key event gets the id derived from its idempotency key under the scope named here
 (the same scopes as before the kernel, so keys already stored still answer their repeats); the
 answer is that event's payload with the position to wait for. Dependencies are injected by
-parameter name (`store`, `now`, `planned_doctors`): the service's providers in production, an
+parameter name (`store`, `now`, `planned_doctors`, `department_chain`): the service's providers in production, an
 in-memory store and fakes in tests/unit/schedule/test_handlers.py.
 """
 
@@ -59,6 +59,7 @@ ATTEMPTS = 5  # version conflicts before "busy", as before the kernel
 Answer = dict[str, Any]
 Decide = Callable[[ScheduleWorld], Event | None]
 PlannedDoctors = Callable[[str], Sequence[str]]
+DepartmentChain = Callable[[str], Sequence[str]]
 
 
 # --- hospitals, departments, doctors ----------------------------------------------------------------
@@ -105,14 +106,19 @@ def create_department(cmd: CreateDepartment, store: EventStore) -> Answer:
 
 
 @APP.command(UpdateDepartment)
-def update_department(cmd: UpdateDepartment, store: EventStore) -> Answer:
+def update_department(cmd: UpdateDepartment, store: EventStore, department_chain: DepartmentChain) -> Answer:
+    """`department_chain(id)`: the new parent's ancestors in the read model, loaded with the rest in
+    one read (without it, the walk up the tree costs a read per level); the decision checks the
+    chain on the streams themselves, so a stale hint costs a read, never a wrong answer."""
+    chain = department_chain(cmd.parent_id) if cmd.parent_id else []
+
     def decide(w: ScheduleWorld) -> Event | None:
         parent = w.department(cmd.parent_id) if cmd.parent_id else None
         event = domain.update_department(cmd, w.department(cmd.department_id), parent, w.ancestors(cmd.parent_id))
         return w.stage(department_stream(cmd.department_id), event) if event else None
 
     return _run(store, cmd, "update_department", decide,
-                [department_stream(cmd.department_id), *_parent(cmd.parent_id)])
+                [department_stream(cmd.department_id), *_parent(cmd.parent_id), *map(department_stream, chain)])
 
 
 @APP.command(RegisterDoctor)

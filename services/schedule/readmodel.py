@@ -274,6 +274,20 @@ def planned_doctors(cur: Any, hospital_id: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
+def department_chain(cur: Any, department_id: str, limit: int = 20) -> list[str]:
+    """department_id and its parents as the read model knows them: a hint of what a department
+    move reads (the decision checks the chain on the store's streams)."""
+    cur.execute(
+        "WITH RECURSIVE chain(department_id, parent_id, depth) AS ("
+        "SELECT department_id, parent_id, 1 FROM departments WHERE department_id = %s "
+        "UNION ALL SELECT d.department_id, d.parent_id, c.depth + 1 FROM departments d "
+        "JOIN chain c ON d.department_id = c.parent_id WHERE c.depth < %s) "
+        "SELECT department_id FROM chain ORDER BY depth",
+        (department_id, limit),
+    )
+    return list(dict.fromkeys(r[0] for r in cur.fetchall()))  # a cycle (refused, but possible in a hint) once
+
+
 _SESSION_SELECT = "SELECT data, state, stop_pending, replaced_by FROM sessions"
 
 

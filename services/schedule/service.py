@@ -58,10 +58,17 @@ class ScheduleService:
         self.projection.wait_for(answer["position"])  # a query right after this command sees what it did
         return answer
 
+    # --- read-model queries the handlers are given by name --------------------------------------
+
     def planned_doctors(self, hospital_id: str) -> list[str]:
-        """For generate_sessions (injected by name): the hospital's doctors with a weekly plan."""
+        """For generate_sessions: the hospital's doctors with a weekly plan."""
         with self.db.transaction() as cur:
             return readmodel.planned_doctors(cur, hospital_id)
+
+    def department_chain(self, department_id: str) -> list[str]:
+        """For update_department: the new parent's ancestors, to load them at once."""
+        with self.db.transaction() as cur:
+            return readmodel.department_chain(cur, department_id)
 
     # --- commands (SessionRequest: ScheduleSession, its shape refusals naming their field) ---------
 

@@ -28,6 +28,7 @@ from contracts import (
     RequestDoctorStop,
     ScheduleSession,
     SetWeeklyPlan,
+    UpdateDepartment,
 )
 from contracts.schedule import PlanSlot, ReplacementSession
 from infra.eventstore import InMemoryEventStore, WrongExpectedVersion
@@ -101,8 +102,9 @@ class Interfering:
         return getattr(self.store, name)
 
 
-def run(store: Any, cmd: Command, planned: Sequence[str] = ()) -> dict[str, Any]:
-    deps = {"store": store, "now": NOW, "planned_doctors": lambda hospital_id: list(planned)}
+def run(store: Any, cmd: Command, planned: Sequence[str] = (),
+        chain: Callable[[str], Sequence[str]] = lambda department_id: []) -> dict[str, Any]:
+    deps = {"store": store, "now": NOW, "planned_doctors": lambda hospital_id: list(planned), "department_chain": chain}
     answer: dict[str, Any] = APP.handle(cmd, deps)
     return answer
 
@@ -321,6 +323,47 @@ def test_a_refused_generation_stores_nothing():
         run(store, GenerateSessions(idempotency_key="key-gen-bad", actor=ADMIN, hospital_id="hb3",
                                     date_from=MONDAY, date_to=date(2025, 3, 1)), planned=["dr-wang"])
     assert exc.value.field == "date_to" and store.head() == head
+
+
+def department_tree(depth: int) -> InMemoryEventStore:
+    """hb3-card with `depth` levels below it: hb3-d1 under hb3-card, hb3-d2 under hb3-d1, …"""
+    store = InMemoryEventStore()
+    hospital(store, doctors=())
+    parent = "hb3-card"
+    for level in range(1, depth + 1):
+        run(store, CreateDepartment(idempotency_key=f"key-dep-{level}", actor=ADMIN, hospital_id="hb3",
+                                    department_id=f"hb3-d{level}", name=f"{level}科", parent_id=parent))
+        parent = f"hb3-d{level}"
+    return store
+
+
+def read_model_chain(department_id: str) -> list[str]:
+    """The chain as the read model of department_tree answers it."""
+    if department_id == "hb3-card":
+        return ["hb3-card"]
+    return [f"hb3-d{level}" for level in range(int(department_id.removeprefix("hb3-d")), 0, -1)] + ["hb3-card"]
+
+
+def test_moving_a_department_under_its_own_descendant_is_refused_reading_the_tree_in_one_round_trip():
+    counting = Counting(department_tree(5))
+    move = UpdateDepartment(idempotency_key="key-move-card", actor=ADMIN, department_id="hb3-card", name="心内科",
+                            parent_id="hb3-d5")
+    with pytest.raises(InvalidInput) as exc:
+        run(counting, move, chain=read_model_chain)
+    assert exc.value.field == "parent_id"
+    assert len(counting.read_streams_calls) == 1
+
+
+def test_a_stale_department_chain_costs_reads_never_a_wrong_answer():
+    counting = Counting(department_tree(5))
+    move = UpdateDepartment(idempotency_key="key-move-card", actor=ADMIN, department_id="hb3-card", name="心内科",
+                            parent_id="hb3-d5")
+    with pytest.raises(InvalidInput):
+        run(counting, move)  # the read model knows nothing yet: the walk loads a level per read
+    assert len(counting.read_streams_calls) == 1 + 4
+    moved = run(counting.store, UpdateDepartment(idempotency_key="key-move-d5", actor=ADMIN, department_id="hb3-d5",
+                                                 name="5科", parent_id="hb3-card"), chain=read_model_chain)
+    assert moved["parent_id"] == "hb3-card" and moved["changed"] is True
 
 
 def test_a_large_import_is_read_in_a_few_round_trips_not_one_per_record():
