@@ -1,11 +1,11 @@
-"""Schedule command handlers: load -> decide -> append. No nameko here.
+"""Schedule's application layer: one function per command, declared in the `APP` table, each run
+through the kernel's unit of work (infra.unit_of_work.execute). No nameko here.
 
-Every command runs the same way: a repeat of its idempotency key answers what the first run
-stored; otherwise the domain decides on a fresh `World` (the streams it reads, each at the version
-it was read at) and everything it staged is appended in one atomic append with those expected
-versions. A concurrent writer makes the append fail on a version, and the decision is taken again
-on fresh state. One event of each command (its "key event") gets the id derived from the idempotency
-key, and the answer is that event's payload.
+A command's key event gets the id derived from its idempotency key under the scope named here
+(the same scopes as before the kernel, so keys already stored still answer their repeats); the
+answer is that event's payload with the position to wait for. Dependencies are injected by
+parameter name (`store`, `now`, `planned_doctors`, `department_chain`): the service's providers in production, an
+in-memory store and fakes in tests/unit/schedule/test_handlers.py.
 """
 
 from __future__ import annotations
@@ -37,194 +37,228 @@ from contracts import (
     UpdateDoctor,
     UpdateHospital,
 )
-from infra.eventstore import EventStore, WrongExpectedVersion, idempotent_event_id, new_envelope
+from infra.application import Application
+from infra.eventstore import EventStore, idempotent_event_id
+from infra.unit_of_work import Outcome, execute
 from services.schedule import domain
+from services.schedule.domain import (
+    Hospital,
+    ScheduleWorld,
+    SessionRequest,
+    department_stream,
+    doctor_sessions_stream,
+    doctor_stream,
+    hospital_stream,
+    session_stream,
+)
 
+APP = Application("schedule")
 SOURCE = "schedule"
-ATTEMPTS = 5
+ATTEMPTS = 5  # version conflicts before "busy", as before the kernel
 
-Decide = Callable[[domain.World], Event | None]
+Answer = dict[str, Any]
+Decide = Callable[[ScheduleWorld], Event | None]
+PlannedDoctors = Callable[[str], Sequence[str]]
+DepartmentChain = Callable[[str], Sequence[str]]
 
 
-def register_hospital(store: EventStore, cmd: RegisterHospital) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event:
-        return w.stage(domain.hospital_stream(cmd.hospital_id),
-                       domain.register_hospital(cmd, w.hospital(cmd.hospital_id)))
+# --- hospitals, departments, doctors ----------------------------------------------------------------
+
+
+@APP.command(RegisterHospital)
+def register_hospital(cmd: RegisterHospital, store: EventStore) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
+        return w.stage(hospital_stream(cmd.hospital_id), domain.register_hospital(cmd, w.hospital(cmd.hospital_id)))
 
     return _run(store, cmd, "register_hospital", decide)
 
 
-def update_hospital(store: EventStore, cmd: UpdateHospital) -> dict[str, Any]:
+@APP.command(UpdateHospital)
+def update_hospital(cmd: UpdateHospital, store: EventStore) -> Answer:
     return _run(store, cmd, "update_hospital", _on_hospital(cmd.hospital_id, lambda h: domain.update_hospital(cmd, h)))
 
 
-def change_booking_rules(store: EventStore, cmd: ChangeBookingRules) -> dict[str, Any]:
+@APP.command(ChangeBookingRules)
+def change_booking_rules(cmd: ChangeBookingRules, store: EventStore) -> Answer:
     return _run(store, cmd, "change_booking_rules",
                 _on_hospital(cmd.hospital_id, lambda h: domain.change_booking_rules(cmd, h)))
 
 
-def change_fee(store: EventStore, cmd: ChangeFee) -> dict[str, Any]:
+@APP.command(ChangeFee)
+def change_fee(cmd: ChangeFee, store: EventStore) -> Answer:
     return _run(store, cmd, "change_fee", _on_hospital(cmd.hospital_id, lambda h: domain.change_fee(cmd, h)))
 
 
-def declare_holiday(store: EventStore, cmd: DeclareHoliday) -> dict[str, Any]:
+@APP.command(DeclareHoliday)
+def declare_holiday(cmd: DeclareHoliday, store: EventStore) -> Answer:
     return _run(store, cmd, "declare_holiday", _on_hospital(cmd.hospital_id, lambda h: domain.declare_holiday(cmd, h)))
 
 
-def create_department(store: EventStore, cmd: CreateDepartment) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event:
+@APP.command(CreateDepartment)
+def create_department(cmd: CreateDepartment, store: EventStore) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
         parent = w.department(cmd.parent_id) if cmd.parent_id else None
         event = domain.create_department(cmd, w.hospital(cmd.hospital_id), parent, w.department(cmd.department_id))
-        return w.stage(domain.department_stream(cmd.department_id), event)
+        return w.stage(department_stream(cmd.department_id), event)
 
-    return _run(store, cmd, "create_department", decide)
+    return _run(store, cmd, "create_department", decide,
+                [hospital_stream(cmd.hospital_id), department_stream(cmd.department_id), *_parent(cmd.parent_id)])
 
 
-def update_department(store: EventStore, cmd: UpdateDepartment) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event | None:
+@APP.command(UpdateDepartment)
+def update_department(cmd: UpdateDepartment, store: EventStore, department_chain: DepartmentChain) -> Answer:
+    """`department_chain(id)`: the new parent's ancestors in the read model, loaded with the rest in
+    one read (without it, the walk up the tree costs a read per level); the decision checks the
+    chain on the streams themselves, so a stale hint costs a read, never a wrong answer."""
+    chain = department_chain(cmd.parent_id) if cmd.parent_id else []
+
+    def decide(w: ScheduleWorld) -> Event | None:
         parent = w.department(cmd.parent_id) if cmd.parent_id else None
         event = domain.update_department(cmd, w.department(cmd.department_id), parent, w.ancestors(cmd.parent_id))
-        return w.stage(domain.department_stream(cmd.department_id), event) if event else None
+        return w.stage(department_stream(cmd.department_id), event) if event else None
 
-    return _run(store, cmd, "update_department", decide)
+    return _run(store, cmd, "update_department", decide,
+                [department_stream(cmd.department_id), *_parent(cmd.parent_id), *map(department_stream, chain)])
 
 
-def register_doctor(store: EventStore, cmd: RegisterDoctor) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event:
+@APP.command(RegisterDoctor)
+def register_doctor(cmd: RegisterDoctor, store: EventStore) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
         event = domain.register_doctor(cmd, w.department(cmd.department_id), w.doctor(cmd.doctor_id))
-        return w.stage(domain.doctor_stream(cmd.doctor_id), event)
+        return w.stage(doctor_stream(cmd.doctor_id), event)
 
-    return _run(store, cmd, "register_doctor", decide)
+    return _run(store, cmd, "register_doctor", decide,
+                [department_stream(cmd.department_id), doctor_stream(cmd.doctor_id)])
 
 
-def update_doctor(store: EventStore, cmd: UpdateDoctor) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event | None:
+@APP.command(UpdateDoctor)
+def update_doctor(cmd: UpdateDoctor, store: EventStore) -> Answer:
+    def decide(w: ScheduleWorld) -> Event | None:
         event = domain.update_doctor(cmd, w.doctor(cmd.doctor_id), w.department(cmd.department_id))
-        return w.stage(domain.doctor_stream(cmd.doctor_id), event) if event else None
+        return w.stage(doctor_stream(cmd.doctor_id), event) if event else None
 
-    return _run(store, cmd, "update_doctor", decide)
+    return _run(store, cmd, "update_doctor", decide,
+                [doctor_stream(cmd.doctor_id), department_stream(cmd.department_id)])
 
 
-def set_weekly_plan(store: EventStore, cmd: SetWeeklyPlan) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event | None:
+# --- plans and sessions -----------------------------------------------------------------------------
+
+
+@APP.command(SetWeeklyPlan)
+def set_weekly_plan(cmd: SetWeeklyPlan, store: EventStore) -> Answer:
+    def decide(w: ScheduleWorld) -> Event | None:
         event = domain.set_weekly_plan(cmd, w.doctor(cmd.doctor_id))
-        return w.stage(domain.doctor_stream(cmd.doctor_id), event) if event else None
+        return w.stage(doctor_stream(cmd.doctor_id), event) if event else None
 
     return _run(store, cmd, "set_weekly_plan", decide)
 
 
-def generate_sessions(store: EventStore, cmd: GenerateSessions, now: datetime,
-                      planned_doctors: Sequence[str] = ()) -> dict[str, Any]:
-    """`planned_doctors`: the hospital's doctors with a weekly plan, used when the command names none."""
-    doctor_ids = cmd.doctor_ids or list(planned_doctors)
+@APP.command(GenerateSessions)
+def generate_sessions(cmd: GenerateSessions, store: EventStore, now: datetime,
+                      planned_doctors: PlannedDoctors) -> Answer:
+    """`planned_doctors(hospital_id)`: the hospital's doctors with a weekly plan (a read-model
+    query), used when the command names none. The decision asks for every stream it reads at once."""
+    doctor_ids = cmd.doctor_ids or list(planned_doctors(cmd.hospital_id))
 
-    def decide(w: domain.World) -> Event:
+    def decide(w: ScheduleWorld) -> Event:
         return domain.generate_sessions(w, cmd.hospital_id, doctor_ids, cmd.date_from, cmd.date_to, now, cmd.actor)
 
     return _run(store, cmd, "generate_sessions", decide)
 
 
-def schedule_session(store: EventStore, cmd: ScheduleSession, now: datetime) -> dict[str, Any]:
+@APP.command(ScheduleSession)
+@APP.command(SessionRequest)  # what the service validates with: Application.handle looks up the exact class
+def schedule_session(cmd: ScheduleSession, store: EventStore, now: datetime) -> Answer:
     # The session and the doctor's session index change together, each with its expected version:
     # two overlapping sessions scheduled at once cannot both pass the overlap check.
-    return _run(store, cmd, "schedule_session", lambda w: domain.stage_one_off_session(w, cmd, now))
+    return _run(store, cmd, "schedule_session", lambda w: domain.stage_one_off_session(w, cmd, now),
+                [doctor_stream(cmd.doctor_id), doctor_sessions_stream(cmd.doctor_id), session_stream(cmd.session_id)])
 
 
-def change_session_quota(store: EventStore, cmd: ChangeSessionQuota, now: datetime) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event | None:
+@APP.command(ChangeSessionQuota)
+def change_session_quota(cmd: ChangeSessionQuota, store: EventStore, now: datetime) -> Answer:
+    def decide(w: ScheduleWorld) -> Event | None:
         event = domain.change_session_quota(cmd, w.session(cmd.session_id), now)
-        return w.stage(domain.session_stream(cmd.session_id), event) if event else None
+        return w.stage(session_stream(cmd.session_id), event) if event else None
 
     return _run(store, cmd, "change_session_quota", decide)
 
 
-def request_doctor_stop(store: EventStore, cmd: RequestDoctorStop, now: datetime) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event:
-        event = domain.request_doctor_stop(cmd, w.session(cmd.session_id), now)
-        return w.stage(domain.session_stream(cmd.session_id), event)
+@APP.command(ImportPlan)
+def import_plan(cmd: ImportPlan, store: EventStore, now: datetime) -> Answer:
+    """Every record checked, then everything stored in one append; or nothing, and the refusals."""
+    scope = "import_plan"
+    import_id = idempotent_event_id(scope, cmd.idempotency_key).hex[:16]
+    reports: list[ImportReport] = []  # the last decision's report (a decision may run more than once)
+
+    def decide(w: ScheduleWorld) -> Event | None:
+        reports.append(domain.import_plan(w, cmd, now, import_id))
+        return w.staged[-1][1] if reports[-1].ok else None  # refused: nothing staged, nothing appended
+
+    outcome = _execute(store, cmd, scope, decide)
+    if outcome.duplicate:
+        stored = {k: v for k, v in outcome.data.items() if k != "hospital_ids"}
+        report = ImportReport.model_validate({**stored, "ok": True})
+    else:
+        report = reports[-1]
+    return {**report.model_dump(mode="json"), "position": outcome.position, "duplicate": outcome.duplicate}
+
+
+# --- doctor stops (停诊) ----------------------------------------------------------------------------
+
+
+@APP.command(RequestDoctorStop)
+def request_doctor_stop(cmd: RequestDoctorStop, store: EventStore, now: datetime) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
+        return w.stage(session_stream(cmd.session_id), domain.request_doctor_stop(cmd, w.session(cmd.session_id), now))
 
     return _run(store, cmd, "request_doctor_stop", decide)
 
 
-def approve_doctor_stop(store: EventStore, cmd: ApproveDoctorStop, now: datetime) -> dict[str, Any]:
+@APP.command(ApproveDoctorStop)
+def approve_doctor_stop(cmd: ApproveDoctorStop, store: EventStore, now: datetime) -> Answer:
     # Staged in this order: the replacement's SessionScheduled, its calendar entry, then the approval,
     # so a consumer that follows the store's order knows the replacement before it must move bookings.
     return _run(store, cmd, "approve_doctor_stop", lambda w: domain.approve_doctor_stop(w, cmd, now))
 
 
-def reject_doctor_stop(store: EventStore, cmd: RejectDoctorStop, now: datetime) -> dict[str, Any]:
-    def decide(w: domain.World) -> Event:
-        event = domain.reject_doctor_stop(cmd, w.session(cmd.session_id), now)
-        return w.stage(domain.session_stream(cmd.session_id), event)
+@APP.command(RejectDoctorStop)
+def reject_doctor_stop(cmd: RejectDoctorStop, store: EventStore, now: datetime) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
+        return w.stage(session_stream(cmd.session_id), domain.reject_doctor_stop(cmd, w.session(cmd.session_id), now))
 
     return _run(store, cmd, "reject_doctor_stop", decide)
 
 
-def import_plan(store: EventStore, cmd: ImportPlan, now: datetime) -> dict[str, Any]:
-    """Every record checked, then everything stored in one append, or nothing and the refusals."""
-    scope = "import_plan"
-    if (prior := store.get_event(idempotent_event_id(scope, cmd.idempotency_key))) is not None:
-        report = ImportReport(ok=True, **{k: v for k, v in prior.data.items() if k != "hospital_ids"})
-        return {**report.model_dump(mode="json"), "position": prior.position, "duplicate": True}
-    import_id = idempotent_event_id(scope, cmd.idempotency_key).hex[:16]
-    for attempt in range(ATTEMPTS):
-        world = domain.World(store.read_stream)
-        report = domain.import_plan(world, cmd, now, import_id)
-        if not report.ok:
-            return {**report.model_dump(mode="json"), "position": 0, "duplicate": False}
-        try:
-            position, duplicate, _ = _append(store, world, cmd, scope, world.staged[-1][1])
-        except WrongExpectedVersion:
-            if attempt == ATTEMPTS - 1:
-                raise _busy() from None
-            continue
-        return {**report.model_dump(mode="json"), "position": position, "duplicate": duplicate}
-    raise AssertionError("unreachable")
+COMMANDS = APP.commands
 
 
-# --- the shared path ------------------------------------------------------------------------------
+# --- the shared path --------------------------------------------------------------------------------
 
 
-def _on_hospital(hospital_id: str, decide: Callable[[domain.Hospital], Event | None]) -> Decide:
-    def run(w: domain.World) -> Event | None:
+def _on_hospital(hospital_id: str, decide: Callable[[Hospital], Event | None]) -> Decide:
+    def run(w: ScheduleWorld) -> Event | None:
         event = decide(w.hospital(hospital_id))
-        return w.stage(domain.hospital_stream(hospital_id), event) if event else None
+        return w.stage(hospital_stream(hospital_id), event) if event else None
 
     return run
 
 
-def _run(store: EventStore, cmd: Command, scope: str, decide: Decide) -> dict[str, Any]:
-    if (prior := store.get_event(idempotent_event_id(scope, cmd.idempotency_key))) is not None:
-        return {"position": prior.position, "duplicate": True, "changed": True, **prior.data}
-    for attempt in range(ATTEMPTS):
-        world = domain.World(store.read_stream)
-        key = decide(world)
-        if key is None:
-            return {"position": 0, "duplicate": False, "changed": False}
-        try:
-            position, duplicate, data = _append(store, world, cmd, scope, key)
-        except WrongExpectedVersion:
-            if attempt == ATTEMPTS - 1:
-                raise _busy() from None
-            continue  # someone else wrote one of these streams meanwhile: decide again on fresh state
-        return {"position": position, "duplicate": duplicate, "changed": True, **data}
-    raise AssertionError("unreachable")
+def _parent(parent_id: str | None) -> list[str]:
+    return [department_stream(parent_id)] if parent_id else []
 
 
-def _append(store: EventStore, world: domain.World, cmd: Command, scope: str,
-            key: Event) -> tuple[int, bool, dict[str, Any]]:
-    """Append what `world` staged; the key event's id comes from the idempotency key."""
-    key_id = idempotent_event_id(scope, cmd.idempotency_key)
-    batch: dict[str, tuple[int | None, list[Any]]] = {}
-    for stream, (expected, events) in world.appends().items():
-        batch[stream] = (expected, [
-            new_envelope(ev, stream, SOURCE, cmd.correlation_id, actor=cmd.actor,
-                         event_id=key_id if ev is key else None)
-            for ev in events
-        ])
-    result = store.append(batch)
-    stored = next(e for e in result.events if e.event_id == key_id)
-    return result.last_position, result.duplicate, dict(stored.data)
+def _run(store: EventStore, cmd: Command, scope: str, decide: Decide, prefetch: Sequence[str] = ()) -> Answer:
+    outcome = _execute(store, cmd, scope, decide, prefetch)
+    if outcome.key is None:
+        return {"position": 0, "duplicate": False, "changed": False}
+    return {"position": outcome.position, "duplicate": outcome.duplicate, "changed": True, **outcome.data}
+
+
+def _execute(store: EventStore, cmd: Command, scope: str, decide: Decide, prefetch: Sequence[str] = ()) -> Outcome:
+    return execute(store, decide, key_id=idempotent_event_id(scope, cmd.idempotency_key), source=SOURCE,
+                   world=ScheduleWorld, correlation_id=cmd.correlation_id, actor=cmd.actor, prefetch=prefetch,
+                   check_first=True, attempts=ATTEMPTS, on_busy=_busy)
 
 
 def _busy() -> Conflict:

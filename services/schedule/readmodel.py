@@ -11,7 +11,25 @@ import json
 from datetime import date, datetime
 from typing import Any
 
-from contracts import Envelope
+from contracts import (
+    DepartmentCreated,
+    DepartmentUpdated,
+    DoctorRegistered,
+    DoctorStopApproved,
+    DoctorStopRejected,
+    DoctorStopRequested,
+    DoctorUpdated,
+    Envelope,
+    FeeChanged,
+    HolidayDeclared,
+    HospitalRegistered,
+    HospitalRulesChanged,
+    HospitalUpdated,
+    SessionQuotaChanged,
+    SessionScheduled,
+    WeeklyPlanChanged,
+)
+from infra.projections import Projector
 from services.schedule.domain import booking_status
 
 SCHEMA = """
@@ -54,92 +72,130 @@ CREATE TABLE IF NOT EXISTS doctor_stops (
 CREATE INDEX IF NOT EXISTS doctor_stops_by_hospital ON doctor_stops (hospital_id, state);
 """
 
-TYPES = {
-    "HospitalRegistered", "HospitalUpdated", "HospitalRulesChanged", "FeeChanged", "HolidayDeclared",
-    "DepartmentCreated", "DepartmentUpdated", "DoctorRegistered", "DoctorUpdated", "WeeklyPlanChanged",
-    "SessionScheduled", "SessionQuotaChanged", "DoctorStopRequested", "DoctorStopApproved", "DoctorStopRejected",
-}
+PROJECTOR = Projector("schedule-readmodel")
+# JSON columns keep an event's payload as stored (env.data); the other columns take its typed fields.
 
 
-def apply(cur: Any, ev: Envelope) -> None:
-    d = ev.data
-    if ev.type == "HospitalRegistered":
-        cur.execute(
-            "INSERT INTO hospitals (hospital_id, name, level, address, contact, rules) VALUES (%s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
-            (d["hospital_id"], d["name"], d["level"], d["address"], d.get("contact", ""),
-             json.dumps(d.get("rules") or {}, ensure_ascii=False)),
-        )
-    elif ev.type == "HospitalUpdated":
-        cur.execute("UPDATE hospitals SET name = %s, level = %s, address = %s, contact = %s WHERE hospital_id = %s",
-                    (d["name"], d["level"], d["address"], d["contact"], d["hospital_id"]))
-    elif ev.type == "HospitalRulesChanged":
-        cur.execute("UPDATE hospitals SET rules = %s WHERE hospital_id = %s",
-                    (json.dumps(d["rules"], ensure_ascii=False), d["hospital_id"]))
-    elif ev.type == "FeeChanged":
-        cur.execute(
-            "INSERT INTO fees VALUES (%s, %s, %s, %s) ON CONFLICT (hospital_id, fee_class) DO UPDATE "
-            "SET fee = EXCLUDED.fee, changed_at = EXCLUDED.changed_at",
-            (d["hospital_id"], d["fee_class"], d["fee"], ev.occurred_at),
-        )
-    elif ev.type == "HolidayDeclared":
-        cur.execute("INSERT INTO holidays VALUES (%s, %s, %s) ON CONFLICT (hospital_id, day) DO UPDATE "
-                    "SET name = EXCLUDED.name", (d["hospital_id"], d["date"], d["name"]))
-    elif ev.type == "DepartmentCreated":
-        cur.execute(
-            "INSERT INTO departments VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (d["department_id"], d["hospital_id"], d["name"], d["parent_id"]),
-        )
-    elif ev.type == "DepartmentUpdated":
-        cur.execute("UPDATE departments SET name = %s, parent_id = %s WHERE department_id = %s",
-                    (d["name"], d["parent_id"], d["department_id"]))
-    elif ev.type == "DoctorRegistered":
-        cur.execute(
-            "INSERT INTO doctors (doctor_id, hospital_id, department_id, name, title, specialty, bio, clinic_type) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (d["doctor_id"], d["hospital_id"], d["department_id"], d["name"], d["title"], d["specialty"],
-             d.get("bio", ""), d.get("clinic_type") or "general"),
-        )
-    elif ev.type == "DoctorUpdated":
-        cur.execute(
-            "UPDATE doctors SET department_id = %s, name = %s, title = %s, specialty = %s, bio = %s, clinic_type = %s"
-            " WHERE doctor_id = %s",
-            (d["department_id"], d["name"], d["title"], d["specialty"], d["bio"], d["clinic_type"], d["doctor_id"]),
-        )
-    elif ev.type == "WeeklyPlanChanged":
-        cur.execute("UPDATE doctors SET plan = %s WHERE doctor_id = %s",
-                    (json.dumps(d["slots"], ensure_ascii=False), d["doctor_id"]))
-    elif ev.type == "SessionScheduled":
-        cur.execute(
-            "INSERT INTO sessions (session_id, hospital_id, department_id, doctor_id, day, period, data) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (d["session_id"], d["hospital_id"], d["department_id"], d["doctor_id"], d["date"], d["period"],
-             json.dumps(d, ensure_ascii=False)),
-        )
-    elif ev.type == "SessionQuotaChanged":
-        cur.execute("UPDATE sessions SET data = jsonb_set(data, '{quota}', %s) WHERE session_id = %s",
-                    (json.dumps(d["quota"]), d["session_id"]))
-    elif ev.type == "DoctorStopRequested":
-        cur.execute(
-            "INSERT INTO doctor_stops (stop_id, session_id, hospital_id, state, reason, requested_by, requested_at) "
-            "VALUES (%s, %s, %s, 'requested', %s, %s, %s) ON CONFLICT DO NOTHING",
-            (d["stop_id"], d["session_id"], d["hospital_id"], d["reason"], d["requested_by"], ev.occurred_at),
-        )
-        cur.execute("UPDATE sessions SET stop_pending = true WHERE session_id = %s", (d["session_id"],))
-    elif ev.type in ("DoctorStopApproved", "DoctorStopRejected"):
-        approved = ev.type == "DoctorStopApproved"
-        replacement = d.get("replacement_session_id") if approved else None
-        cur.execute(
-            "UPDATE doctor_stops SET state = %s, decided_by = %s, decided_at = %s, decision_reason = %s, "
-            "replacement_session_id = %s WHERE stop_id = %s",
-            ("approved" if approved else "rejected", d["approved_by"] if approved else d["rejected_by"],
-             ev.occurred_at, None if approved else d["reason"], replacement, d["stop_id"]),
-        )
-        if approved:
-            cur.execute("UPDATE sessions SET stop_pending = false, state = %s, replaced_by = %s WHERE session_id = %s",
-                        ("replaced" if replacement else "stopped", replacement, d["session_id"]))
-        else:
-            cur.execute("UPDATE sessions SET stop_pending = false WHERE session_id = %s", (d["session_id"],))
+@PROJECTOR.on(HospitalRegistered)
+def _hospital_registered(cur: Any, ev: HospitalRegistered, env: Envelope) -> None:
+    cur.execute(
+        "INSERT INTO hospitals (hospital_id, name, level, address, contact, rules) VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (ev.hospital_id, ev.name, ev.level, ev.address, ev.contact,
+         json.dumps(env.data.get("rules") or {}, ensure_ascii=False)),
+    )
+
+
+@PROJECTOR.on(HospitalUpdated)
+def _hospital_updated(cur: Any, ev: HospitalUpdated, env: Envelope) -> None:
+    cur.execute("UPDATE hospitals SET name = %s, level = %s, address = %s, contact = %s WHERE hospital_id = %s",
+                (ev.name, ev.level, ev.address, ev.contact, ev.hospital_id))
+
+
+@PROJECTOR.on(HospitalRulesChanged)
+def _rules_changed(cur: Any, ev: HospitalRulesChanged, env: Envelope) -> None:
+    cur.execute("UPDATE hospitals SET rules = %s WHERE hospital_id = %s",
+                (json.dumps(env.data["rules"], ensure_ascii=False), ev.hospital_id))
+
+
+@PROJECTOR.on(FeeChanged)
+def _fee_changed(cur: Any, ev: FeeChanged, env: Envelope) -> None:
+    cur.execute(
+        "INSERT INTO fees VALUES (%s, %s, %s, %s) ON CONFLICT (hospital_id, fee_class) DO UPDATE "
+        "SET fee = EXCLUDED.fee, changed_at = EXCLUDED.changed_at",
+        (ev.hospital_id, ev.fee_class, ev.fee, env.occurred_at),
+    )
+
+
+@PROJECTOR.on(HolidayDeclared)
+def _holiday_declared(cur: Any, ev: HolidayDeclared, env: Envelope) -> None:
+    cur.execute("INSERT INTO holidays VALUES (%s, %s, %s) ON CONFLICT (hospital_id, day) DO UPDATE "
+                "SET name = EXCLUDED.name", (ev.hospital_id, ev.date, ev.name))
+
+
+@PROJECTOR.on(DepartmentCreated)
+def _department_created(cur: Any, ev: DepartmentCreated, env: Envelope) -> None:
+    cur.execute("INSERT INTO departments VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (ev.department_id, ev.hospital_id, ev.name, ev.parent_id))
+
+
+@PROJECTOR.on(DepartmentUpdated)
+def _department_updated(cur: Any, ev: DepartmentUpdated, env: Envelope) -> None:
+    cur.execute("UPDATE departments SET name = %s, parent_id = %s WHERE department_id = %s",
+                (ev.name, ev.parent_id, ev.department_id))
+
+
+@PROJECTOR.on(DoctorRegistered)
+def _doctor_registered(cur: Any, ev: DoctorRegistered, env: Envelope) -> None:
+    cur.execute(
+        "INSERT INTO doctors (doctor_id, hospital_id, department_id, name, title, specialty, bio, clinic_type) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (ev.doctor_id, ev.hospital_id, ev.department_id, ev.name, ev.title, ev.specialty, ev.bio, ev.clinic_type),
+    )
+
+
+@PROJECTOR.on(DoctorUpdated)
+def _doctor_updated(cur: Any, ev: DoctorUpdated, env: Envelope) -> None:
+    cur.execute(
+        "UPDATE doctors SET department_id = %s, name = %s, title = %s, specialty = %s, bio = %s, clinic_type = %s"
+        " WHERE doctor_id = %s",
+        (ev.department_id, ev.name, ev.title, ev.specialty, ev.bio, ev.clinic_type, ev.doctor_id),
+    )
+
+
+@PROJECTOR.on(WeeklyPlanChanged)
+def _weekly_plan_changed(cur: Any, ev: WeeklyPlanChanged, env: Envelope) -> None:
+    cur.execute("UPDATE doctors SET plan = %s WHERE doctor_id = %s",
+                (json.dumps(env.data["slots"], ensure_ascii=False), ev.doctor_id))
+
+
+@PROJECTOR.on(SessionScheduled)
+def _session_scheduled(cur: Any, ev: SessionScheduled, env: Envelope) -> None:
+    cur.execute(
+        "INSERT INTO sessions (session_id, hospital_id, department_id, doctor_id, day, period, data) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (ev.session_id, ev.hospital_id, ev.department_id, ev.doctor_id, ev.date, ev.period,
+         json.dumps(env.data, ensure_ascii=False)),
+    )
+
+
+@PROJECTOR.on(SessionQuotaChanged)
+def _quota_changed(cur: Any, ev: SessionQuotaChanged, env: Envelope) -> None:
+    cur.execute("UPDATE sessions SET data = jsonb_set(data, '{quota}', %s) WHERE session_id = %s",
+                (json.dumps(env.data["quota"]), ev.session_id))
+
+
+@PROJECTOR.on(DoctorStopRequested)
+def _stop_requested(cur: Any, ev: DoctorStopRequested, env: Envelope) -> None:
+    cur.execute(
+        "INSERT INTO doctor_stops (stop_id, session_id, hospital_id, state, reason, requested_by, requested_at) "
+        "VALUES (%s, %s, %s, 'requested', %s, %s, %s) ON CONFLICT DO NOTHING",
+        (ev.stop_id, ev.session_id, ev.hospital_id, ev.reason, ev.requested_by, env.occurred_at),
+    )
+    cur.execute("UPDATE sessions SET stop_pending = true WHERE session_id = %s", (ev.session_id,))
+
+
+@PROJECTOR.on(DoctorStopApproved)
+def _stop_approved(cur: Any, ev: DoctorStopApproved, env: Envelope) -> None:
+    replacement = ev.replacement_session_id
+    _stop_decided(cur, ev.stop_id, "approved", ev.approved_by, env, None, replacement)
+    cur.execute("UPDATE sessions SET stop_pending = false, state = %s, replaced_by = %s WHERE session_id = %s",
+                ("replaced" if replacement else "stopped", replacement, ev.session_id))
+
+
+@PROJECTOR.on(DoctorStopRejected)
+def _stop_rejected(cur: Any, ev: DoctorStopRejected, env: Envelope) -> None:
+    _stop_decided(cur, ev.stop_id, "rejected", ev.rejected_by, env, ev.reason, None)
+    cur.execute("UPDATE sessions SET stop_pending = false WHERE session_id = %s", (ev.session_id,))
+
+
+def _stop_decided(cur: Any, stop_id: str, state: str, decided_by: str, env: Envelope, reason: str | None,
+                  replacement: str | None) -> None:
+    cur.execute(
+        "UPDATE doctor_stops SET state = %s, decided_by = %s, decided_at = %s, decision_reason = %s, "
+        "replacement_session_id = %s WHERE stop_id = %s",
+        (state, decided_by, env.occurred_at, reason, replacement, stop_id),
+    )
 
 
 # --- queries --------------------------------------------------------------------------------------
@@ -216,6 +272,20 @@ def planned_doctors(cur: Any, hospital_id: str) -> list[str]:
     cur.execute("SELECT doctor_id FROM doctors WHERE hospital_id = %s AND plan <> '[]'::jsonb ORDER BY doctor_id",
                 (hospital_id,))
     return [r[0] for r in cur.fetchall()]
+
+
+def department_chain(cur: Any, department_id: str, limit: int = 20) -> list[str]:
+    """department_id and its parents as the read model knows them: a hint of what a department
+    move reads (the decision checks the chain on the store's streams)."""
+    cur.execute(
+        "WITH RECURSIVE chain(department_id, parent_id, depth) AS ("
+        "SELECT department_id, parent_id, 1 FROM departments WHERE department_id = %s "
+        "UNION ALL SELECT d.department_id, d.parent_id, c.depth + 1 FROM departments d "
+        "JOIN chain c ON d.department_id = c.parent_id WHERE c.depth < %s) "
+        "SELECT department_id FROM chain ORDER BY depth",
+        (department_id, limit),
+    )
+    return list(dict.fromkeys(r[0] for r in cur.fetchall()))  # a cycle (refused, but possible in a hint) once
 
 
 _SESSION_SELECT = "SELECT data, state, stop_pending, replaced_by FROM sessions"

@@ -1,17 +1,20 @@
-"""schedule: the nameko entrypoints. Each validates its contract, calls one handler, answers."""
+"""schedule: the nameko entrypoints. A command validates its contract, is dispatched through the
+handlers' table, and is answered once the read model has applied it (read-your-writes); a query
+reads the read model."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from nameko.rpc import rpc
+from nameko.rpc import rpc as _rpc
 
 from contracts import (
     ApproveDoctorStop,
     ChangeBookingRules,
     ChangeFee,
     ChangeSessionQuota,
+    Command,
     CreateDepartment,
     DeclareHoliday,
     GenerateSessions,
@@ -27,13 +30,18 @@ from contracts import (
     UpdateDoctor,
     UpdateHospital,
 )
-from infra.providers import LogContext, ProjectionRunner, ServiceDatabase, Store, contract
-from services.schedule import handlers, readmodel
+from infra.projections import ProjectionRunner
+from infra.providers import Clock, LogContext, ServiceDatabase, Store, contract
+from services.schedule import readmodel
 from services.schedule.domain import HOSPITAL_TZ, SessionRequest
+from services.schedule.handlers import APP
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _now() -> datetime:
-    return datetime.now(HOSPITAL_TZ)
+def rpc(fn: F) -> F:
+    """nameko's @rpc, typed (it returns the function it registers)."""
+    return cast(F, _rpc(fn))
 
 
 class ScheduleService:
@@ -42,105 +50,95 @@ class ScheduleService:
     log = LogContext()
     store = Store()
     db = ServiceDatabase(readmodel.SCHEMA)
-    projection = ProjectionRunner("schedule-readmodel", readmodel.apply, readmodel.TYPES)
+    projection = ProjectionRunner(readmodel.PROJECTOR)
+    now = Clock(HOSPITAL_TZ)
 
-    def _answer(self, result: dict[str, Any]) -> dict[str, Any]:
-        # Read-your-writes: a query right after this command sees what it did.
-        self.projection.wait_for(result["position"])
-        return result
+    def _command(self, cmd: Command) -> dict[str, Any]:
+        answer: dict[str, Any] = APP.handle(cmd, self)
+        self.projection.wait_for(answer["position"])  # a query right after this command sees what it did
+        return answer
 
-    # --- hospitals, departments, doctors ----------------------------------------------------------
+    # --- read-model queries the handlers are given by name --------------------------------------
+
+    def planned_doctors(self, hospital_id: str) -> list[str]:
+        """For generate_sessions: the hospital's doctors with a weekly plan."""
+        with self.db.transaction() as cur:
+            return readmodel.planned_doctors(cur, hospital_id)
+
+    def department_chain(self, department_id: str) -> list[str]:
+        """For update_department: the new parent's ancestors, to load them at once."""
+        with self.db.transaction() as cur:
+            return readmodel.department_chain(cur, department_id)
+
+    # --- commands (SessionRequest: ScheduleSession, its shape refusals naming their field) ---------
 
     @rpc
     @contract(RegisterHospital)
-    def register_hospital(self, cmd: RegisterHospital) -> dict[str, Any]:
-        return self._answer(handlers.register_hospital(self.store, cmd))
+    def register_hospital(self, cmd: RegisterHospital) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(UpdateHospital)
-    def update_hospital(self, cmd: UpdateHospital) -> dict[str, Any]:
-        return self._answer(handlers.update_hospital(self.store, cmd))
+    def update_hospital(self, cmd: UpdateHospital) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(ChangeBookingRules)
-    def change_booking_rules(self, cmd: ChangeBookingRules) -> dict[str, Any]:
-        return self._answer(handlers.change_booking_rules(self.store, cmd))
+    def change_booking_rules(self, cmd: ChangeBookingRules) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(ChangeFee)
-    def change_fee(self, cmd: ChangeFee) -> dict[str, Any]:
-        return self._answer(handlers.change_fee(self.store, cmd))
+    def change_fee(self, cmd: ChangeFee) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(DeclareHoliday)
-    def declare_holiday(self, cmd: DeclareHoliday) -> dict[str, Any]:
-        return self._answer(handlers.declare_holiday(self.store, cmd))
+    def declare_holiday(self, cmd: DeclareHoliday) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(CreateDepartment)
-    def create_department(self, cmd: CreateDepartment) -> dict[str, Any]:
-        return self._answer(handlers.create_department(self.store, cmd))
+    def create_department(self, cmd: CreateDepartment) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(UpdateDepartment)
-    def update_department(self, cmd: UpdateDepartment) -> dict[str, Any]:
-        return self._answer(handlers.update_department(self.store, cmd))
+    def update_department(self, cmd: UpdateDepartment) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(RegisterDoctor)
-    def register_doctor(self, cmd: RegisterDoctor) -> dict[str, Any]:
-        return self._answer(handlers.register_doctor(self.store, cmd))
+    def register_doctor(self, cmd: RegisterDoctor) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(UpdateDoctor)
-    def update_doctor(self, cmd: UpdateDoctor) -> dict[str, Any]:
-        return self._answer(handlers.update_doctor(self.store, cmd))
-
-    # --- plans and sessions -----------------------------------------------------------------------
+    def update_doctor(self, cmd: UpdateDoctor) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(SetWeeklyPlan)
-    def set_weekly_plan(self, cmd: SetWeeklyPlan) -> dict[str, Any]:
-        return self._answer(handlers.set_weekly_plan(self.store, cmd))
+    def set_weekly_plan(self, cmd: SetWeeklyPlan) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(GenerateSessions)
-    def generate_sessions(self, cmd: GenerateSessions) -> dict[str, Any]:
-        with self.db.transaction() as cur:
-            planned = readmodel.planned_doctors(cur, cmd.hospital_id)
-        return self._answer(handlers.generate_sessions(self.store, cmd, _now(), planned))
+    def generate_sessions(self, cmd: GenerateSessions) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
-    @contract(SessionRequest)  # ScheduleSession, its shape refusals naming their field
-    def schedule_session(self, cmd: SessionRequest) -> dict[str, Any]:
-        return self._answer(handlers.schedule_session(self.store, cmd, _now()))
+    @contract(SessionRequest)
+    def schedule_session(self, cmd: SessionRequest) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(ChangeSessionQuota)
-    def change_session_quota(self, cmd: ChangeSessionQuota) -> dict[str, Any]:
-        return self._answer(handlers.change_session_quota(self.store, cmd, _now()))
+    def change_session_quota(self, cmd: ChangeSessionQuota) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(ImportPlan)
-    def import_plan(self, cmd: ImportPlan) -> dict[str, Any]:
-        return self._answer(handlers.import_plan(self.store, cmd, _now()))
-
-    # --- doctor stops (停诊) ----------------------------------------------------------------------
+    def import_plan(self, cmd: ImportPlan) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(RequestDoctorStop)
-    def request_doctor_stop(self, cmd: RequestDoctorStop) -> dict[str, Any]:
-        return self._answer(handlers.request_doctor_stop(self.store, cmd, _now()))
+    def request_doctor_stop(self, cmd: RequestDoctorStop) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(ApproveDoctorStop)
-    def approve_doctor_stop(self, cmd: ApproveDoctorStop) -> dict[str, Any]:
-        return self._answer(handlers.approve_doctor_stop(self.store, cmd, _now()))
+    def approve_doctor_stop(self, cmd: ApproveDoctorStop) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(RejectDoctorStop)
-    def reject_doctor_stop(self, cmd: RejectDoctorStop) -> dict[str, Any]:
-        return self._answer(handlers.reject_doctor_stop(self.store, cmd, _now()))
+    def reject_doctor_stop(self, cmd: RejectDoctorStop) -> dict[str, Any]: return self._command(cmd)
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -154,7 +152,7 @@ class ScheduleService:
     @contract()
     def get_hospital(self, hospital_id: str) -> dict[str, Any]:
         with self.db.transaction() as cur:
-            found = readmodel.hospital(cur, hospital_id, _now().date())
+            found = readmodel.hospital(cur, hospital_id, self.now().date())
         if found is None:
             raise NotFound(f"医院 {hospital_id} 不存在 / unknown hospital", field="hospital_id")
         return found
@@ -184,14 +182,14 @@ class ScheduleService:
     @contract(ScheduleQuery)
     def department_schedule(self, query: ScheduleQuery) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:
-            return readmodel.department_schedule(cur, query.department_id, query.date_from, query.date_to, _now(),
-                                                 query.include_subdepartments)
+            return readmodel.department_schedule(cur, query.department_id, query.date_from, query.date_to,
+                                                 self.now(), query.include_subdepartments)
 
     @rpc
     @contract()
     def get_session(self, session_id: str) -> dict[str, Any]:
         with self.db.transaction() as cur:
-            found = readmodel.session(cur, session_id, _now())
+            found = readmodel.session(cur, session_id, self.now())
         if found is None:
             raise NotFound(f"出诊 {session_id} 不存在 / unknown session", field="session_id")
         return found

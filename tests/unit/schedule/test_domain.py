@@ -4,9 +4,13 @@ and doctor stops with replacements. Every refusal names its field and stores not
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +34,7 @@ from contracts import (
     Forbidden,
     HolidayDeclared,
     HospitalRegistered,
+    HospitalRulesChanged,
     InvalidInput,
     NotFound,
     PlanSlot,
@@ -56,9 +61,9 @@ from services.schedule.domain import (
     DoctorSessions,
     Entity,
     Hospital,
+    ScheduleWorld,
     Session,
     SessionRequest,
-    World,
     booking_status,
     booking_window,
     check_session_shape,
@@ -70,6 +75,8 @@ from services.schedule.domain import (
 )
 
 pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TODAY = date(2025, 3, 1)  # a Saturday
 NOW = datetime(2025, 3, 1, 9, 0, tzinfo=HOSPITAL_TZ)
@@ -104,15 +111,36 @@ class History:
             stored.append(FakeEnvelope(ev.type_name(), ev.model_dump(mode="json"), len(stored) + 1))
         return self
 
-    def world(self) -> World:
-        return World(lambda stream: list(self.streams.get(stream, [])))
+    def world(self) -> ScheduleWorld:
+        return _ReadThrough(self)
 
-    def commit(self, world: World) -> list[tuple[str, Event]]:
+    def commit(self, world: ScheduleWorld) -> list[tuple[str, Event]]:
         """Store what the world staged, as the store would (checking expected versions)."""
         for stream, (expected, events) in world.appends().items():
             assert len(self.streams.get(stream, [])) == expected, f"{stream} moved since it was read"
             self.add(stream, *events)
         return list(world.staged)
+
+
+class _ReadThrough(ScheduleWorld):
+    """A World that loads a stream from the history the moment a decision asks for it: what the unit
+    of work achieves by loading what was Missing and deciding again (tested in test_handlers.py),
+    here in one pass so that a test can call a decision directly and look at what it staged."""
+
+    def __init__(self, history: History) -> None:
+        super().__init__({})
+        self._history = history
+
+    def need(self, *streams: str) -> None:
+        for stream in streams:
+            self.events(stream)
+
+    def events(self, stream: str) -> list[Any]:
+        if stream not in self._events:
+            loaded = list(self._history.streams.get(stream, []))
+            self._events[stream] = loaded
+            self.base[stream] = loaded[-1].version if loaded else 0
+        return super().events(stream)
 
 
 def key(tag: str) -> str:
@@ -222,7 +250,7 @@ def test_hospital_fold_keeps_rules_fees_and_holidays():
         HB3, *FEES,
         FeeChanged(hospital_id="hb3", fee_class="主任医师", fee=Decimal("35.00"), previous_fee=Decimal("30.00")),
         HolidayDeclared(hospital_id="hb3", date=DAY, name="院庆"),
-        domain.HospitalRulesChanged(hospital_id="hb3", rules=rules),
+        HospitalRulesChanged(hospital_id="hb3", rules=rules),
     ))
     assert hospital.fees["主任医师"] == Decimal("35.00")
     assert hospital.fees["普通门诊"] == Decimal("6.00")
@@ -1011,3 +1039,12 @@ def test_the_world_groups_staged_events_by_stream_in_first_staged_order_with_rea
     w.rollback(1)
     assert w.appends() == {"hospital-hb3": (5, [a])}
     assert w.hospital("hb3").holidays[DAY] == "甲"
+
+
+def test_the_domain_package_imports_neither_nameko_nor_a_database_driver():
+    check = ("import sys, services.schedule.domain; "
+             "assert 'psycopg2' not in sys.modules and 'nameko' not in sys.modules, "
+             "sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg2', 'nameko'))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
