@@ -100,7 +100,10 @@ class Application:
 
     def handle(self, cmd: Command, deps: Deps) -> Any:
         """Run the handler of `cmd`, its dependencies taken from `deps` by parameter name."""
-        fn = self.commands[type(cmd)]
+        # The nearest registered class: a service may validate with a stricter subclass.
+        fn = next((self.commands[c] for c in type(cmd).__mro__ if c in self.commands), None)
+        if fn is None:
+            raise LookupError(f"{self.service} has no handler for {type(cmd).__name__}")
         return fn(cmd, **_inject(fn, deps, skip=1))
 
     def react(self, reaction: Reaction, body: Mapping[str, Any], deps: Deps) -> Any:

@@ -57,6 +57,11 @@ class World:
         self.base: dict[str, int] = {s: (evs[-1].version or 0) if evs else 0 for s, evs in self._events.items()}
         self.staged: list[tuple[str, Event]] = []
 
+    def load(self, stream: str, events: Sequence[Stored]) -> None:
+        """Add a stream read now (its version is the expected version of its append)."""
+        self._events[stream] = list(events)
+        self.base[stream] = (events[-1].version or 0) if events else 0
+
     def need(self, *streams: str) -> None:
         """Ask for several streams at once (one read) before using any of them."""
         missing = [s for s in streams if s not in self._events]

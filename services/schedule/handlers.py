@@ -44,7 +44,6 @@ from services.schedule import domain
 from services.schedule.domain import (
     Hospital,
     ScheduleWorld,
-    SessionRequest,
     department_stream,
     doctor_sessions_stream,
     doctor_stream,
@@ -167,7 +166,6 @@ def generate_sessions(cmd: GenerateSessions, store: EventStore, now: datetime,
 
 
 @APP.command(ScheduleSession)
-@APP.command(SessionRequest)  # what the service validates with: Application.handle looks up the exact class
 def schedule_session(cmd: ScheduleSession, store: EventStore, now: datetime) -> Answer:
     # The session and the doctor's session index change together, each with its expected version:
     # two overlapping sessions scheduled at once cannot both pass the overlap check.

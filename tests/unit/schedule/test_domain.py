@@ -136,10 +136,8 @@ class _ReadThrough(ScheduleWorld):
             self.events(stream)
 
     def events(self, stream: str) -> list[Any]:
-        if stream not in self._events:
-            loaded = list(self._history.streams.get(stream, []))
-            self._events[stream] = loaded
-            self.base[stream] = loaded[-1].version if loaded else 0
+        if stream not in self.base:
+            self.load(stream, list(self._history.streams.get(stream, [])))
         return super().events(stream)
 
 
