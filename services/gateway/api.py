@@ -29,7 +29,7 @@ from werkzeug.wrappers import Request, Response
 
 from contracts import DomainError, Forbidden, InvalidInput, NotFound, from_wire, invalid_from_validation
 from infra.logging import get_logger
-from services.gateway import accounts
+from services.gateway import readmodel
 from services.gateway.auth import CSRF_HEADER, ROLES, SESSION_COOKIE, Principal, Role, Unauthenticated, csrf_ok
 from services.gateway.limits import Limits
 
@@ -193,7 +193,7 @@ def principal_of(request: Request, db: Any, limits: Limits) -> Principal | None:
         return None
     known, principal = limits.sessions.get(token, via_cookie)
     if not known:
-        principal = accounts.session_principal(db, token, via_cookie)
+        principal = readmodel.session_principal(db, token, via_cookie)
         limits.sessions.put(token, via_cookie, principal)
     if principal is None:
         return None

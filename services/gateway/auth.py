@@ -1,5 +1,5 @@
 """Who may do what: principals, roles, tokens, login throttling and rate limits. Pure: the
-clock is passed in, storage lives in accounts.py."""
+clock is passed in, storage lives in readmodel.py."""
 
 from __future__ import annotations
 

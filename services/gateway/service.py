@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 
 from contracts import Forbidden, InvalidInput, NotFound, SessionFull
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider
-from services.gateway import accounts, pages
+from services.gateway import pages, readmodel
 from services.gateway.api import (
     ANYONE,
     acting_for,
@@ -73,7 +73,7 @@ class GatewayService(pages.Pages):
     name = "gateway"
 
     log = LogContext()
-    db = ServiceDatabase(accounts.SCHEMA)
+    db = ServiceDatabase(readmodel.SCHEMA)
     settings: GatewaySettings = SettingsProvider(GatewaySettings)
     limits: Limits = LimitsProvider()
     schedule = RpcProxy("schedule")
@@ -115,18 +115,18 @@ class GatewayService(pages.Pages):
             **body.model_dump(exclude_unset=True), "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
             "correlation_id": correlation_id(request), "actor": actor})
         if operator:
-            accounts.audit(self.db, operator, "register_caller", answer["patient_id"])
+            readmodel.audit(self.db, operator, "register_caller", answer["patient_id"])
             return json_response(answer, 201)
         if not answer.get("created"):
             return json_response({**answer, "message": "已注册，请登录 / already registered: please log in"}, 200)
-        token, csrf = accounts.open_session(self.db, "patient", answer["patient_id"], None, body.name)
+        token, csrf = readmodel.open_session(self.db, "patient", answer["patient_id"], None, body.name)
         return self._login_answer({**answer, "role": "patient", "subject": answer["patient_id"],
                                    "hospital_id": None, "name": body.name}, token, csrf, 201)
 
     @api("POST", "/api/v1/auth/login", "log in (patients by mobile or ID number, staff by username)", "accounts",
          body=LoginBody, limit="login")
     def login(self, request: Request, body: LoginBody) -> Response:
-        staff = accounts.verify_staff(self.db, body.username, body.password)
+        staff = readmodel.verify_staff(self.db, body.username, body.password)
         if staff is not None:
             subject, role, hospital_id, name = body.username, staff["role"], staff["hospital_id"], staff["name"]
         else:
@@ -141,14 +141,14 @@ class GatewayService(pages.Pages):
                 raise Unauthenticated("用户名或密码错误 / wrong username or password")
             subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
         self.limits.login_succeeded(body.username)
-        token, csrf = accounts.open_session(self.db, role, subject, hospital_id, name)
+        token, csrf = readmodel.open_session(self.db, role, subject, hospital_id, name)
         return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name},
                                   token, csrf)
 
     @api("POST", "/api/v1/auth/logout", "log out", "accounts", roles=ANYONE, status=204)
     def logout(self, request: Request, principal: Principal) -> Response:
         token, _ = session_token(request)
-        accounts.close_session(self.db, token)
+        readmodel.close_session(self.db, token)
         self.limits.sessions.forget(token)
         response = Response(status=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
@@ -168,7 +168,7 @@ class GatewayService(pages.Pages):
                 raise Forbidden("医院管理员只能添加本院工作人员 / a hospital admin adds staff of their hospital",
                                 field="role")
             principal.require_hospital(str(body.hospital_id))
-        made = accounts.create_staff(self.db, body.username, body.password, body.role, body.hospital_id, body.name)
+        made = readmodel.create_staff(self.db, body.username, body.password, body.role, body.hospital_id, body.name)
         return json_response(made, 201)
 
     @api("GET", "/api/v1/patients", "find a caller by resident ID (audited)", "accounts",
@@ -179,7 +179,7 @@ class GatewayService(pages.Pages):
         if len(id_number) != 18:
             raise InvalidInput("身份证号应为18位 / resident ID must have 18 characters", field="id_number")
         found = call(self.booking.find_patient, id_number)
-        accounts.audit(self.db, principal, "find_patient", found["patient_id"])
+        readmodel.audit(self.db, principal, "find_patient", found["patient_id"])
         return json_response(found)
 
     # --- what hospitals publish -------------------------------------------------------------
@@ -243,7 +243,7 @@ class GatewayService(pages.Pages):
             return self._session_list(principal, request.args["session_id"])
         if principal.role == "operator" and request.args.get("patient_id"):
             patient_id = request.args["patient_id"]
-            accounts.audit(self.db, principal, "read_appointments", patient_id)
+            readmodel.audit(self.db, principal, "read_appointments", patient_id)
             return json_response(call(self.booking.appointments_of, patient_id))
         raise InvalidInput("请指定 session_id / session_id is required", field="session_id")
 
@@ -276,7 +276,7 @@ class GatewayService(pages.Pages):
             "idempotency_key": idempotency_key(request, f"check-in:{code}:{uuid.uuid4().hex}"),
             "correlation_id": correlation_id(request), "actor": principal.actor(),
         })
-        accounts.audit(self.db, principal, "check_in", answer["appointment_id"])
+        readmodel.audit(self.db, principal, "check_in", answer["appointment_id"])
         return json_response(answer)
 
     # --- hospital staff -----------------------------------------------------------------------
@@ -306,12 +306,12 @@ class GatewayService(pages.Pages):
         principal.require_hospital(hospital_id)
         day = _day(request.args.get("date"), date.today() + timedelta(days=1), "date")
         rows = call(self.booking.phone_list, hospital_id, day.isoformat())
-        accounts.audit(self.db, principal, "read_phone_list", hospital_id, date=day.isoformat(), patients=len(rows))
+        readmodel.audit(self.db, principal, "read_phone_list", hospital_id, date=day.isoformat(), patients=len(rows))
         return json_response({"hospital_id": hospital_id, "date": day.isoformat(), "appointments": rows})
 
     @api("GET", "/api/v1/audit", "staff reads of patient data", "hospital", roles=("platform_admin",))
     def audit_log(self, request: Request, principal: Principal) -> Response:
-        return json_response({"entries": accounts.audit_entries(self.db)})
+        return json_response({"entries": readmodel.audit_entries(self.db)})
 
     # --- statistics and development -------------------------------------------------------
 
@@ -330,11 +330,11 @@ class GatewayService(pages.Pages):
     def _session_list(self, principal: Principal, session_id: str) -> Response:
         principal.require(*HOSPITAL_STAFF)
         rows = call(self.booking.session_list, session_id, principal.actor())
-        accounts.audit(self.db, principal, "read_session_list", session_id, patients=len(rows))
+        readmodel.audit(self.db, principal, "read_session_list", session_id, patients=len(rows))
         return json_response({"session_id": session_id, "appointments": rows})
 
     def _login_answer(self, principal: dict[str, Any], token: str, csrf: str, status: int = 200) -> Response:
         response = json_response({**principal, "token": token, "csrf_token": csrf}, status)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",
-                            secure=self.settings.cookie_secure, max_age=accounts.SESSION_HOURS * 3600)
+                            secure=self.settings.cookie_secure, max_age=readmodel.SESSION_HOURS * 3600)
         return response

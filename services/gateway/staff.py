@@ -14,7 +14,7 @@ import urllib.request
 
 from infra.db import Database, apply_schema, ensure_database
 from infra.settings import load_config
-from services.gateway import accounts
+from services.gateway import readmodel
 from services.gateway.limits import GatewaySettings
 
 DEMO = (
@@ -49,7 +49,7 @@ def database(config: str) -> Database:
     assert cfg.database_dsn
     ensure_database(cfg.database_dsn)
     db = Database(cfg.database_dsn, size=1)
-    apply_schema(db, accounts.SCHEMA)
+    apply_schema(db, readmodel.SCHEMA)
     return db
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     db = database(args.config)
     if args.action == "demo":
         for username, password, role, hospital, name in DEMO:
-            accounts.create_staff(db, username, password, role, hospital, name, exist_ok=True)
+            readmodel.create_staff(db, username, password, role, hospital, name, exist_ok=True)
             print(f"  {role:15} {username:14} / {password:18} {hospital or ''}")
         if args.gateway:
             state = register_demo_patient(args.gateway)
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.username and args.password and args.role):
         parser.error("create needs --username, --password and --role")
-    made = accounts.create_staff(db, args.username, args.password, args.role, args.hospital, args.name)
+    made = readmodel.create_staff(db, args.username, args.password, args.role, args.hospital, args.name)
     print(f"created {made['role']} {made['username']}")
     return 0
 

@@ -1,5 +1,5 @@
-"""The gateway's own tables (database appt_gateway): staff accounts, login sessions and the
-audit log of staff reads of patient data. Patients' credentials stay with booking."""
+"""The gateway's own tables and their only SQL (database appt_gateway): staff accounts, login sessions
+and the audit log of staff reads of patient data. Patients' credentials stay with booking."""
 
 from __future__ import annotations
 
