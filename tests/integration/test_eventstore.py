@@ -250,3 +250,39 @@ class TestPostgresEventStore(EventStoreContract):
             sub.stop()
             store.append_to("wake", None, event("wake"))
             runner.join(timeout=60)
+
+
+def test_a_subscription_run_again_after_a_failure_listens_afresh(store):
+    """ProjectionRunner and the relay call run() again after it raised. Each run must listen on a
+    listener of its own: the old object closed its wake pipe in `finally` and then selected on the
+    closed descriptor numbers, which the kernel had handed to new sockets (issue 14)."""
+    handled: list[int] = []
+    failures = [1]
+
+    def handle(batch):
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("a lost database, say")
+        handled.extend(e.position for e in batch)
+
+    sub = CatchUpSubscription(store, handle, lambda: handled[-1] if handled else 0, idle_timeout=30.0)
+    store.append_to("s", 0, event("s"))
+    with pytest.raises(RuntimeError):
+        sub.run()
+    # Sockets opened now may take the numbers the first run's pipe had.
+    spare = [psycopg2.connect(store.dsn) for _ in range(3)]
+    runner = Threads()
+    runner.start(sub.run)
+    try:
+        wait_for(lambda: handled == [1], 10, "the event after the restart")
+        time.sleep(0.3)  # idle on its listener: a NOTIFY must wake it, not the 30 s timeout
+        store.append_to("s", 1, event("s"))
+        wait_for(lambda: handled == [1, 2], 10, "an event appended while the second run was idle")
+        sub.stop()
+        runner.threads[0].join(timeout=5)
+        assert not runner.threads[0].is_alive(), "the second run did not stop on stop()"
+    finally:
+        sub.stop()
+        runner.join(timeout=30)
+        for conn in spare:
+            conn.close()
