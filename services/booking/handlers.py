@@ -106,10 +106,13 @@ class LedgerCache:
     def events(self, store: EventStore, session_id: str) -> list[Envelope]:
         cached = self._ledgers.setdefault(session_id, _Cached())
         for ev in store.read_stream(domain.ledger_stream(session_id), cached.ledger.version + 1):
-            cached.events.append(ev)
-            cached.ledger.apply(ev)
+            # Two refreshes of one session may interleave (availability reads without the lock):
+            # each event is taken once, in version order.
+            if ev.version == cached.ledger.version + 1:
+                cached.events.append(ev)
+                cached.ledger.apply(ev)
         cached.refreshed = time.monotonic()
-        return list(cached.events)
+        return cached.events  # the World copies what it loads; callers do not change this list
 
     def refresh(self, store: EventStore, session_id: str) -> domain.Ledger:
         self.events(store, session_id)
