@@ -27,6 +27,15 @@ class RegisterPatient(Command):
     guardian_patient_id: str | None = Field(default=None, max_length=64, description="a child under a guardian")
 
 
+class ResetPatientPassword(Command):
+    """A new password for the patient with this resident ID, whose registered mobile is `phone`. The
+    gateway sends it only after the caller proved the phone with an SMS code."""
+
+    id_number: str = Field(min_length=18, max_length=18)
+    phone: str = Field(pattern=r"^1[3-9]\d{9}$")
+    password: str = Field(min_length=8, max_length=128)
+
+
 class BookAppointment(Command):
     session_id: str = Field(min_length=1, max_length=80)
     patient_id: str = Field(min_length=1, max_length=64)
@@ -67,6 +76,20 @@ class PatientRegistered(Event):
     birth_date: str
     sex: Literal["M", "F"]
     guardian_patient_id: str | None = None
+
+
+class PatientRegistrationRefused(Event):
+    """Someone (with a proved phone) tried to register a resident ID that already has an account:
+    its owner is told by SMS. The attempt's phone is kept masked only."""
+
+    patient_id: str
+    attempt_phone_masked: str
+
+
+class PatientPasswordReplaced(Event):
+    """The password was replaced after an SMS code to the registered phone (the owner is told)."""
+
+    patient_id: str
 
 
 class AppointmentEvent(Event):

@@ -6,7 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# C0 control characters other than tab, LF and CR: PostgreSQL text cannot hold NUL, and none of them
+# belongs in a name, a reason or an address (they would break a page, an SMS or an HL7 segment).
+_CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+
+
+def no_control_characters(value: Any) -> Any:
+    """A text field with a control character is refused as that field's error."""
+    if isinstance(value, str) and not _CONTROL.isdisjoint(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 def utcnow() -> datetime:
@@ -17,6 +28,8 @@ class Contract(BaseModel):
     """Base of every model that crosses a process boundary: strict about unknown fields."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    _text = field_validator("*", mode="after")(no_control_characters)
 
 
 class Actor(Contract):

@@ -14,6 +14,7 @@ class ErrorBody(Contract):
     message: str
     field: str | None = None
     status: int = 400
+    retry_after: int | None = None  # seconds, for a 429 or a 503
 
 
 class DomainError(Exception):
@@ -30,7 +31,8 @@ class DomainError(Exception):
             self.code = code
 
     def body(self) -> ErrorBody:
-        return ErrorBody(code=self.code, message=self.message, field=self.field, status=self.status)
+        return ErrorBody(code=self.code, message=self.message, field=self.field, status=self.status,
+                         retry_after=getattr(self, "retry_after", None))
 
 
 class InvalidInput(DomainError):
@@ -57,6 +59,18 @@ class Forbidden(DomainError):
     status = 403
 
 
+class TooManyRequests(Forbidden):
+    """Slow down: a rate limit or a throttle; `retry_after` says when to try again (seconds)."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0, field: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, field=field, code=code)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
 def invalid_from_validation(exc: ValidationError) -> InvalidInput:
     """First problem of a pydantic error, naming its field, as an InvalidInput."""
     first: Any = exc.errors()[0]
@@ -74,10 +88,13 @@ def from_wire(payload: Any) -> DomainError | None:
     body = ErrorBody.model_validate(payload["domain_error"])
     # The most specific class first (its code), then by status, so `except SessionFull` works after RPC.
     by_code: dict[str, type[DomainError]] = {
-        c.code: c for c in (InvalidInput, NotFound, Conflict, SessionFull, Forbidden)
+        c.code: c for c in (InvalidInput, NotFound, Conflict, SessionFull, Forbidden, TooManyRequests)
     }
-    by_status: dict[int, type[DomainError]] = {c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden)}
+    by_status: dict[int, type[DomainError]] = {
+        c.status: c for c in (InvalidInput, NotFound, Conflict, Forbidden, TooManyRequests)}
     cls = by_code.get(body.code) or by_status.get(body.status, DomainError)
     err = cls(body.message, field=body.field, code=body.code)
     err.status = body.status
+    if body.retry_after is not None:
+        err.retry_after = body.retry_after  # type: ignore[attr-defined]
     return err

@@ -23,15 +23,6 @@ class Unauthenticated(Forbidden):
     status = 401
 
 
-class TooManyRequests(Forbidden):
-    code = "too_many_requests"
-    status = 429
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, int(retry_after + 0.999))
-
-
 @dataclass(frozen=True)
 class Principal:
     role: Role

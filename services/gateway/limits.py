@@ -10,8 +10,9 @@ from typing import Any
 from nameko.extensions import DependencyProvider
 from pydantic import Field
 
+from contracts import TooManyRequests
 from infra.settings import Settings, settings_for
-from services.gateway.auth import LoginThrottle, TokenBucket, TooManyRequests
+from services.gateway.auth import LoginThrottle, TokenBucket
 
 
 class GatewaySettings(Settings):
