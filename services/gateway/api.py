@@ -28,6 +28,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.wrappers import Request, Response
 
 from contracts import DomainError, Forbidden, InvalidInput, NotFound, from_wire, invalid_from_validation
+from contracts.envelope import no_control_characters
 from infra.logging import get_logger
 from services.gateway import readmodel
 from services.gateway.auth import CSRF_HEADER, ROLES, SESSION_COOKIE, Principal, Role, Unauthenticated, csrf_ok
@@ -37,7 +38,7 @@ _log = get_logger("gateway")
 RPC_TIMEOUT = 15.0
 KEY_HEADER = "Idempotency-Key"
 ANYONE: tuple[Role, ...] = ROLES  # any logged-in principal
-Limit = Literal["client", "login", "patient"]
+Limit = Literal["client", "login", "patient", "sms"]
 Handler = Callable[..., Response]
 
 
@@ -49,6 +50,22 @@ class Unavailable(DomainError):
 class MethodNotAllowed(DomainError):
     code = "method_not_allowed"
     status = 405
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+# Sent with every answer: JSON is never sniffed into HTML, no page is framed, no URL leaks onward.
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                    ("Referrer-Policy", "same-origin"))
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # --- declaring an endpoint ------------------------------------------------------------------------
@@ -70,8 +87,10 @@ class Endpoint:
     body: type[BaseModel] | Mapping[str, type[BaseModel]] | None = None
     body_by: str | None = None
     body_required: bool = True  # False: no body at all is read as {}
-    # client: per-address token bucket, first of all; login: also the failed-login throttle of the
-    # body's username; patient: also the booking bucket of the patient acted for. None: no limit.
+    # client: per-address token bucket, first of all; login: also the failed-login back-off of the
+    # body's username from this client (the handler gets `attempt`, to give back on success);
+    # patient: also the booking bucket of the patient acted for; sms: also the per-address bucket of
+    # verification SMS. None: no limit.
     limit: Limit | None = "client"
     idempotency_key: bool = False  # the Idempotency-Key header is required (8-100 characters)
     status: int = 200
@@ -94,6 +113,8 @@ class _Gateway(Protocol):
 
     limits: Limits
     db: Any
+    settings: Any
+    vault: Any
 
 
 def api(method: str, path: str, summary: str, tag: str, **declared: Any) -> Callable[[Handler], Handler]:
@@ -120,7 +141,8 @@ def declared_endpoints(service_cls: type) -> list[Endpoint]:
 def _check_signature(spec: Endpoint, fn: Handler) -> None:
     """The handler asks for exactly what its declaration gives: a drift is an error at import."""
     params = inspect.signature(fn).parameters
-    wants = {"principal": spec.roles is not None or spec.optional_login, "body": spec.body is not None}
+    wants = {"principal": spec.roles is not None or spec.optional_login, "body": spec.body is not None,
+             "attempt": spec.limit == "login"}
     for name, given in wants.items():
         if given != (name in params):
             raise TypeError(f"{fn.__name__}: `{name}` parameter {'missing' if given else 'not declared'}")
@@ -147,21 +169,28 @@ def endpoint(fn: Handler, spec: Endpoint) -> Handler:
 def _gate(self: _Gateway, request: Request, spec: Endpoint, path_values: Mapping[str, Any]) -> dict[str, Any]:
     """The checks of a declaration, cheapest and least revealing first; what the handler is given."""
     given: dict[str, Any] = {}
+    address = client_address(request, self.limits)
     if spec.limit is not None:
-        self.limits.client(request.remote_addr)
+        self.limits.client(address)
+    if request.method in UNSAFE_METHODS:
+        _same_origin(request, self.settings)
     if spec.roles is not None or spec.optional_login:
-        principal = principal_of(request, self.db, self.limits)
+        principal = principal_of(request, self.db, self.limits, self.vault)
         if spec.roles is not None:
             if principal is None:
                 raise Unauthenticated("请先登录 / please log in")
             principal.require(*spec.roles)
         given["principal"] = principal
     for name, value in [*path_values.items(), *request.args.items(multi=True)]:
-        if "\x00" in str(value):  # PostgreSQL text cannot hold NUL: the field's error, not a crash
-            raise InvalidInput(f"字段 {name} 含有非法字符 / {name} must not contain NUL characters", field=name)
+        try:
+            no_control_characters(str(value))
+        except ValueError:  # PostgreSQL text cannot hold NUL: the field's error, not a crash
+            raise InvalidInput(f"字段 {name} 含有非法字符 / {name} must not contain control characters",
+                               field=name) from None
     model = spec.model_for(path_values)
     if model is not None:
-        raw = read_json(request) if spec.body_required or request.get_data() else {}
+        raw = read_json(request, self.settings.max_body_bytes) if spec.body_required or request.content_length \
+            or request.headers.get("Transfer-Encoding") else {}
         try:
             given["body"] = model.model_validate(raw)
         except ValidationError as exc:
@@ -170,10 +199,37 @@ def _gate(self: _Gateway, request: Request, spec: Endpoint, path_values: Mapping
         raise InvalidInput("缺少 Idempotency-Key 请求头（8-100字符）/ Idempotency-Key header (8-100 chars) "
                            "is required", field=KEY_HEADER)
     if spec.limit == "login":
-        self.limits.login_allowed(given["body"].username, request.remote_addr)
+        given["attempt"] = readmodel.reserve_login(self.db, self.vault, self.limits.login.keys(
+            given["body"].username, address))
     elif spec.limit == "patient":
         self.limits.patient(acting_for(given["principal"], given["body"].patient_id))
+    elif spec.limit == "sms":
+        self.limits.verification_sms(address)
     return given
+
+
+def _same_origin(request: Request, settings: Any) -> None:
+    """A state change comes from our own pages or from a client that is not a browser. A browser
+    names the page's origin (Origin, Sec-Fetch-Site): another site's form or fetch is refused, the
+    login form included (login CSRF)."""
+    origin = request.headers.get("Origin")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none") or (
+            origin is not None and origin not in _own_origins(request, settings)):
+        raise Forbidden("不接受来自其他网站的请求 / cross-site requests are refused", field="Origin")
+
+
+def _own_origins(request: Request, settings: Any) -> set[str]:
+    own = {f"{scheme}://{request.host}" for scheme in ("http", "https")}
+    return own | {o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()}
+
+
+def client_address(request: Request, limits: Limits) -> str:
+    """The client's address, X-Forwarded-For believed only from a configured trusted proxy."""
+    known: str | None = request.environ.get("appt.client")
+    if known is None:
+        known = limits.proxies.client(request.remote_addr, request.headers.get("X-Forwarded-For"))
+        request.environ["appt.client"] = known
+    return known
 
 
 # --- who is asking --------------------------------------------------------------------------------
@@ -186,17 +242,18 @@ def session_token(request: Request) -> tuple[str, bool]:
     return request.cookies.get(SESSION_COOKIE, ""), True
 
 
-def principal_of(request: Request, db: Any, limits: Limits) -> Principal | None:
-    """Who is logged in (None: nobody); a cookie session must also carry its CSRF token on changes."""
+def principal_of(request: Request, db: Any, limits: Limits, vault: Any) -> Principal | None:
+    """Who is logged in (None: nobody); a cookie session must also carry its CSRF token on changes.
+    Only sessions that exist are cached: random tokens cannot fill the cache."""
     token, via_cookie = session_token(request)
-    if not token:
+    if not token or len(token) > 100:  # ours are 43 characters
         return None
-    known, principal = limits.sessions.get(token, via_cookie)
-    if not known:
-        principal = readmodel.session_principal(db, token, via_cookie)
-        limits.sessions.put(token, via_cookie, principal)
+    principal = limits.sessions.get(token, via_cookie)
     if principal is None:
-        return None
+        principal = readmodel.session_principal(db, vault, token, via_cookie)
+        if principal is None:
+            return None
+        limits.sessions.put(token, via_cookie, principal)
     if not csrf_ok(principal, request.method, request.headers.get(CSRF_HEADER)):
         raise Forbidden("CSRF 校验失败，请刷新页面 / missing or wrong CSRF token", field=CSRF_HEADER)
     return principal  # type: ignore[no-any-return]
@@ -220,10 +277,25 @@ def correlation_id(request: Request) -> str:
     return given[:100] if given else uuid.uuid4().hex
 
 
-def read_json(request: Request) -> dict[str, Any]:
+def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object: at most `max_bytes` (413 before reading more), sent as JSON (415
+    otherwise: a cross-site form cannot send application/json without asking first)."""
+    if (request.content_length or 0) > max_bytes:
+        raise PayloadTooLarge(f"请求体过大（最多 {max_bytes} 字节）/ body larger than {max_bytes} bytes")
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("请求体应为 application/json / send the body as application/json",
+                                   field="Content-Type")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.content_length is None and (chunked or request.environ.get("wsgi.input_terminated")):
+        # eventlet's input decodes the chunks itself: read one byte past the limit, never more
+        raw = request.environ["wsgi.input"].read(max_bytes + 1)
+    else:
+        raw = request.get_data()
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"请求体过大（最多 {max_bytes} 字节）/ body larger than {max_bytes} bytes")
     try:
-        body = json.loads(request.get_data(as_text=True) or "null")
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw.decode() or "null")
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…" nested too deep
         raise InvalidInput("请求体不是有效的 JSON / body is not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("请求体应为 JSON 对象 / body must be a JSON object")
@@ -299,7 +371,9 @@ class _GatewayWsgiApp(WsgiApp):
         except (RouteNotFound, RouteMethodNotAllowed) as err:
             answer = refusal(request, err)
         except HTTPException as err:  # a redirect to the canonical URL (trailing slash)
-            answer = err
+            answer = err.get_response(environ)
+        for name, value in SECURITY_HEADERS:
+            answer.headers.setdefault(name, value)
         return answer(environ, start_response)
 
 

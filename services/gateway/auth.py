@@ -4,6 +4,7 @@ clock is passed in, storage lives in readmodel.py."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -90,27 +91,70 @@ class TokenBucket:
             self._state.popitem(last=False)
 
 
-class LoginThrottle:
-    """After `limit` failed logins for one username (or one client) within `window` seconds,
-    further attempts are refused until the oldest failure leaves the window."""
+@dataclass(frozen=True)
+class Backoff:
+    """Failed logins counted per key: the first `free` cost nothing; after them each attempt waits
+    `base`·2^(n−free) seconds after the previous one, at most `cap`; a key quiet for `cap` seconds is
+    forgotten. A wait is never a lock: the longest is `cap`, and it grows only with the key's own failures."""
 
-    def __init__(self, limit: int = 5, window: float = 900.0, max_keys: int = 100_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+    free: int
+    cap: float
+    base: float = 1.0
 
-    def check(self, key: str, now: float) -> float | None:
-        recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-        if len(recent) >= self.limit:
-            return self.window - (now - recent[0])
-        return None
+    def wait(self, failures: int, since_last: float) -> float:
+        """Seconds still to wait before this key may try again (0: now)."""
+        if failures < self.free or since_last >= self.cap:
+            return 0.0
+        step = min(self.cap, self.base * 2.0 ** min(failures - self.free, 40))
+        return max(0.0, step - since_last)
 
-    def failed(self, key: str, now: float) -> None:
-        recent = [t for t in self._failures.pop(key, []) if now - t < self.window]
-        self._failures[key] = [*recent, now]
-        if len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
+    def reserve(self, failures: int, since_last: float | None) -> tuple[int, float]:
+        """An attempt is counted as failed before the password is checked (a success gives it back),
+        so concurrent guesses cannot all pass one check. Answers (failures, wait): a wait > 0 refuses
+        the attempt and counts nothing."""
+        if since_last is None or since_last >= self.cap:
+            failures, since_last = 0, self.cap
+        wait = self.wait(failures, since_last)
+        return (failures, wait) if wait > 0 else (failures + 1, 0.0)
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """Back-off per (account, client) and per client: failures from elsewhere never slow the owner
+    down on their own device, and one address guessing many accounts is slowed as a whole."""
+
+    account: Backoff
+    client: Backoff
+
+    def keys(self, username: str, client: str) -> list[tuple[str, Backoff]]:
+        return [(f"account:{username.strip().lower()}@{client}", self.account), (f"client:{client}", self.client)]
+
+
+class TrustedProxies:
+    """The client's address: the peer's, unless the peer is a configured reverse proxy, whose
+    X-Forwarded-For is then read from the right, skipping our own proxies. Anyone else's
+    X-Forwarded-For is ignored: it is whatever the client wrote."""
+
+    def __init__(self, spec: str) -> None:
+        self.networks = [ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()]
+
+    def trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client(self, peer: str | None, forwarded_for: str | None) -> str:
+        peer = peer or "-"
+        if not forwarded_for or not self.trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",")[-20:]]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # a mangled header: believe only what our proxy itself is
+            if not self.trusted(hop):
+                return hop
+        return hops[0] if hops else peer

@@ -3,32 +3,47 @@ OpenAPI document draws its schema from the same model (openapi.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator, model_validator
 
 from contracts import schedule as sc
-from contracts.envelope import Command, Contract
+from contracts.envelope import Command, Contract, no_control_characters
+from contracts.notification import VerificationPurpose
 
-
-def _no_nul(value: Any) -> Any:
-    """PostgreSQL text cannot hold NUL: refused here as the field's error, not a crash in a query."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+PHONE = re.compile(r"^1[3-9]\d{9}$")
+SMS_CODE = r"^\d{6}$"
 
 
 class _Body(BaseModel):
+    """Unknown fields refused; no text may hold a control character (PostgreSQL text cannot hold
+    NUL; the others break pages, SMS and HL7 segments): the field's error, never a crash."""
+
     model_config = ConfigDict(extra="forbid")
 
-    _text = field_validator("*", mode="after")(_no_nul)
+    _text = field_validator("*", mode="after")(no_control_characters)
+
+
+class VerificationBody(_Body):
+    phone: str = Field(pattern=PHONE.pattern)
+    purpose: VerificationPurpose = "register"
+    locale: Literal["zh", "en"] = "zh"
 
 
 class RegisterBody(_Body):
     name: str = Field(min_length=1, max_length=40)
     id_number: str = Field(min_length=18, max_length=18, description="18-digit resident ID (GB 11643)")
-    phone: str = Field(pattern=r"^1[3-9]\d{9}$")
+    phone: str = Field(pattern=PHONE.pattern)
+    sms_code: str = Field(pattern=SMS_CODE, description="the code POST /api/v1/verification-codes sent to phone")
     password: str | None = Field(default=None, min_length=8, max_length=128)
+
+
+class PasswordResetBody(_Body):
+    id_number: str = Field(min_length=18, max_length=18)
+    phone: str = Field(pattern=PHONE.pattern, description="the registered mobile")
+    sms_code: str = Field(pattern=SMS_CODE)
+    password: str = Field(min_length=8, max_length=128, description="the new password")
 
 
 class LoginBody(_Body):
@@ -53,11 +68,11 @@ class CheckInBody(_Body):
 
 
 class StaffBody(_Body):
-    username: str = Field(min_length=3, max_length=64)
+    username: str = Field(pattern=r"^[a-z][a-z0-9._-]{2,63}$")
     password: str = Field(min_length=8, max_length=128)
     role: str = Field(pattern=r"^(operator|clerk|hospital_admin|analyst|platform_admin)$")
-    hospital_id: str | None = None
-    name: str = ""
+    hospital_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")
+    name: str = Field(default="", max_length=40)
 
 
 # Set by the gateway from the login and the headers; a caller's own values are dropped, as ever.
@@ -65,7 +80,6 @@ GATEWAY_FIELDS = frozenset(Command.model_fields)
 
 
 class _AdminBody(Contract):
-    _text = field_validator("*", mode="after")(_no_nul)
 
     @model_validator(mode="before")
     @classmethod

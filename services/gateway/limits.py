@@ -12,7 +12,7 @@ from pydantic import Field
 
 from contracts import TooManyRequests
 from infra.settings import Settings, settings_for
-from services.gateway.auth import LoginThrottle, TokenBucket
+from services.gateway.auth import Backoff, LoginPolicy, TokenBucket, TrustedProxies
 
 
 class GatewaySettings(Settings):
@@ -20,20 +20,35 @@ class GatewaySettings(Settings):
     rate_burst_client: int = Field(default=60, ge=1, alias="RATE_BURST_CLIENT")
     rate_per_patient: float = Field(default=1.0, gt=0, alias="RATE_PER_PATIENT", description="bookings/s")
     rate_burst_patient: int = Field(default=10, ge=1, alias="RATE_BURST_PATIENT")
-    login_failures: int = Field(default=5, ge=1, alias="LOGIN_FAILURES", description="per username per window")
-    login_window_s: float = Field(default=900.0, gt=0, alias="LOGIN_WINDOW_S")
+    login_failures: int = Field(default=5, ge=1, alias="LOGIN_FAILURES",
+                                description="free failed logins per (account, client) before back-off")
+    login_client_failures: int = Field(default=20, ge=1, alias="LOGIN_CLIENT_FAILURES",
+                                       description="free failed logins per client address before back-off")
+    login_window_s: float = Field(default=900.0, gt=0, alias="LOGIN_WINDOW_S",
+                                  description="failures older than this are forgotten; the longest back-off")
+    sms_per_client: float = Field(default=0.2, gt=0, alias="SMS_PER_CLIENT",
+                                  description="verification SMS a client address may ask for, per second")
+    sms_burst_client: int = Field(default=5, ge=1, alias="SMS_BURST_CLIENT")
+    max_body_bytes: int = Field(default=65_536, ge=1024, alias="MAX_BODY_BYTES", description="larger bodies: 413")
+    trusted_proxies: str = Field(default="", alias="TRUSTED_PROXIES",
+                                 description="comma-separated addresses/networks whose X-Forwarded-For is believed")
+    allowed_origins: str = Field(default="", alias="ALLOWED_ORIGINS",
+                                 description="extra origins (scheme://host[:port]) allowed to POST, besides the Host")
     cookie_secure: bool = Field(default=False, alias="COOKIE_SECURE", description="true behind HTTPS")
-    dev_pages: bool = Field(default=False, alias="DEV_PAGES", description="the SMS outbox page and API")
+    dev_pages: bool = Field(default=False, alias="DEV_PAGES",
+                            description="the SMS outbox page and API, for platform_admin only")
 
 
 class Limits:
     def __init__(self, cfg: GatewaySettings) -> None:
         self.clients = TokenBucket(cfg.rate_per_client, cfg.rate_burst_client)
         self.patients = TokenBucket(cfg.rate_per_patient, cfg.rate_burst_patient)
-        self.logins = LoginThrottle(cfg.login_failures, cfg.login_window_s)
-        self.login_clients = LoginThrottle(cfg.login_failures * 4, cfg.login_window_s)
+        self.sms = TokenBucket(cfg.sms_per_client, cfg.sms_burst_client)
+        self.login = LoginPolicy(account=Backoff(free=cfg.login_failures, cap=cfg.login_window_s),
+                                 client=Backoff(free=cfg.login_client_failures, cap=cfg.login_window_s))
         self.sold_out = SoldOutCache()
         self.sessions = SessionCache()
+        self.proxies = TrustedProxies(cfg.trusted_proxies)
 
     def client(self, address: str | None) -> None:
         wait = self.clients.take(address or "-", time.monotonic())
@@ -45,19 +60,11 @@ class Limits:
         if wait is not None:
             raise TooManyRequests("操作过于频繁，请稍后再试 / too many bookings, slow down", wait)
 
-    def login_allowed(self, username: str, address: str | None) -> None:
-        now = time.monotonic()
-        wait = self.logins.check(username.lower(), now) or self.login_clients.check(address or "-", now)
+    def verification_sms(self, address: str | None) -> None:
+        wait = self.sms.take(address or "-", time.monotonic())
         if wait is not None:
-            raise TooManyRequests("登录失败次数过多，请稍后再试 / too many failed logins, try later", wait)
-
-    def login_failed(self, username: str, address: str | None) -> None:
-        now = time.monotonic()
-        self.logins.failed(username.lower(), now)
-        self.login_clients.failed(address or "-", now)
-
-    def login_succeeded(self, username: str) -> None:
-        self.logins.succeeded(username.lower())
+            raise TooManyRequests("获取验证码过于频繁，请稍后再试 / too many verification codes asked, slow down",
+                                  wait, field="phone")
 
 
 class LimitsProvider(DependencyProvider):
@@ -75,7 +82,7 @@ class SoldOutCache:
 
     def __init__(self, ttl: float = 1.0, remember_keys: int = 200_000) -> None:
         self.ttl = ttl
-        self._until: dict[tuple[str, str], float] = {}
+        self._until: OrderedDict[tuple[str, str], float] = OrderedDict()
         # Requests this gateway has forwarded: a retry of one of them (same patient and key) always
         # goes to booking, which answers a repeat with the first answer, even when the session
         # has sold out since. (A retry through another gateway replica is not covered.)
@@ -95,7 +102,10 @@ class SoldOutCache:
         return until is not None and time.monotonic() < until
 
     def remember(self, session_id: str, channel: str) -> None:
+        self._until.pop((session_id, channel), None)
         self._until[(session_id, channel)] = time.monotonic() + self.ttl
+        if len(self._until) > self._max_keys:
+            self._until.popitem(last=False)
 
 
 class SessionCache:
@@ -108,11 +118,12 @@ class SessionCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, bool], tuple[Any, float]] = OrderedDict()
 
-    def get(self, token: str, via_cookie: bool) -> tuple[bool, Any]:
+    def get(self, token: str, via_cookie: bool) -> Any:
+        """The principal of a session seen within `ttl`, else None."""
         hit = self._entries.get((token, via_cookie))
         if hit is None or time.monotonic() > hit[1]:
-            return False, None
-        return True, hit[0]
+            return None
+        return hit[0]
 
     def put(self, token: str, via_cookie: bool, principal: Any) -> None:
         self._entries[(token, via_cookie)] = (principal, time.monotonic() + self.ttl)

@@ -19,9 +19,11 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from services.gateway.api import call, http
+from contracts import DomainError
+from services.gateway.api import call, http, principal_of
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -69,6 +71,10 @@ class Pages:
     def register_page(self, request: Request) -> Response:
         return render(request, "register.html", "register")
 
+    @http("GET", "/reset-password")
+    def reset_page(self, request: Request) -> Response:
+        return render(request, "reset.html", "reset")
+
     @http("GET", "/login")
     def login_page(self, request: Request) -> Response:
         return render(request, "login.html", "login")
@@ -93,10 +99,19 @@ class Pages:
 
     @http("GET", "/dev/sms")
     def sms_outbox_page(self, request: Request) -> Response:
-        """Development: what patients would have received. Rendered on the server, so that a demo
-        (or a test without a browser) sees the messages in the HTML itself. Off unless DEV_PAGES."""
+        """What patients would have received, for platform operators only (it holds booking codes
+        and verification codes). Rendered on the server, so that a demo (or a test without a
+        browser) sees the messages in the HTML itself. Off unless DEV_PAGES."""
         if not self.settings.dev_pages:  # type: ignore[attr-defined]
             return Response("not found", status=404)
+        try:
+            principal = principal_of(request, self.db, self.limits, self.vault)  # type: ignore[attr-defined]
+        except DomainError:
+            principal = None
+        if principal is None:
+            return redirect("/login?" + urlencode({"next": request.full_path.rstrip("?")}))
+        if principal.role != "platform_admin":
+            return render(request, "sms.html", "sms", status=403, messages=[], problem="sms.forbidden")
         try:
             messages, problem = call(self.notification.outbox, 100), None
         except Exception:

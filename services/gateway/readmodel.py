@@ -4,16 +4,20 @@ and the audit log of staff reads of patient data. Patients' credentials stay wit
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from cryptography.fernet import InvalidToken
 
-from contracts import Conflict, InvalidInput
+from contracts import Conflict, InvalidInput, TooManyRequests
 from infra.blocking import off_hub
 from infra.db import Database
-from services.gateway.auth import ROLES, Principal, new_token, token_hash
+from infra.passwords import check_password, check_staff_username
+from infra.pii import PiiVault
+from services.gateway.auth import ROLES, Backoff, Principal, new_token, token_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS staff (
@@ -29,11 +33,23 @@ CREATE TABLE IF NOT EXISTS login_sessions (
     role        text NOT NULL,
     subject     text NOT NULL,
     hospital_id text,
-    name        text NOT NULL,
+    name_enc    text NOT NULL,
     csrf        text NOT NULL,
     expires_at  timestamptz NOT NULL
 );
+-- Names were kept in clear before; those sessions end (their holders log in again).
+DELETE FROM login_sessions WHERE EXISTS (SELECT 1 FROM information_schema.columns
+    WHERE table_name = 'login_sessions' AND column_name = 'name' AND table_schema = current_schema());
+ALTER TABLE login_sessions DROP COLUMN IF EXISTS name;
+ALTER TABLE login_sessions ADD COLUMN IF NOT EXISTS name_enc text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS login_sessions_expiry ON login_sessions (expires_at);
+-- Failed-login back-off (auth.Backoff): keys are keyed hashes, never a phone or ID in clear.
+CREATE TABLE IF NOT EXISTS login_backoff (
+    key_hash text PRIMARY KEY,
+    failures integer NOT NULL,
+    last_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_backoff_age ON login_backoff (last_at);
 CREATE TABLE IF NOT EXISTS audit_log (
     id          bigserial PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
@@ -57,8 +73,8 @@ def create_staff(db: Database, username: str, password: str, role: str, hospital
         raise InvalidInput(f"未知的工作人员角色 / unknown staff role {role}", field="role")
     if role in ("clerk", "hospital_admin") and not hospital_id:
         raise InvalidInput("医院工作人员须指定医院 / hospital staff need a hospital", field="hospital_id")
-    if len(password) < 8:
-        raise InvalidInput("密码至少8位 / password needs at least 8 characters", field="password")
+    check_staff_username(username)
+    check_password(password, username)
     with db.transaction() as cur:
         cur.execute(
             "INSERT INTO staff (username, password_hash, role, hospital_id, name) VALUES (%s, %s, %s, %s, %s) "
@@ -85,31 +101,80 @@ def verify_staff(db: Database, username: str, password: str) -> dict[str, Any] |
     return {"role": row[1], "hospital_id": row[2], "name": row[3]}
 
 
-def open_session(db: Database, role: str, subject: str, hospital_id: str | None, name: str) -> tuple[str, str]:
-    """A new login session: (token, csrf token). Only the token's hash is stored."""
+def open_session(db: Database, vault: PiiVault, role: str, subject: str, hospital_id: str | None,
+                 name: str) -> tuple[str, str]:
+    """A new login session: (token, csrf token). Only the token's hash is stored, and the name
+    (a patient's real name) encrypted."""
     token, csrf = new_token(), new_token()
     with db.transaction() as cur:
         cur.execute("DELETE FROM login_sessions WHERE expires_at < now()")
         cur.execute(
-            "INSERT INTO login_sessions VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (token_hash(token), role, subject, hospital_id, name, csrf,
+            "INSERT INTO login_sessions (token_hash, role, subject, hospital_id, name_enc, csrf, expires_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (token_hash(token), role, subject, hospital_id, vault.encrypt(name), csrf,
              datetime.now(UTC) + timedelta(hours=SESSION_HOURS)),
         )
     return token, csrf
 
 
-def session_principal(db: Database, token: str, via_cookie: bool) -> Principal | None:
+def session_principal(db: Database, vault: PiiVault, token: str, via_cookie: bool) -> Principal | None:
     with db.transaction() as cur:
         cur.execute(
-            "SELECT role, subject, hospital_id, name, csrf FROM login_sessions "
+            "SELECT role, subject, hospital_id, name_enc, csrf FROM login_sessions "
             "WHERE token_hash = %s AND expires_at > now()",
             (token_hash(token),),
         )
         row = cur.fetchone()
     if row is None:
         return None
-    return Principal(role=row[0], subject=row[1], hospital_id=row[2], name=row[3], csrf=row[4],
-                     via_cookie=via_cookie)
+    return Principal(role=row[0], subject=row[1], hospital_id=row[2], name=_decrypted(vault, row[3]),
+                     csrf=row[4], via_cookie=via_cookie)
+
+
+def _decrypted(vault: PiiVault, value: str) -> str:
+    try:
+        return vault.decrypt(value) if value else ""
+    except InvalidToken:  # written under a key since retired: the name is only for display
+        return ""
+
+
+def reserve_login(db: Database, vault: PiiVault, keys: list[tuple[str, Backoff]]) -> list[str]:
+    """Count a login attempt as failed for each key before the password is checked, or refuse it
+    (TooManyRequests, nothing counted) when a key must still wait. The keys are locked in one order,
+    so concurrent attempts at one account are counted one after another, on every gateway replica.
+    Answers the key hashes in the order given, for `login_succeeded`."""
+    given = [vault.lookup_hash(key) for key, _ in keys]
+    hashes = sorted(zip(given, (backoff for _, backoff in keys), strict=True), key=lambda kb: kb[0])
+    with db.transaction() as cur:
+        if secrets.randbelow(100) == 0:  # now and then, forget the quiet keys
+            cur.execute("DELETE FROM login_backoff WHERE last_at < now() - %s * interval '1 second'",
+                        (max(b.cap for _, b in hashes),))
+        planned: list[tuple[str, int]] = []
+        waits: list[float] = []
+        for key_hash, backoff in hashes:
+            cur.execute("SELECT failures, extract(epoch FROM now() - last_at) FROM login_backoff "
+                        "WHERE key_hash = %s FOR UPDATE", (key_hash,))
+            row = cur.fetchone()
+            failures, wait = backoff.reserve(row[0] if row else 0, float(row[1]) if row else None)
+            planned.append((key_hash, failures))
+            waits.append(wait)
+        if max(waits) > 0:
+            raise TooManyRequests("登录失败次数过多，请稍后再试 / too many failed logins, try again later", max(waits))
+        for key_hash, failures in planned:
+            cur.execute("INSERT INTO login_backoff VALUES (%s, %s, now()) ON CONFLICT (key_hash) DO UPDATE "
+                        "SET failures = EXCLUDED.failures, last_at = now()", (key_hash, failures))
+    return given
+
+
+def login_succeeded(db: Database, attempt: list[str]) -> None:
+    """A right password gives its reserved attempt back: the first key (the account on this client)
+    starts afresh, the others lose this attempt only (succeeding at one's own account does not
+    wipe what an address did to other accounts)."""
+    first, *rest = attempt
+    with db.transaction() as cur:
+        cur.execute("DELETE FROM login_backoff WHERE key_hash = %s", (first,))
+        cur.execute("UPDATE login_backoff SET failures = greatest(failures - 1, 0) WHERE key_hash = ANY(%s)",
+                    (rest,))
 
 
 def close_session(db: Database, token: str) -> None:

@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from werkzeug.wrappers import Request, Response
 
 from contracts import Forbidden, InvalidInput, NotFound, SessionFull
-from infra.providers import LogContext, ServiceDatabase, SettingsProvider
+from infra.logging import mask_id
+from infra.pii import PiiVault
+from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
 from services.gateway import pages, readmodel
 from services.gateway.api import (
     ANYONE,
@@ -26,7 +28,18 @@ from services.gateway.api import (
     session_token,
 )
 from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated
-from services.gateway.bodies import ADMIN_BODIES, BookBody, CancelBody, CheckInBody, LoginBody, RegisterBody, StaffBody
+from services.gateway.bodies import (
+    ADMIN_BODIES,
+    PHONE,
+    BookBody,
+    CancelBody,
+    CheckInBody,
+    LoginBody,
+    PasswordResetBody,
+    RegisterBody,
+    StaffBody,
+    VerificationBody,
+)
 from services.gateway.limits import GatewaySettings, Limits, LimitsProvider
 from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
@@ -76,6 +89,7 @@ class GatewayService(pages.Pages):
     db = ServiceDatabase(readmodel.SCHEMA)
     settings: GatewaySettings = SettingsProvider(GatewaySettings)
     limits: Limits = LimitsProvider()
+    vault: PiiVault = Vault()
     schedule = RpcProxy("schedule")
     booking = RpcProxy("booking")
     notification = RpcProxy("notification")
@@ -104,28 +118,51 @@ class GatewayService(pages.Pages):
 
     # --- accounts ---------------------------------------------------------------------------
 
-    @api("POST", "/api/v1/patients", "register a patient (real name); answers a login session", "accounts",
-         body=RegisterBody, optional_login=True, status=201)
+    @api("POST", "/api/v1/verification-codes",
+         "send a 6-digit SMS code that proves the caller holds this mobile (registration, password reset)",
+         "accounts", body=VerificationBody, limit="sms", status=202)
+    def send_verification_code(self, request: Request, body: VerificationBody) -> Response:
+        return json_response(call(self.notification.send_verification_code, body.model_dump()), 202)
+
+    @api("POST", "/api/v1/patients", "register a patient (real name, a mobile proved by its SMS code); "
+         "answers a login session", "accounts", body=RegisterBody, optional_login=True, status=201)
     def register_patient(self, request: Request, principal: Principal | None, body: RegisterBody) -> Response:
+        """Whether a resident ID has an account is told only to a caller who proved a phone: the
+        code is checked first, then booking answers 409 with the existing account's masked phone."""
         operator = principal if principal is not None and principal.role == "operator" else None
         if operator is None and not body.password:
             raise InvalidInput("请设置密码 / a password is required", field="password")
+        self._verified(body.phone, "register", body.sms_code)
         actor = operator.actor() if operator else {"kind": "patient", "id": "self-registration"}
         answer = call(self.booking.register_patient, {
-            **body.model_dump(exclude_unset=True), "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
+            **body.model_dump(exclude_unset=True, exclude={"sms_code"}),
+            "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
             "correlation_id": correlation_id(request), "actor": actor})
         if operator:
             readmodel.audit(self.db, operator, "register_caller", answer["patient_id"])
             return json_response(answer, 201)
         if not answer.get("created"):
             return json_response({**answer, "message": "已注册，请登录 / already registered: please log in"}, 200)
-        token, csrf = readmodel.open_session(self.db, "patient", answer["patient_id"], None, body.name)
+        token, csrf = readmodel.open_session(self.db, self.vault, "patient", answer["patient_id"], None, body.name)
         return self._login_answer({**answer, "role": "patient", "subject": answer["patient_id"],
                                    "hospital_id": None, "name": body.name}, token, csrf, 201)
 
+    @api("POST", "/api/v1/auth/password-reset", "a new password, proved by an SMS code to the registered mobile",
+         "accounts", body=PasswordResetBody)
+    def reset_password(self, request: Request, body: PasswordResetBody) -> Response:
+        self._verified(body.phone, "reset_password", body.sms_code)
+        answer = call(self.booking.reset_patient_password, {
+            "id_number": body.id_number, "phone": body.phone, "password": body.password,
+            "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
+            "correlation_id": correlation_id(request), "actor": {"kind": "patient", "id": "password-reset"}})
+        return json_response({"phone_masked": answer["phone_masked"],
+                              "message": "密码已重置，请登录 / password reset: please log in"})
+
     @api("POST", "/api/v1/auth/login", "log in (patients by mobile or ID number, staff by username)", "accounts",
          body=LoginBody, limit="login")
-    def login(self, request: Request, body: LoginBody) -> Response:
+    def login(self, request: Request, body: LoginBody, attempt: list[str]) -> Response:
+        """The attempt was counted as failed by the gate before any password is checked; a right
+        password gives it back."""
         staff = readmodel.verify_staff(self.db, body.username, body.password)
         if staff is not None:
             subject, role, hospital_id, name = body.username, staff["role"], staff["hospital_id"], staff["name"]
@@ -137,11 +174,10 @@ class GatewayService(pages.Pages):
                 except NotFound:
                     found = None
             if found is None:
-                self.limits.login_failed(body.username, request.remote_addr)
                 raise Unauthenticated("用户名或密码错误 / wrong username or password")
             subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
-        self.limits.login_succeeded(body.username)
-        token, csrf = readmodel.open_session(self.db, role, subject, hospital_id, name)
+        readmodel.login_succeeded(self.db, attempt)
+        token, csrf = readmodel.open_session(self.db, self.vault, role, subject, hospital_id, name)
         return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name},
                                   token, csrf)
 
@@ -178,7 +214,11 @@ class GatewayService(pages.Pages):
         id_number = (request.args.get("id_number") or "").strip()
         if len(id_number) != 18:
             raise InvalidInput("身份证号应为18位 / resident ID must have 18 characters", field="id_number")
-        found = call(self.booking.find_patient, id_number)
+        try:
+            found = call(self.booking.find_patient, id_number, principal.actor())
+        except NotFound:
+            readmodel.audit(self.db, principal, "find_patient_not_found", mask_id(id_number))
+            raise
         readmodel.audit(self.db, principal, "find_patient", found["patient_id"])
         return json_response(found)
 
@@ -262,7 +302,8 @@ class GatewayService(pages.Pages):
          body=CancelBody, body_required=False, roles=("patient", "operator"))
     def cancel(self, request: Request, principal: Principal, body: CancelBody, appointment_id: str) -> Response:
         return json_response(call(self.booking.cancel_appointment, {
-            "appointment_id": appointment_id, "idempotency_key": idempotency_key(request, f"cancel:{appointment_id}"),
+            "appointment_id": appointment_id,
+            "idempotency_key": idempotency_key(request, f"cancel:{appointment_id}:{principal.subject}"),
             "correlation_id": correlation_id(request), "actor": principal.actor(),
         }))
 
@@ -319,11 +360,15 @@ class GatewayService(pages.Pages):
     def stats_summary(self, request: Request, principal: Principal) -> Response:
         return json_response(call(self.stats.summary))
 
-    @api("GET", "/api/v1/dev/sms", "the SMS outbox (development)", "development")
-    def sms_outbox(self, request: Request) -> Response:
+    @api("GET", "/api/v1/dev/sms", "the SMS outbox (platform operators; on where DEV_PAGES is set)", "development",
+         roles=("platform_admin",), query=(query("phone", {"type": "string", "pattern": r"^1[3-9]\d{9}$"}),))
+    def sms_outbox(self, request: Request, principal: Principal) -> Response:
         if not self.settings.dev_pages:
-            raise NotFound("仅限开发环境 / development only", field="path")
-        return json_response({"messages": call(self.notification.outbox, 100)})
+            raise NotFound("发件箱未开启 / the outbox is not enabled here", field="path")
+        phone = request.args.get("phone") or None
+        if phone is not None and not PHONE.match(phone):
+            raise InvalidInput("手机号格式不正确 / phone must be a mainland mobile number", field="phone")
+        return json_response({"messages": call(self.notification.outbox, 100, phone)})
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -332,6 +377,10 @@ class GatewayService(pages.Pages):
         rows = call(self.booking.session_list, session_id, principal.actor())
         readmodel.audit(self.db, principal, "read_session_list", session_id, patients=len(rows))
         return json_response({"session_id": session_id, "appointments": rows})
+
+    def _verified(self, phone: str, purpose: str, code: str) -> None:
+        """The caller holds this phone: the SMS code they typed is right (refused otherwise)."""
+        call(self.notification.check_verification_code, {"phone": phone, "purpose": purpose, "code": code})
 
     def _login_answer(self, principal: dict[str, Any], token: str, csrf: str, status: int = 200) -> Response:
         response = json_response({**principal, "token": token, "csrf_token": csrf}, status)

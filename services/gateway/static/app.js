@@ -22,12 +22,13 @@
   }
 
   class ApiError extends Error {
-    constructor(status, body) {
+    constructor(status, body, retryAfter) {
       const err = (body && body.error) || {};
       super(err.message || "HTTP " + status);
       this.status = status;
       this.code = err.code || "http_" + status;
       this.field = err.field || null;
+      this.retryAfter = retryAfter || null;
     }
   }
 
@@ -57,9 +58,14 @@
     sessionLoaded = Promise.resolve(answer);
   }
 
-  /* Only a path on this site: "//host" and "/\\host" would leave it. */
+  /* Only a path on this site. Browsers drop tab, CR and LF from a URL and read "\\" as "/", so
+     "/\t/host" is "//host": refuse any control character, space or backslash, then let the URL
+     parser decide and keep the answer only if it stays on this origin. */
   function safeNext(next) {
-    return typeof next === "string" && /^\/(?![\/\\])/.test(next) ? next : null;
+    if (typeof next !== "string" || !next.startsWith("/") || /[\u0000-\u0020\u007f\\]/.test(next)) return null;
+    let url;
+    try { url = new URL(next, location.origin); } catch (_) { return null; }
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
   }
 
   function loginUrl() {
@@ -95,7 +101,7 @@
     if (response.status === 204) return null;
     let payload = null;
     try { payload = await response.json(); } catch (e) { payload = null; }
-    if (!response.ok) throw new ApiError(response.status, payload);
+    if (!response.ok) throw new ApiError(response.status, payload, Number(response.headers.get("Retry-After")) || null);
     return payload;
   }
   const get = (path) => api("GET", path);
@@ -239,6 +245,46 @@
     nav.replaceChildren(...links);
   }
 
+  /* "获取验证码": asks for an SMS code to the phone in `phoneInput`, then counts down until another
+     may be asked for (the server says how long: resend_after, or Retry-After on a 429). */
+  function smsCodeButton(button, phoneInput, purpose, errorBox) {
+    const label = button.textContent;
+    let timer = null;
+    function countdown(seconds) {
+      clearInterval(timer);
+      let left = Math.max(1, Math.ceil(seconds));
+      button.disabled = true;
+      button.textContent = t("sms_code.again", { s: left });
+      timer = setInterval(() => {
+        left -= 1;
+        if (left > 0) { button.textContent = t("sms_code.again", { s: left }); return; }
+        clearInterval(timer);
+        button.disabled = false;
+        button.textContent = label;
+      }, 1000);
+    }
+    button.addEventListener("click", async () => {
+      hideError(errorBox);
+      const phone = phoneInput.value.trim();
+      if (!/^1[3-9]\d{9}$/.test(phone)) {
+        phoneInput.setAttribute("aria-invalid", "true");
+        phoneInput.focus();
+        showError(errorBox, t("register.bad_phone"));
+        return;
+      }
+      phoneInput.removeAttribute("aria-invalid");
+      button.disabled = true;
+      try {
+        const answer = await post("/api/v1/verification-codes", { phone: phone, purpose: purpose, locale: LANG });
+        toast(t("sms_code.sent"));
+        countdown(answer.resend_after || 60);
+      } catch (err) {
+        showError(errorBox, err);
+        if (err.retryAfter) countdown(err.retryAfter); else button.disabled = false;
+      }
+    });
+  }
+
   function staffHello(me) {
     const node = document.getElementById("staff-hello");
     if (node && me) node.textContent = (me.name || me.subject) + (me.hospital_id ? " · " + me.hospital_id : "");
@@ -247,7 +293,7 @@
   window.App = {
     LANG, t, localMessage, ApiError, errorText, whoami, setSession, requireRole, loginUrl, api, get, post, uuid,
     el, $, $$, safeNext, showError, hideError, loaded, toast, facts, todayISO, addDays, weekday, shortDay, longDay, dayLabel,
-    moment, hm, money, periodText, titleText, whenText, codeBoxes, HOME_OF_ROLE, staffHello, logout,
+    moment, hm, money, periodText, titleText, whenText, codeBoxes, HOME_OF_ROLE, staffHello, logout, smsCodeButton,
   };
 
   document.addEventListener("DOMContentLoaded", () => { whoami().then(renderNav); });

@@ -35,6 +35,9 @@
     }
   });
 
+  window.App.smsCodeButton(document.getElementById("new-send-code"), regForm.phone, "register",
+    document.getElementById("register-error"));
+
   regForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const errorBox = document.getElementById("register-error");
@@ -42,6 +45,7 @@
     try {
       const answer = await post("/api/v1/patients", {
         name: regForm.name.value.trim(), id_number: findForm.id_number.value.trim().toUpperCase(), phone: regForm.phone.value.trim(),
+        sms_code: regForm.sms_code.value.trim(),
       });
       regForm.hidden = true;
       regForm.reset();

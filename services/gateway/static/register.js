@@ -1,12 +1,14 @@
 /* Real-name registration: checked here first (ID check digit, mobile), then by the API; then log in. */
 (function () {
   "use strict";
-  const { t, post, setSession, showError, hideError, safeNext } = window.App;
+  const { t, post, setSession, showError, hideError, safeNext, smsCodeButton } = window.App;
   const form = document.getElementById("register-form");
   const button = document.getElementById("register-submit");
   const errorBox = document.getElementById("register-error");
   const WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
   const CHECK = "10X98765432";
+
+  smsCodeButton(document.getElementById("reg-send-code"), form.phone, "register", errorBox);
 
   function idValid(id) {
     if (!/^\d{17}[\dX]$/.test(id)) return false;
@@ -25,7 +27,8 @@
     form.querySelectorAll("input").forEach((i) => i.removeAttribute("aria-invalid"));
     if (!form.name.value.trim()) return invalid(form.name, t("register.bad_name"));
     if (!idValid(form.id_number.value.trim().toUpperCase())) return invalid(form.id_number, t("register.bad_id"));
-    if (!/^1\d{10}$/.test(form.phone.value.trim())) return invalid(form.phone, t("register.bad_phone"));
+    if (!/^1[3-9]\d{9}$/.test(form.phone.value.trim())) return invalid(form.phone, t("register.bad_phone"));
+    if (!/^\d{6}$/.test(form.sms_code.value.trim())) return invalid(form.sms_code, t("sms_code.bad"));
     if (form.password.value.length < 8) return invalid(form.password, t("register.bad_password"));
     if (form.password.value !== form.password2.value) return invalid(form.password2, t("register.mismatch"));
     return true;
@@ -37,7 +40,7 @@
     if (!check()) return;
     const body = {
       name: form.name.value.trim(), id_number: form.id_number.value.trim().toUpperCase(),
-      phone: form.phone.value.trim(), password: form.password.value,
+      phone: form.phone.value.trim(), sms_code: form.sms_code.value.trim(), password: form.password.value,
     };
     button.disabled = true;
     button.textContent = t("register.busy");
