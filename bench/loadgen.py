@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -154,3 +155,29 @@ def get(path: str) -> Request:
 
 def post_json(path: str, body: Any, headers: dict[str, str] | None = None) -> Request:
     return ("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+def proved(address: str, people: list[dict[str, Any]], concurrency: int = 50,
+           admin: tuple[str, str] = ("admin", "admin-pass-2024")) -> list[dict[str, Any]]:
+    """Each registration body with the SMS code the platform sent to its phone, read back from the
+    outbox as the platform admin: how a load test proves phones it does not hold. Needs the demo
+    staff accounts, the outbox (DEV_PAGES) and a per-client SMS limit lifted for one address."""
+    (login,), _ = run(address, [post_json("/api/v1/auth/login", {"username": admin[0], "password": admin[1]})], 1)
+    if login.status != 200:
+        raise RuntimeError(f"platform admin login: {login.status} {login.body[:200]!r}")
+    auth = {"Authorization": f"Bearer {json.loads(login.body)['token']}"}
+    sent, _ = run(address, [post_json("/api/v1/verification-codes", {"phone": p["phone"], "purpose": "register"})
+                            for p in people], concurrency)
+    refused = [r for r in sent if r.status != 202]
+    if refused:
+        raise RuntimeError(f"{len(refused)} verification codes refused; first: {refused[0].status} "
+                           f"{refused[0].error or refused[0].body[:200]!r}")
+    read, _ = run(address, [("GET", f"/api/v1/dev/sms?phone={p['phone']}", None, auth) for p in people], concurrency)
+    out = []
+    for person, answer in zip(people, read, strict=True):
+        texts = [m["text"] for m in json.loads(answer.body or b"{}").get("messages", [])
+                 if m.get("template") == "verification_code"]
+        if not texts:
+            raise RuntimeError(f"no verification code in the outbox: {answer.status} {answer.body[:200]!r}")
+        out.append({**person, "sms_code": re.findall(r"\d{6}", texts[0])[0]})
+    return out

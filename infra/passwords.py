@@ -39,7 +39,7 @@ def is_common(password: str) -> bool:
     return lowered in common or (len(stem) >= 4 and stem in common and stem != lowered)
 
 
-def check_password(password: str, username: str | None = None) -> None:
+def check_password(password: str) -> None:
     """Refuse a weak password with the reason, as the `password` field's error."""
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise InvalidInput(f"密码应为 {MIN_LENGTH}-{MAX_LENGTH} 位 / a password has {MIN_LENGTH} to {MAX_LENGTH} "
@@ -47,7 +47,7 @@ def check_password(password: str, username: str | None = None) -> None:
     if password.isdigit() or len(set(password)) < 4:
         raise InvalidInput("密码过于简单：请混合字母和数字 / password is too simple: mix letters and digits",
                            field="password", code="weak_password")
-    if is_common(password) or (username and username.lower() in password.lower()):
+    if is_common(password):
         raise InvalidInput("密码过于常见，容易被猜到 / this password is too common and easily guessed",
                            field="password", code="weak_password")
 

@@ -220,7 +220,7 @@ def _same_origin(request: Request, settings: Any) -> None:
 
 def _own_origins(request: Request, settings: Any) -> set[str]:
     own = {f"{scheme}://{request.host}" for scheme in ("http", "https")}
-    return own | {o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()}
+    return own | {o.strip().rstrip("/") for o in (settings.allowed_origins or "").split(",") if o.strip()}
 
 
 def client_address(request: Request, limits: Limits) -> str:

@@ -30,9 +30,9 @@ class GatewaySettings(Settings):
                                   description="verification SMS a client address may ask for, per second")
     sms_burst_client: int = Field(default=5, ge=1, alias="SMS_BURST_CLIENT")
     max_body_bytes: int = Field(default=65_536, ge=1024, alias="MAX_BODY_BYTES", description="larger bodies: 413")
-    trusted_proxies: str = Field(default="", alias="TRUSTED_PROXIES",
+    trusted_proxies: str | None = Field(default=None, alias="TRUSTED_PROXIES",
                                  description="comma-separated addresses/networks whose X-Forwarded-For is believed")
-    allowed_origins: str = Field(default="", alias="ALLOWED_ORIGINS",
+    allowed_origins: str | None = Field(default=None, alias="ALLOWED_ORIGINS",
                                  description="extra origins (scheme://host[:port]) allowed to POST, besides the Host")
     cookie_secure: bool = Field(default=False, alias="COOKIE_SECURE", description="true behind HTTPS")
     dev_pages: bool = Field(default=False, alias="DEV_PAGES",
@@ -48,7 +48,7 @@ class Limits:
                                  client=Backoff(free=cfg.login_client_failures, cap=cfg.login_window_s))
         self.sold_out = SoldOutCache()
         self.sessions = SessionCache()
-        self.proxies = TrustedProxies(cfg.trusted_proxies)
+        self.proxies = TrustedProxies(cfg.trusted_proxies or "")
 
     def client(self, address: str | None) -> None:
         wait = self.clients.take(address or "-", time.monotonic())

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from services.gateway.api import KEY_HEADER, Endpoint, declared_endpoints
 
-DAY = {"type": "string", "format": "date"}
+DAY = {"type": "string", "format": "date", "pattern": r"^20\d\d-\d\d-\d\d$"}  # 2000-01-01 to 2099-12-31
 APPOINTMENT = {"type": "object", "required": ["appointment_id", "code", "sequence_number", "status"],
                "properties": {"appointment_id": {"type": "string"}, "code": {"type": "string"},
                               "sequence_number": {"type": "integer"}, "status": {"type": "string"},

@@ -74,7 +74,7 @@ def create_staff(db: Database, username: str, password: str, role: str, hospital
     if role in ("clerk", "hospital_admin") and not hospital_id:
         raise InvalidInput("医院工作人员须指定医院 / hospital staff need a hospital", field="hospital_id")
     check_staff_username(username)
-    check_password(password, username)
+    check_password(password)
     with db.transaction() as cur:
         cur.execute(
             "INSERT INTO staff (username, password_hash, role, hospital_id, name) VALUES (%s, %s, %s, %s, %s) "

@@ -46,13 +46,20 @@ from services.gateway.openapi import APPOINTMENT, DAY, document, query
 HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
 
 
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)  # any day the platform can have a session on
+
+
 def _day(value: str | None, default: date, field: str) -> date:
     if not value:
         return default
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InvalidInput(f"{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD", field=field) from None
+    if not EARLIEST <= day <= LATEST:  # 9999-12-31 + 6 days would overflow
+        raise InvalidInput(f"{field} 应在 {EARLIEST} 至 {LATEST} 之间 / {field} must lie between {EARLIEST} and "
+                           f"{LATEST}", field=field)
+    return day
 
 
 def _state(session: dict[str, Any], avail: dict[str, Any], remaining: dict[str, int], now: datetime) -> str:

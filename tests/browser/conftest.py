@@ -27,6 +27,7 @@ import requests
 from infra.db import drop_database
 from infra.settings import pg_dsn
 from scripts.launcher import ROOT, Platform
+from services.gateway.staff import ApiClient
 from tests.conftest import delete_vhost, ensure_vhost, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -91,8 +92,10 @@ class Api:
         return answer
 
     def register(self, name: str, id_number: str, phone: str, password: str = "pw-12345678") -> dict[str, Any]:
+        admin = ApiClient(self.base).login(*STAFF["platform_admin"])
         answer = self.post("/api/v1/patients", {"name": name, "id_number": id_number, "phone": phone,
-                                                "password": password}, expect=201)
+                                                "password": password,
+                                                "sms_code": admin.sms_code(phone, operator=admin)}, expect=201)
         if answer.get("csrf_token"):
             self.csrf = answer["csrf_token"]
         return answer
@@ -136,7 +139,8 @@ def platform() -> Iterator[Platform]:
         run_dir=ROOT / ".run" / f"browser-{tag}",
         # One browser on one address makes many requests: the per-client rate limit is for the internet.
         env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp, "LOG_FORMAT": "json",
-             "RATE_PER_CLIENT": "1000", "RATE_BURST_CLIENT": "2000", "RATE_PER_PATIENT": "50"},
+             "RATE_PER_CLIENT": "1000", "RATE_BURST_CLIENT": "2000", "RATE_PER_PATIENT": "50",
+             "SMS_PER_CLIENT": "100", "SMS_BURST_CLIENT": "1000"},
         gateway_address=f"127.0.0.1:{free_port()}",
         his_port=free_port(),
     )
@@ -174,6 +178,18 @@ def base_url(platform: Platform) -> str:
             return False
     until("the demo sessions to be bookable", bookable, timeout=120, every=1.0)
     return base
+
+
+def sms_code(base_url: str, phone: str) -> str:
+    """The code a page just asked the platform to send to `phone`, read from the outbox as the platform admin."""
+    admin = ApiClient(base_url).login(*STAFF["platform_admin"])
+
+    def sent() -> str | None:
+        try:
+            return admin.read_code(phone)
+        except RuntimeError:
+            return None
+    return str(until(f"a verification code to {phone[:3]}****", sent, timeout=30))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from tests.browser.conftest import (
     STAFF,
     Api,
     api_login,
+    login,
     new_id_number,
     new_phone,
     shoot,
@@ -136,6 +137,12 @@ def test_staff_pages(new_page: Any, width: str, patient: dict[str, Any]) -> None
 def test_the_sms_outbox_shows_what_the_patient_received(new_page: Any, width: str, patient: dict[str, Any]) -> None:
     page = new_page(width)
     code = patient["booked"]["code"]
+    page.goto("/dev/sms")  # nobody logged in: the login first, and back
+    page.wait_for_url(re.compile(r"/login\?next=%2Fdev%2Fsms"))
+    api_login(page, *STAFF["clerk"])
+    page.goto("/dev/sms")
+    assert "仅限平台管理员" in page.inner_text("main") and code not in page.content()
+    api_login(page, *STAFF["platform_admin"])
 
     def arrived() -> bool:
         page.goto("/dev/sms")
@@ -145,6 +152,27 @@ def test_the_sms_outbox_shows_what_the_patient_received(new_page: Any, width: st
     masked = patient["phone"][:3] + "****" + patient["phone"][-4:]
     assert masked in text and patient["phone"] not in text
     shoot(page, "sms")
+
+
+@pytest.mark.parametrize("next_path", ["/%09/evil.example", "/%0d/evil.example", "/%0a/evil.example",
+                                       "//evil.example", "/%5Cevil.example", "/%09%09//evil.example",
+                                       "https://evil.example", "/%20/evil.example"],
+                         ids=["tab", "cr", "lf", "double-slash", "backslash", "tabs", "absolute", "space"])
+def test_after_login_the_next_page_is_always_on_this_site(new_page: Any, base_url: str, next_path: str) -> None:
+    """Browsers drop tab, CR and LF from URLs: "/\t/host" would be "//host", another site."""
+    page = new_page("phone")
+    left: list[str] = []
+    page.on("request", lambda r: left.append(r.url) if "evil.example" in r.url else None)
+    login(page, *STAFF["operator"], next_path=next_path)
+    page.wait_for_load_state()
+    assert page.url.startswith(base_url), page.url
+    assert left == []
+
+
+def test_a_same_site_next_page_is_kept_after_login(new_page: Any, base_url: str) -> None:
+    page = new_page("phone")
+    login(page, *STAFF["platform_admin"], next_path="/dev/sms?x=1")
+    page.wait_for_url(re.compile(r"/dev/sms\?x=1$"))
 
 
 def test_a_page_behind_a_login_sends_to_the_login(new_page: Any) -> None:

@@ -16,6 +16,7 @@ from tests.browser.conftest import (
     new_id_number,
     new_phone,
     shoot,
+    sms_code,
     today,
     until,
 )
@@ -34,6 +35,9 @@ def test_a_patient_registers_logs_in_books_and_cancels(new_page: Any, base_url: 
     page.fill("#reg-phone", phone)
     page.fill("#reg-password", password)
     page.fill("#reg-password2", password)
+    page.click("#reg-send-code")  # the mobile is proved by a code sent to it
+    page.wait_for_selector("#reg-send-code:disabled")
+    page.fill("#reg-code", sms_code(base_url, phone))
     page.click("#register-submit")
     page.wait_for_selector("#register-error:has-text('校验位')")
     shoot(page, "flow-register-check-digit")

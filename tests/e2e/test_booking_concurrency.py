@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import post_json, run
+from bench.loadgen import post_json, proved, run
 from infra.eventstore import PostgresEventStore
 from infra.settings import pg_dsn
 from tests.e2e.conftest import running_platform
@@ -46,16 +46,17 @@ def platform(tmp_path_factory):
     crowd = tmp_path_factory.mktemp("crowd") / "crowd.json"
     demo(crowd)
     # One load generator on one address: the per-client rate limit is lifted for it.
-    with running_platform("crowd", [str(crowd)], env={"RATE_PER_CLIENT": "100000", "RATE_BURST_CLIENT": "100000"},
+    with running_platform("crowd", [str(crowd)], env={"RATE_PER_CLIENT": "100000", "RATE_BURST_CLIENT": "100000",
+                                                       "SMS_PER_CLIENT": "100000", "SMS_BURST_CLIENT": "100000"},
                           replicas={"booking": 2}) as p:
         yield p, p.env["APPT_DB_PREFIX"]
 
 
 def test_hundreds_at_once_over_two_replicas_book_exactly_the_quota(platform):
     p, prefix = platform
-    registrations = [post_json("/api/v1/patients", {"name": f"患者{n}", "id_number": resident_id(n),
-                                                    "phone": f"138{n:08d}", "password": f"pw-{n:06d}-x"})
-                     for n in range(PATIENTS)]
+    people = proved(p.gateway_address, [{"name": f"患者{n}", "id_number": resident_id(n), "phone": f"138{n:08d}",
+                                         "password": f"pw-{n:06d}-x"} for n in range(PATIENTS)])
+    registrations = [post_json("/api/v1/patients", person) for person in people]
     results, summary = run(p.gateway_address, registrations, concurrency=50)
     assert summary.statuses == {201: PATIENTS}, summary
     tokens = [json.loads(r.body)["token"] for r in results]
