@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from contracts import (
     Actor,
@@ -24,7 +25,7 @@ from contracts import (
     SessionFull,
 )
 from infra.eventstore import InMemoryEventStore, new_envelope
-from infra.pii import DEV_KEY, PiiVault
+from infra.pii import PiiVault
 from services.booking import handlers
 from services.booking.domain import HOSPITAL_TZ, NoShowRules
 from services.booking.handlers import APP
@@ -48,7 +49,7 @@ class Platform:
         self.memory = InMemoryEventStore()
         self.store: Any = self.memory
         self.readmodel = FakeReadModel(self.memory)
-        self.vault = PiiVault(DEV_KEY)
+        self.vault = PiiVault(Fernet.generate_key().decode())
         self.cache = handlers.LedgerCache()
         self.now = NOW
         self.settings = SimpleNamespace(phone_max_patients=3, no_show_rules=lambda: NoShowRules(3, 90, 90))
