@@ -49,7 +49,8 @@ class Platform:
         self.memory = InMemoryEventStore()
         self.store: Any = self.memory
         self.readmodel = FakeReadModel(self.memory)
-        self.vault = PiiVault(Fernet.generate_key().decode())
+        self.key = Fernet.generate_key().decode()
+        self.vault = PiiVault(self.key)
         self.cache = handlers.LedgerCache()
         self.now = NOW
         self.settings = SimpleNamespace(phone_max_patients=3, no_show_rules=lambda: NoShowRules(3, 90, 90))
@@ -212,4 +213,4 @@ def test_registration_repeat_is_the_same_patient_and_a_stranger_is_refused(p):
         p.handle(RegisterPatient(name="冒名", id_number=resident_id(1), phone="13900000099",
                                  idempotency_key="register-other"))
     assert refused.value.code == "already_registered"
-    assert p.types(f"patient-{a}") == ["PatientRegistered"]
+    assert p.types(f"patient-{a}") == ["PatientRegistered", "PatientRegistrationRefused"]
