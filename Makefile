@@ -63,5 +63,6 @@ lint-only:
 lock:
 	$(PY) -m pip freeze --exclude-editable > requirements.lock
 
+# Keeps .run/pii.key: the installation's databases are encrypted with it.
 clean:
-	rm -rf .run
+	@if [ -d .run ]; then find .run -mindepth 1 -maxdepth 1 ! -name pii.key -exec rm -rf {} +; fi

@@ -16,7 +16,7 @@ from infra.db import Database, apply_schema, ensure_database, shared_database
 from infra.eventstore import EventStore, PostgresEventStore
 from infra.handling import INBOX_SCHEMA
 from infra.logging import configure, get_logger
-from infra.pii import DEV_KEY, PiiVault
+from infra.pii import PiiVault
 from infra.projections import PROJECTION_SCHEMA
 from infra.settings import Settings, settings_for
 
@@ -115,10 +115,13 @@ class Clock(DependencyProvider):
 
 
 class Vault(DependencyProvider):
-    """Encryption of patient data at rest, keyed by PII_KEY (a development key by default)."""
+    """Encryption of patient data at rest, keyed by PII_KEY (older keys in PII_OLD_KEYS still
+    decrypt). There is no default: with no key, or the published development key, the service
+    refuses to start (infra.pii.PiiKeyError says how to set one)."""
 
     def setup(self) -> None:
-        self.vault = PiiVault(settings_for(self.container).pii_key or DEV_KEY)
+        cfg = settings_for(self.container)
+        self.vault = PiiVault.from_config(cfg.pii_key, cfg.pii_old_keys)
 
     def get_dependency(self, worker_ctx: Any) -> PiiVault:
         return self.vault

@@ -57,6 +57,7 @@ class Settings(BaseModel):
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     pii_key: str | None = Field(default=None, alias="PII_KEY")
+    pii_old_keys: str | None = Field(default=None, alias="PII_OLD_KEYS")  # comma-separated, decrypt only
     db_pool_size: int = Field(default=8, ge=1, le=100, alias="DB_POOL_SIZE")
     retry_attempts: int = Field(default=5, ge=1, alias="RETRY_ATTEMPTS")
     retry_base_delay_ms: int = Field(default=200, ge=1, alias="RETRY_BASE_DELAY_MS")

@@ -6,6 +6,11 @@
 
 Each service is a plain `nameko run --config services/<name>/config.yaml services.<name>.service`;
 run several replicas of one with `--replicas booking=3`. Logs and pid files live in RUN_DIR (.run).
+
+Patient data at rest is encrypted with the installation's own key: the first start creates a
+random one in `<run_dir>/pii.key` (mode 600) and every later start reuses it; each process gets it
+as PII_KEY unless PII_KEY is set in the environment already (a secret store's key wins). Losing
+the file loses the patients' data, so `make clean` keeps it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("schedule", "booking", "notification", "his_sync", "stats", "gateway")
@@ -59,6 +66,8 @@ class Platform:
     def process_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.env)
+        if not env.get("PII_KEY"):
+            env["PII_KEY"] = installation_key(self.run_dir)
         env.setdefault("LOG_FORMAT", "json")
         env["GATEWAY_ADDRESS"] = self.gateway_address
         env["HIS_PORT"] = str(self.his_port)
@@ -119,6 +128,31 @@ class Platform:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         _signal_group(self.pids()[name], sig)
+
+
+def installation_key(run_dir: Path) -> str:
+    """The PII key of this run directory: created once (random, mode 600), then reused."""
+    path = run_dir / "pii.key"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # an earlier start (or a concurrent one) made it
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(Fernet.generate_key().decode() + "\n")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    key = path.read_text().strip()
+    if not key:  # a concurrent first start has created the file but not written it yet
+        time.sleep(0.2)
+        key = path.read_text().strip()
+    try:
+        Fernet(key.encode())
+    except ValueError:
+        raise RuntimeError(f"{path} does not hold a Fernet key: restore it from a backup (the patients' "
+                           "data is encrypted with it) or set PII_KEY") from None
+    return key
 
 
 def _alive(pid: int) -> bool:

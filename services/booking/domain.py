@@ -295,14 +295,8 @@ def cancel(booking: Booking | None, session: SessionInfo, actor: Actor, now: dat
            ) -> tuple[AppointmentCancelled, PatientAppointmentsChanged]:
     if booking is None:
         raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
-    if actor.kind == "patient":
-        if actor.id != booking.patient_id:
-            raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
-        reason = "patient"
-    elif actor.kind == "operator":
-        reason = "operator"
-    else:
-        raise Forbidden("只有患者本人或话务员可以取消 / only the patient or an operator may cancel", field="actor")
+    authorize_cancel(actor, booking.patient_id)
+    reason = "patient" if actor.kind == "patient" else "operator"
     _must_be_active(booking, "取消 / cancel")
     if now >= session.closes_at:
         raise Refused(f"已过取消截止时间（{local(session.closes_at)}）/ cancelling closed at "
@@ -317,10 +311,8 @@ def cancel(booking: Booking | None, session: SessionInfo, actor: Actor, now: dat
 
 def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_matches: bool, now: datetime
              ) -> tuple[AppointmentCheckedIn, PatientAppointmentsChanged]:
-    if clerk.kind not in ("clerk", "hospital_admin"):
-        raise Forbidden("只有预约窗口人员可以取号 / only a window clerk may check in", field="actor")
-    if booking is None or clerk.hospital_id != session.hospital_id:
-        # Another hospital's clerk learns nothing about this booking.
+    authorize_check_in(clerk, session.hospital_id)
+    if booking is None:
         raise NotFound("预约码不存在 / unknown booking code", field="code")
     if not id_matches:
         raise Refused("身份证号与预约人不符 / the resident ID does not match the booking", field="id_number",
@@ -413,6 +405,60 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
         moved=len(moved), cancelled=len(cancelled),
     )
     return StopOutcome([marker, *cancelled], moved, changes)
+
+
+# --- who may act on what: checked before anything is answered, a repeat's answer included --------
+
+def authorize_cancel(actor: Actor, patient_id: str) -> None:
+    """The patient themselves or a hotline operator; another patient learns nothing (404)."""
+    if actor.kind == "patient":
+        if actor.id != patient_id:
+            raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
+    elif actor.kind != "operator":
+        raise Forbidden("只有患者本人或话务员可以取消 / only the patient or an operator may cancel", field="actor")
+
+
+def authorize_check_in(clerk: Actor, hospital_id: str) -> None:
+    """Window staff of the booking's hospital; another hospital's clerk learns nothing (404)."""
+    if clerk.kind not in ("clerk", "hospital_admin"):
+        raise Forbidden("只有预约窗口人员可以取号 / only a window clerk may check in", field="actor")
+    if clerk.hospital_id != hospital_id:
+        raise NotFound("预约码不存在 / unknown booking code", field="code")
+
+
+def authorize_booking(actor: Actor, patient_id: str) -> None:
+    """A patient books for themselves only (operators and the system for anyone)."""
+    if actor.kind == "patient" and actor.id != patient_id:
+        raise Forbidden("只能为本人预约 / a patient books only for themselves", field="patient_id")
+
+
+def patient_lookup_scope(actor: Actor | None) -> str | None:
+    """Where a lookup by resident ID may find patients: the hospital of a clerk or hospital admin
+    (patients with a booking there), or None for the whole province (hotline operators, the
+    platform's admins, and the one-argument call of a gateway that does not pass its actor yet)."""
+    if actor is None or actor.kind in ("operator", "platform_admin"):
+        return None
+    if actor.kind in ("clerk", "hospital_admin") and actor.hospital_id:
+        return actor.hospital_id
+    raise Forbidden("仅限工作人员 / staff only", field="actor")
+
+
+NO_SUCH_PATIENT = "未找到该身份证号的患者 / no patient with this resident ID"
+
+
+def already_registered(phone_masked: str) -> Conflict:
+    """The refusal of a second account for one resident ID, telling the caller how the owner gets in."""
+    return Conflict(
+        f"该身份证号已注册，绑定手机号 {phone_masked}。如是本人，请用该手机号找回密码，或携带身份证到医院窗口办理 / "
+        f"this resident ID is already registered with the mobile number {phone_masked}: if it is yours, reset "
+        "the password with that phone, or bring your ID card to a hospital window",
+        field="id_number", code="already_registered")
+
+
+def no_such_account() -> NotFound:
+    """The same answer for an unknown resident ID and a phone that is not the registered one."""
+    return NotFound("身份证号与手机号不匹配任何账户 / no account with this resident ID and mobile number",
+                    field="id_number", code="no_such_account")
 
 
 def authorize_staff(actor: Actor | None, hospital_id: str) -> None:

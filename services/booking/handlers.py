@@ -11,6 +11,7 @@ kernel decides again on the new state. Dependencies come in by parameter name: `
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 import uuid
@@ -39,9 +40,12 @@ from contracts import (
     InvalidInput,
     LapseDueAppointments,
     NotFound,
+    PatientPasswordReplaced,
     PatientRegistered,
+    PatientRegistrationRefused,
     PhoneBookingsHandedOver,
     RegisterPatient,
+    ResetPatientPassword,
     SessionFull,
 )
 from infra.application import Application
@@ -76,6 +80,8 @@ class ReadModel(Protocol):
     def add_patient(self, row: dict[str, Any], phone_max_patients: int) -> bool: ...
     def login_candidates(self, lookup_hash: str) -> list[tuple[str, str | None, str, str]]: ...
     def patient_by_id_hash(self, id_hash: str) -> dict[str, Any] | None: ...
+    def has_booking_at(self, patient_id: str, hospital_id: str) -> bool: ...
+    def set_password(self, patient_id: str, password_hash: str) -> None: ...
     def patient_phone(self, patient_id: str) -> tuple[str, str] | None: ...
 
 
@@ -153,24 +159,38 @@ def register_patient(cmd: RegisterPatient, store: EventStore, readmodel: ReadMod
                      settings: Any) -> dict[str, Any]:
     rid = domain.parse_resident_id(cmd.id_number)
     validate_password(cmd.password)
-    patient_id = str(uuid.uuid5(_PATIENT_NS, vault.lookup_hash(rid.number)))
+    id_hash = vault.lookup_hash(rid.number)
+    key_id = idempotent_event_id("register_patient", cmd.idempotency_key)
+    # A new patient's id comes from the ID's lookup hash (concurrent registrations of one ID meet on
+    # it); an existing patient keeps the id stored with the row, which a key rotation never changes.
+    existing = readmodel.patient_by_id_hash(id_hash)
+    patient_id = existing["patient_id"] if existing else str(uuid.uuid5(_PATIENT_NS, id_hash))
     event = PatientRegistered(
         patient_id=patient_id, id_masked=mask_id(rid.number), phone_masked=mask_phone(cmd.phone),
         birth_date=rid.birth_date.isoformat(), sex=rid.sex, guardian_patient_id=cmd.guardian_patient_id,
     )
-    key_id = idempotent_event_id("register_patient", cmd.idempotency_key)
-    password_hash = off_hub(_passwords.hash, cmd.password) if cmd.password else None
-    created = readmodel.add_patient({
-        "patient_id": patient_id, "id_hash": vault.lookup_hash(rid.number), "phone_hash": vault.lookup_hash(cmd.phone),
-        "name_enc": vault.encrypt(cmd.name), "id_enc": vault.encrypt(rid.number), "phone_enc": vault.encrypt(cmd.phone),
-        "id_masked": event.id_masked, "phone_masked": event.phone_masked, "birth_date": rid.birth_date,
-        "sex": rid.sex, "password_hash": password_hash, "guardian_id": cmd.guardian_patient_id,
-    }, settings.phone_max_patients)
+    created = False
+    if existing is None:
+        password_hash = off_hub(_passwords.hash, cmd.password) if cmd.password else None
+        created = readmodel.add_patient({
+            "patient_id": patient_id, "id_hash": id_hash, "phone_hash": vault.lookup_hash(cmd.phone),
+            "name_enc": vault.encrypt(cmd.name), "id_enc": vault.encrypt(rid.number),
+            "phone_enc": vault.encrypt(cmd.phone), "id_masked": event.id_masked, "phone_masked": event.phone_masked,
+            "birth_date": rid.birth_date, "sex": rid.sex, "password_hash": password_hash,
+            "guardian_id": cmd.guardian_patient_id,
+        }, settings.phone_max_patients)
+        if not created:  # a concurrent registration of the same ID stored its row first
+            existing = readmodel.patient_by_id_hash(id_hash)
+            patient_id = existing["patient_id"] if existing else patient_id
+            event = event.model_copy(update={"patient_id": patient_id})
     stream = domain.patient_stream(patient_id)
-    # Registered before: either a repeat of this command (answer the same) or someone else.
-    if not created and store.get_event(key_id) is None and store.stream_version(stream) > 0:
-        raise Conflict("该身份证号已注册 / this resident ID is already registered",
-                       field="id_number", code="already_registered")
+    if not created and existing is not None:
+        prior = store.get_event(key_id)
+        repeat = prior is not None and prior.type == "PatientRegistered" and prior.data["patient_id"] == patient_id
+        # A row whose stream is still empty is a registration cut short (a crash between the
+        # row and the event): it is completed below. Anything else is someone else's account.
+        if not repeat and store.stream_version(stream) > 0:
+            _refuse_registration(cmd, store, patient_id, existing["phone_masked"])
 
     def decide(w: World) -> Event | None:
         return w.stage(stream, event) if w.version(stream) == 0 else None
@@ -179,8 +199,43 @@ def register_patient(cmd: RegisterPatient, store: EventStore, readmodel: ReadMod
             check_first=False)
     # `created` is False for a repeat of the command: the same patient, but the caller proved
     # nothing new, so the gateway opens no login session on it.
-    return {"patient_id": patient_id, "id_masked": event.id_masked, "phone_masked": event.phone_masked,
-            "created": created}
+    return {"patient_id": patient_id, "id_masked": event.id_masked,
+            "phone_masked": existing["phone_masked"] if existing else event.phone_masked, "created": created}
+
+
+def _refuse_registration(cmd: RegisterPatient, store: EventStore, patient_id: str, phone_masked: str) -> None:
+    """Tell the owner (PatientRegistrationRefused on their stream: notification texts them) and
+    tell the caller how the owner gets back in. The event's id comes from the command's key: a
+    retry of this registration is refused again and appends nothing."""
+    stream = domain.patient_stream(patient_id)
+    refused = PatientRegistrationRefused(patient_id=patient_id, attempt_phone_masked=mask_phone(cmd.phone))
+    execute(store, lambda w: w.stage(stream, refused),
+            key_id=idempotent_event_id(f"register_patient_refused:{patient_id}", cmd.idempotency_key),
+            source=SOURCE, correlation_id=cmd.correlation_id, actor=cmd.actor)
+    raise domain.already_registered(phone_masked)
+
+
+@APP.command(ResetPatientPassword)
+def reset_patient_password(cmd: ResetPatientPassword, store: EventStore, readmodel: ReadModel,
+                           vault: PiiVault) -> dict[str, Any]:
+    """A new password for the patient whose resident ID has exactly this mobile number registered
+    (the gateway has proved the phone with an SMS code). An unknown ID and a wrong phone get the
+    same answer."""
+    rid = domain.parse_resident_id(cmd.id_number)
+    validate_password(cmd.password)
+    found = readmodel.patient_by_id_hash(vault.lookup_hash(rid.number))
+    if found is None or not hmac.compare_digest(found["phone_hash"], vault.lookup_hash(cmd.phone)):
+        raise domain.no_such_account()
+    patient_id = found["patient_id"]
+    answer = {"patient_id": patient_id, "phone_masked": found["phone_masked"]}
+    key_id = idempotent_event_id(f"reset_password:{patient_id}", cmd.idempotency_key)
+    if store.get_event(key_id) is not None:
+        return answer  # a repeat: the password was stored before the event was
+    readmodel.set_password(patient_id, off_hub(_passwords.hash, cmd.password))
+    stream = domain.patient_stream(patient_id)
+    execute(store, lambda w: w.stage(stream, PatientPasswordReplaced(patient_id=patient_id)), key_id=key_id,
+            source=SOURCE, correlation_id=cmd.correlation_id, actor=cmd.actor, check_first=False)
+    return answer
 
 
 def authenticate_patient(readmodel: ReadModel, vault: PiiVault, username: str, password: str) -> dict[str, Any]:
@@ -197,10 +252,14 @@ def authenticate_patient(readmodel: ReadModel, vault: PiiVault, username: str, p
     raise NotFound("用户名或密码错误 / wrong username or password", field="username", code="bad_credentials")
 
 
-def find_patient(readmodel: ReadModel, vault: PiiVault, id_number: str) -> dict[str, Any]:
+def find_patient(readmodel: ReadModel, vault: PiiVault, id_number: str, actor: Actor | None) -> dict[str, Any]:
+    """A patient by resident ID, masked: province-wide for the hotline and the platform's admins; for
+    a clerk or hospital admin only a patient with a booking at their hospital (anyone else is
+    answered as an unknown ID)."""
+    hospital_id = domain.patient_lookup_scope(actor)
     found = readmodel.patient_by_id_hash(vault.lookup_hash(id_number.strip().upper()))
-    if found is None:
-        raise NotFound("未找到该身份证号的患者 / no patient with this resident ID", field="id_number")
+    if found is None or (hospital_id is not None and not readmodel.has_booking_at(found["patient_id"], hospital_id)):
+        raise NotFound(domain.NO_SUCH_PATIENT, field="id_number")
     return {"patient_id": found["patient_id"], "id_masked": found["id_masked"],
             "phone_masked": found["phone_masked"], "name": vault.decrypt(found["name_enc"])}
 
@@ -218,6 +277,7 @@ def patient_contact(readmodel: ReadModel, vault: PiiVault, patient_id: str) -> d
 @APP.command(BookAppointment)
 def book_appointment(cmd: BookAppointment, store: EventStore, readmodel: ReadModel, cache: LedgerCache,
                      now: datetime) -> BookingAnswer:
+    domain.authorize_booking(cmd.actor, cmd.patient_id)
     key_id = idempotent_event_id(f"book:{cmd.patient_id}", cmd.idempotency_key)
     session, rules = readmodel.session_and_rules(cmd.session_id)
     # The sold-out fast path: no store read, no lock wait (see LedgerCache). A repeat of a
@@ -257,7 +317,9 @@ def cancel_appointment(cmd: CancelAppointment, store: EventStore, readmodel: Rea
 
     outcome = _change_appointment(store, readmodel, cache, cmd.appointment_id,
                                   idempotent_event_id(f"cancel:{cmd.appointment_id}", cmd.idempotency_key),
-                                  cmd.correlation_id, cmd.actor, decide)
+                                  cmd.correlation_id, cmd.actor,
+                                  lambda found, session: domain.authorize_cancel(cmd.actor, found["patient_id"]),
+                                  decide)
     return {"appointment_id": cmd.appointment_id, "status": "cancelled", "refund_due": outcome.data.get("refund_due")}
 
 
@@ -274,7 +336,9 @@ def check_in(cmd: CheckInAppointment, store: EventStore, readmodel: ReadModel, v
 
     outcome = _change_appointment(store, readmodel, cache, found["appointment_id"],
                                   idempotent_event_id(f"check_in:{found['appointment_id']}", cmd.idempotency_key),
-                                  cmd.correlation_id, cmd.actor, decide)
+                                  cmd.correlation_id, cmd.actor,
+                                  lambda _, session: domain.authorize_check_in(cmd.actor, session.hospital_id),
+                                  decide)
     d = outcome.data
     return {"appointment_id": d["appointment_id"], "status": "checked_in", "fee_taken": d["fee_taken"]}
 
@@ -420,14 +484,20 @@ def on_doctor_stop_approved(event: DoctorStopApproved, env: Envelope, store: Eve
 # --- helpers ------------------------------------------------------------------------------------
 
 def _change_appointment(store: EventStore, readmodel: ReadModel, cache: LedgerCache, appointment_id: str,
-                        key_id: uuid.UUID, correlation_id: str | None, actor: Actor, decide: Any) -> Outcome:
-    """Cancel or check in: one event on the ledger and its mirror on the patient's stream."""
-    if (prior := store.get_event(key_id)) is not None:
-        return Outcome(prior, [prior], prior.position or 0, True)
+                        key_id: uuid.UUID, correlation_id: str | None, actor: Actor, authorize: Any,
+                        decide: Any) -> Outcome:
+    """Cancel or check in: one event on the ledger and its mirror on the patient's stream.
+
+    `authorize(found, session)` checks the actor's scope before anything is answered: a repeat
+    (the key event found) is answered only to whoever may act on this appointment, or a stranger
+    posting the same default key would be handed the first caller's answer."""
     found = readmodel.appointment(appointment_id)
     session = readmodel.session_info(found["session_id"]) if found else None
     if found is None or session is None:
         raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
+    authorize(found, session)
+    if (prior := store.get_event(key_id)) is not None:
+        return Outcome(prior, [prior], prior.position or 0, True)
     ledger_name = domain.ledger_stream(session.session_id)
     patient_name = domain.patient_stream(found["patient_id"])
 

@@ -293,9 +293,53 @@ class BookingReadModel:
 
     def patient_by_id_hash(self, id_hash: str) -> dict[str, Any] | None:
         row = self.db.fetchone(
-            "SELECT patient_id, id_masked, phone_masked, name_enc FROM patients WHERE id_hash = %s", (id_hash,))
-        return {"patient_id": row[0], "id_masked": row[1], "phone_masked": row[2], "name_enc": row[3]} \
-            if row else None
+            "SELECT patient_id, id_masked, phone_masked, name_enc, phone_hash FROM patients WHERE id_hash = %s",
+            (id_hash,))
+        return {"patient_id": row[0], "id_masked": row[1], "phone_masked": row[2], "name_enc": row[3],
+                "phone_hash": row[4]} if row else None
+
+    def has_booking_at(self, patient_id: str, hospital_id: str) -> bool:
+        """Whether the patient has (or had) any booking at this hospital: what a clerk may look up."""
+        return self.db.fetchone(
+            "SELECT 1 FROM appointments WHERE patient_id = %s AND data->>'hospital_id' = %s LIMIT 1",
+            (patient_id, hospital_id)) is not None
+
+    def set_password(self, patient_id: str, password_hash: str) -> None:
+        with self.db.transaction() as cur:
+            cur.execute("UPDATE patients SET password_hash = %s WHERE patient_id = %s", (password_hash, patient_id))
+
+    # the key rotation (services/booking/rekey.py)
+
+    def patients_after(self, after: str, limit: int) -> list[dict[str, Any]]:
+        """The next `limit` patients' ciphertexts in patient_id order, for a rekey in batches."""
+        rows = self.db.fetchall(
+            "SELECT patient_id, name_enc, id_enc, phone_enc FROM patients WHERE patient_id > %s "
+            "ORDER BY patient_id LIMIT %s", (after, limit))
+        return [{"patient_id": r[0], "name_enc": r[1], "id_enc": r[2], "phone_enc": r[3]} for r in rows]
+
+    def other_sessions(self) -> int:
+        """Other sessions connected to this database (a running booking holds some)."""
+        row = self.db.fetchone("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid <> pg_backend_pid()")
+        return int(row[0]) if row else 0
+
+    def count_patients(self) -> int:
+        row = self.db.fetchone("SELECT count(*) FROM patients")
+        return int(row[0]) if row else 0
+
+    def rekey_patients(self, rows: list[dict[str, Any]]) -> int:
+        """Write re-encrypted rows in one transaction (a batch is all or nothing). A row changed
+        since it was read (its old id_enc no longer there) is left alone; the count says how many
+        were written."""
+        written = 0
+        with self.db.transaction() as cur:
+            for row in rows:
+                cur.execute(
+                    "UPDATE patients SET name_enc = %(name_enc)s, id_enc = %(id_enc)s, phone_enc = %(phone_enc)s, "
+                    "id_hash = %(id_hash)s, phone_hash = %(phone_hash)s "
+                    "WHERE patient_id = %(patient_id)s AND id_enc = %(old_id_enc)s", row)
+                written += cur.rowcount
+        return written
 
     def patient_phone(self, patient_id: str) -> tuple[str, str] | None:
         """(phone_enc, phone_masked)."""

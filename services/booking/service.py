@@ -22,6 +22,7 @@ from contracts import (
     LapseDueAppointments,
     NotFound,
     RegisterPatient,
+    ResetPatientPassword,
 )
 from infra.application import bind_reactions
 from infra.projections import ProjectionRunner
@@ -75,10 +76,18 @@ class BookingService:
         return handlers.authenticate_patient(self.readmodel, self.vault, username, password)
 
     @rpc
+    @contract(ResetPatientPassword)
+    def reset_patient_password(self, cmd: ResetPatientPassword) -> dict[str, Any]:
+        return APP.handle(cmd, self)  # type: ignore[no-any-return]
+
+    @rpc
     @contract()
-    def find_patient(self, id_number: str) -> dict[str, Any]:
-        """A caller found by resident ID, for the hotline (masked; the gateway audits the read)."""
-        return handlers.find_patient(self.readmodel, self.vault, id_number)
+    def find_patient(self, id_number: str, actor: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A patient found by resident ID (masked; the gateway audits the read). A clerk or hospital
+        admin finds only patients with a booking at their hospital. The one-argument call is the
+        province-wide lookup of a gateway that does not pass its actor yet."""
+        return handlers.find_patient(self.readmodel, self.vault, id_number,
+                                     Actor.model_validate(actor) if actor else None)
 
     @rpc
     @contract()

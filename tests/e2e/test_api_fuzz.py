@@ -15,6 +15,25 @@ from tests.e2e.conftest import running_platform
 
 pytestmark = pytest.mark.e2e
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
+JSON = {"Content-Type": "application/json"}
+# What an outside tester got through before (the security issue), fed by hand after schemathesis:
+# each must be a refusal with the JSON error shape, never a 5xx.
+HOSTILE: list[tuple[str, str, bytes | None, dict[str, str]]] = [
+    ("POST", "/api/v1/auth/login", b"[" * 30_000 + b"]" * 30_000, JSON),
+    ("POST", "/api/v1/patients", b'{"name": "' + b"[" * 5000 + b'"}', JSON),
+    ("POST", "/api/v1/patients", '{"name": "李\u0000明", "id_number": "11010519491231002X", "phone": "13800138000", '
+                                 '"sms_code": "123456", "password": "good-pass-77"}'.encode(), JSON),
+    ("POST", "/api/v1/auth/login", b'{"username": "' + b"u" * 200_000 + b'", "password": "x"}', JSON),
+    ("POST", "/api/v1/auth/login", b'{"username": "admin", "password": "x"}', {"Content-Type": "text/plain"}),
+    ("POST", "/api/v1/auth/login", b'{"username": "admin", "password": "x"}', {**JSON, "Origin": "https://evil.example"}),
+    ("POST", "/api/v1/auth/login", b'{"username": "a\u001b[2J", "password": "x"}', JSON),
+    ("POST", "/api/v1/verification-codes", b'{"phone": "1380013800\u0000"}', JSON),
+    ("GET", "/api/v1/departments/hebmu2-xnk/schedule?from=9999-12-31", None, {}),
+    ("GET", "/api/v1/departments/hebmu2-xnk/schedule?from=0001-01-01&to=9999-12-31", None, {}),
+    ("GET", "/api/v1/hospitals/%00/doctors", None, {}),
+    ("GET", "/api/v1/me", None, {"Authorization": "Bearer " + "t" * 6000}),
+    ("GET", "/api/v1/hospitals", None, {"X-Forwarded-For": "not-an-ip, , ::::"}),
+]
 
 
 def test_the_openapi_document_holds_under_fuzzing():
@@ -35,5 +54,9 @@ def test_the_openapi_document_holds_under_fuzzing():
         print(done.stdout[-4000:])
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
         assert " passed" in done.stdout
+        for method, path, body, headers in HOSTILE:
+            answer = requests.request(method, base + path, data=body, headers=headers, timeout=60)
+            assert 400 <= answer.status_code < 500, (method, path[:60], answer.status_code, answer.text[:300])
+            assert answer.json()["error"]["code"], (method, path[:60], answer.text[:300])
         gateway_log = (p.run_dir / "logs" / "gateway.log").read_text(encoding="utf-8")
         assert "gateway_unhandled" not in gateway_log, "an exception escaped a handler"

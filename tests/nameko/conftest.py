@@ -27,6 +27,7 @@ from typing import Any  # noqa: E402
 import pika  # noqa: E402
 import pika.exceptions  # noqa: E402
 import pytest  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
 
 from tests.conftest import ensure_vhost  # noqa: E402
 
@@ -98,6 +99,7 @@ def rabbit_config(nameko_vhost, fresh_dsn) -> dict[str, Any]:
         "username": "guest",
         "EVENTSTORE_DSN": fresh_dsn("events"),
         "DATABASE_DSN": fresh_dsn("svc"),
+        "PII_KEY": Fernet.generate_key().decode(),  # services refuse to start without their own key
         "RETRY_ATTEMPTS": 3,
         "RETRY_BASE_DELAY_MS": 50,
         "max_workers": 10,

@@ -236,3 +236,63 @@ def test_doctor_stop_moves_in_order_cancels_the_overflow_once(booking, rabbit_co
     cancelled = [e.data for e in old if e.type == "AppointmentCancelled"]
     assert [(c["appointment_id"], c["reason"]) for c in cancelled] == [(answers[2]["appointment_id"], "doctor_stop")]
     assert refused(book(booking, register(booking, 49), "stopped", "k-stop-late")) == "session_stopped"
+
+
+def test_accounts_refused_registration_reset_and_a_scoped_lookup(booking, rabbit_config):
+    owner = register(booking, 51)
+    stranger = {"name": "冒名", "id_number": resident_id(51), "phone": phone(59), "idempotency_key": "reg-51-other"}
+    answer = rpc(booking, "register_patient", stranger)
+    err = from_wire(answer)
+    assert err is not None and (err.code, err.field) == ("already_registered", "id_number")
+    assert phone(51)[:3] + "****" + phone(51)[-4:] in err.message
+    assert refused(rpc(booking, "register_patient", stranger)) == "already_registered"  # a retry
+    store = PostgresEventStore(rabbit_config["EVENTSTORE_DSN"])
+    try:
+        assert [e.type for e in store.read_stream(f"patient-{owner}")] == [
+            "PatientRegistered", "PatientRegistrationRefused"]
+
+        cmd = {"id_number": resident_id(51), "phone": phone(51), "password": "new-secret-51",
+               "idempotency_key": "reset-51-0001"}
+        done = ok(rpc(booking, "reset_patient_password", cmd))
+        assert done == {"patient_id": owner, "phone_masked": phone(51)[:3] + "****" + phone(51)[-4:]}
+        assert ok(rpc(booking, "reset_patient_password", cmd)) == done
+        assert ok(rpc(booking, "authenticate_patient", phone(51), "new-secret-51"))["patient_id"] == owner
+        assert refused(rpc(booking, "reset_patient_password", {**cmd, "phone": phone(52)})) == "no_such_account"
+        assert refused(rpc(booking, "reset_patient_password", {**cmd, "id_number": resident_id(53)})) \
+            == "no_such_account"
+        assert refused(rpc(booking, "reset_patient_password", {**cmd, "password": "11111111"})) == "invalid_input"
+        assert [e.type for e in store.read_stream(f"patient-{owner}")].count("PatientPasswordReplaced") == 1
+    finally:
+        store.close()
+
+    scheduled(booking, session_event("acc-s1", hospital="hosp-a"))
+    ok(book(booking, owner, "acc-s1", "k-acc-51-01"))
+    clerk_a = {"kind": "clerk", "id": "clerk-a", "hospital_id": "hosp-a"}
+    clerk_b = {"kind": "clerk", "id": "clerk-b", "hospital_id": "hosp-b"}
+    assert ok(rpc(booking, "find_patient", resident_id(51), clerk_a))["patient_id"] == owner
+    assert refused(rpc(booking, "find_patient", resident_id(51), clerk_b)) == "not_found"
+    assert ok(rpc(booking, "find_patient", resident_id(51), {"kind": "operator", "id": "op-1"}))["patient_id"] \
+        == owner
+    assert ok(rpc(booking, "find_patient", resident_id(51)))["patient_id"] == owner  # today's gateway
+
+
+def test_a_replayed_cancel_or_check_in_tells_a_stranger_nothing(booking):
+    today = datetime.now(HOSPITAL_TZ).date().isoformat()
+    scheduled(booking, session_event("replay", day=today, lapse=timedelta(hours=2),
+                                     quota={"web": 2, "phone": 2, "window": 0}))
+    a, b = register(booking, 61), register(booking, 62)
+    paid = ok(rpc(booking, "book_appointment", {"session_id": "replay", "patient_id": a, "channel": "phone",
+                                                "idempotency_key": "k-replay-a1",
+                                                "actor": {"kind": "operator", "id": "op-1"}}))
+    cancel = {"appointment_id": paid["appointment_id"], "idempotency_key": f"cancel:{paid['appointment_id']}"}
+    assert ok(rpc(booking, "cancel_appointment", {**cancel, "actor": {"kind": "patient", "id": a}}))["refund_due"] \
+        == "50.00"
+    assert refused(rpc(booking, "cancel_appointment", {**cancel, "actor": {"kind": "patient", "id": b}})) \
+        == "not_found"
+
+    web = ok(book(booking, a, "replay", "k-replay-a2"))
+    check_in = {"code": web["code"], "id_number": resident_id(61), "idempotency_key": "checkin-replay-1"}
+    clerk = {"kind": "clerk", "id": "clerk-1", "hospital_id": "hosp-a"}
+    assert ok(rpc(booking, "check_in", {**check_in, "actor": clerk}))["status"] == "checked_in"
+    assert refused(rpc(booking, "check_in", {**check_in, "actor": {**clerk, "hospital_id": "hosp-b"}})) \
+        == "not_found"

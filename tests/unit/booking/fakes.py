@@ -100,6 +100,25 @@ class FakeReadModel:
     def patient_by_id_hash(self, id_hash: str) -> dict[str, Any] | None:
         return next((r for r in self.patients.values() if r["id_hash"] == id_hash), None)
 
+    def has_booking_at(self, patient_id: str, hospital_id: str) -> bool:
+        return any(a["patient_id"] == patient_id and a["hospital_id"] == hospital_id
+                   for a in self._appointments().values())
+
+    def set_password(self, patient_id: str, password_hash: str) -> None:
+        self.patients[patient_id]["password_hash"] = password_hash
+
+    def count_patients(self) -> int:
+        return len(self.patients)
+
+    def patients_after(self, after: str, limit: int) -> list[dict[str, Any]]:
+        return [dict(self.patients[k]) for k in sorted(self.patients) if k > after][:limit]
+
+    def rekey_patients(self, rows: list[dict[str, Any]]) -> int:
+        for row in rows:
+            assert self.patients[row["patient_id"]]["id_enc"] == row["old_id_enc"]
+            self.patients[row["patient_id"]].update({k: v for k, v in row.items() if k != "old_id_enc"})
+        return len(rows)
+
     def patient_phone(self, patient_id: str) -> tuple[str, str] | None:
         r = self.patients.get(patient_id)
         return (r["phone_enc"], r["phone_masked"]) if r else None

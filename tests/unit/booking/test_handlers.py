@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from contracts import (
     Actor,
@@ -24,7 +25,7 @@ from contracts import (
     SessionFull,
 )
 from infra.eventstore import InMemoryEventStore, new_envelope
-from infra.pii import DEV_KEY, PiiVault
+from infra.pii import PiiVault
 from services.booking import handlers
 from services.booking.domain import HOSPITAL_TZ, NoShowRules
 from services.booking.handlers import APP
@@ -48,7 +49,8 @@ class Platform:
         self.memory = InMemoryEventStore()
         self.store: Any = self.memory
         self.readmodel = FakeReadModel(self.memory)
-        self.vault = PiiVault(DEV_KEY)
+        self.key = Fernet.generate_key().decode()
+        self.vault = PiiVault(self.key)
         self.cache = handlers.LedgerCache()
         self.now = NOW
         self.settings = SimpleNamespace(phone_max_patients=3, no_show_rules=lambda: NoShowRules(3, 90, 90))
@@ -211,4 +213,4 @@ def test_registration_repeat_is_the_same_patient_and_a_stranger_is_refused(p):
         p.handle(RegisterPatient(name="冒名", id_number=resident_id(1), phone="13900000099",
                                  idempotency_key="register-other"))
     assert refused.value.code == "already_registered"
-    assert p.types(f"patient-{a}") == ["PatientRegistered"]
+    assert p.types(f"patient-{a}") == ["PatientRegistered", "PatientRegistrationRefused"]

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from contracts import (
     AppointmentBooked,
@@ -19,7 +20,7 @@ from contracts import (
     to_wire,
 )
 from infra.memory import NotKnownYet
-from infra.pii import DEV_KEY, PiiVault
+from infra.pii import PiiVault
 from services.notification import domain
 from services.notification.handlers import APP
 from tests.unit.fakes import FakeCursor, FakeDb, FakeMemory, deliver, envelope_of
@@ -65,7 +66,7 @@ class Notification:
     def __init__(self) -> None:
         self.db = FakeDb()
         self.booking = FakeBooking()
-        self.vault = PiiVault(DEV_KEY)
+        self.vault = PiiVault(Fernet.generate_key().decode())
         self.deps = {
             "db": self.db,
             "booking": self.booking,

@@ -1,0 +1,232 @@
+"""Booking's security findings on the in-memory store with fakes: a refused registration tells the
+owner, a password reset needs the registered phone, a repeat is answered only to whoever may act
+on the appointment, a clerk finds only patients of their hospital, and a key rotation keeps every
+patient_id."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet, InvalidToken
+
+from contracts import (
+    Actor,
+    BookAppointment,
+    CancelAppointment,
+    CheckInAppointment,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RegisterPatient,
+    ResetPatientPassword,
+)
+from infra.pii import PiiVault
+from services.booking import handlers
+from services.booking.rekey import CannotDecrypt, rekey
+from tests.unit.booking.test_handlers import NOW, Platform, resident_id
+
+pytestmark = pytest.mark.unit
+
+CLERK_A = Actor(kind="clerk", id="clerk-a", hospital_id="hosp-a")
+CLERK_B = Actor(kind="clerk", id="clerk-b", hospital_id="hosp-b")
+
+
+@pytest.fixture
+def p() -> Platform:
+    return Platform()
+
+
+def register(p: Platform, n: int, key: str, phone: str | None = None, password: str | None = None) -> Any:
+    return p.handle(RegisterPatient(name=f"患者{n}", id_number=resident_id(n), phone=phone or f"139{n:08d}",
+                                    password=password, idempotency_key=key))
+
+
+def login(p: Platform, username: str, password: str) -> str | None:
+    try:
+        return str(handlers.authenticate_patient(p.readmodel, p.vault, username, password)["patient_id"])
+    except NotFound:
+        return None
+
+
+# --- 3. a refused registration tells the owner ------------------------------------------------
+
+def test_a_second_registration_of_an_id_is_refused_and_the_owner_is_told_once(p):
+    owner = register(p, 1, "reg-owner-1")["patient_id"]
+    with pytest.raises(Conflict) as refused:
+        register(p, 1, "reg-other-1", phone="13700000099")
+    err = refused.value
+    assert (err.code, err.field) == ("already_registered", "id_number")
+    assert "139****0001" in err.message  # the owner's phone, masked, to recover with
+    assert err.message.index("找回密码") < err.message.index("reset the password")  # Chinese first
+    assert "窗口" in err.message and "hospital window" in err.message
+    stream = list(p.memory.read_stream(f"patient-{owner}"))
+    assert [e.type for e in stream] == ["PatientRegistered", "PatientRegistrationRefused"]
+    assert stream[1].data == {"patient_id": owner, "attempt_phone_masked": "137****0099"}
+    head = p.memory.head()
+    with pytest.raises(Conflict):  # a retry of the refused command: refused again, nothing new
+        register(p, 1, "reg-other-1", phone="13700000099")
+    assert p.memory.head() == head
+    with pytest.raises(Conflict):  # another attempt is another notice
+        register(p, 1, "reg-other-2", phone="13700000098")
+    assert p.types(f"patient-{owner}").count("PatientRegistrationRefused") == 2
+
+
+def test_a_repeat_of_the_owners_own_command_is_not_a_refusal(p):
+    first = register(p, 1, "reg-owner-1")
+    again = register(p, 1, "reg-owner-1")
+    assert (again["patient_id"], again["created"]) == (first["patient_id"], False)
+    assert p.types(f"patient-{first['patient_id']}") == ["PatientRegistered"]
+
+
+def test_a_reused_key_for_another_id_is_no_repeat(p):
+    register(p, 1, "reg-shared-1")
+    other = register(p, 2, "reg-other-2")["patient_id"]
+    with pytest.raises(Conflict):  # the key of patient 1's registration does not make this a repeat
+        register(p, 2, "reg-shared-1")
+    assert p.types(f"patient-{other}") == ["PatientRegistered", "PatientRegistrationRefused"]
+
+
+# --- 4. password reset ------------------------------------------------------------------------
+
+def reset(p: Platform, n: int, phone: str, password: str, key: str = "reset-0001") -> Any:
+    return p.handle(ResetPatientPassword(id_number=resident_id(n), phone=phone, password=password,
+                                         idempotency_key=key))
+
+
+def test_a_reset_with_the_registered_phone_replaces_the_password_once(p):
+    pid = register(p, 1, "reg-owner-1", password="old-secret-1")["patient_id"]
+    answer = reset(p, 1, "13900000001", "new-secret-2")
+    assert answer == {"patient_id": pid, "phone_masked": "139****0001"}
+    assert login(p, "13900000001", "new-secret-2") == pid
+    assert login(p, resident_id(1), "new-secret-2") == pid
+    assert login(p, "13900000001", "old-secret-1") is None
+    head = p.memory.head()
+    assert reset(p, 1, "13900000001", "new-secret-2") == answer
+    assert p.memory.head() == head
+    assert p.types(f"patient-{pid}") == ["PatientRegistered", "PatientPasswordReplaced"]
+
+
+def test_a_wrong_phone_and_an_unknown_id_get_the_same_answer(p):
+    register(p, 1, "reg-owner-1", password="old-secret-1")
+    answers = []
+    for n, phone in ((1, "13900000002"), (7, "13900000007")):
+        with pytest.raises(NotFound) as refused:
+            reset(p, n, phone, "new-secret-2")
+        answers.append((refused.value.code, refused.value.field, refused.value.message))
+    assert answers[0] == answers[1] and answers[0][:2] == ("no_such_account", "id_number")
+    assert login(p, "13900000001", "old-secret-1") is not None
+    assert p.memory.head() == 1  # nothing but the registration stored
+
+
+def test_the_password_policy_applies_to_a_reset(p):
+    register(p, 1, "reg-owner-1", password="old-secret-1")
+    with pytest.raises(InvalidInput):
+        reset(p, 1, "13900000001", "12345678")
+
+
+# --- 5. a repeat is answered only within the actor's scope ------------------------------------
+
+def test_another_patient_replaying_a_cancel_learns_nothing(p):
+    p.session("s1", phone=1)
+    a, b = p.patient(1), p.patient(2)
+    booked = p.handle(BookAppointment(
+        session_id="s1", patient_id=a, channel="phone", idempotency_key="book-a-0001",
+        actor=Actor(kind="operator", id="op-1")))
+    key = f"cancel:{booked.appointment_id}"  # the gateway's default key, the same for every caller
+    done = p.handle(CancelAppointment(appointment_id=booked.appointment_id, idempotency_key=key,
+                                      actor=Actor(kind="patient", id=a)))
+    assert done["refund_due"] == "50.00"
+    with pytest.raises(NotFound) as refused:
+        p.handle(CancelAppointment(appointment_id=booked.appointment_id, idempotency_key=key,
+                                   actor=Actor(kind="patient", id=b)))
+    with pytest.raises(NotFound) as unknown:
+        p.handle(CancelAppointment(appointment_id="no-such-appointment", idempotency_key=key,
+                                   actor=Actor(kind="patient", id=b)))
+    assert refused.value.message == unknown.value.message
+    with pytest.raises(Forbidden):  # a clerk may not cancel, repeat or not
+        p.handle(CancelAppointment(appointment_id=booked.appointment_id, idempotency_key=key, actor=CLERK_A))
+    # the owner's own repeat still gets the first answer
+    assert p.handle(CancelAppointment(appointment_id=booked.appointment_id, idempotency_key=key,
+                                      actor=Actor(kind="patient", id=a))) == done
+
+
+def test_another_hospitals_clerk_replaying_a_check_in_learns_nothing(p):
+    p.session("today", day=NOW.date(), lapse=timedelta(hours=3))
+    a = p.patient(1)
+    code = p.book(a, "today", "book-a-0001").code
+    cmd = CheckInAppointment(code=code, id_number=resident_id(1), idempotency_key="checkin-0001", actor=CLERK_A)
+    done = p.handle(cmd)
+    assert done["status"] == "checked_in"
+    with pytest.raises(NotFound):
+        p.handle(cmd.model_copy(update={"actor": CLERK_B}))
+    with pytest.raises(Forbidden):
+        p.handle(cmd.model_copy(update={"actor": Actor(kind="operator", id="op-1")}))
+    assert p.handle(cmd) == done
+
+
+def test_a_patient_books_only_for_themselves_repeats_included(p):
+    p.session("s1")
+    a, b = p.patient(1), p.patient(2)
+    p.book(a, "s1", "book-a-0001")
+    with pytest.raises(Forbidden):
+        p.handle(BookAppointment(session_id="s1", patient_id=a,
+                                                         idempotency_key="book-a-0001",
+                                                         actor=Actor(kind="patient", id=b)))
+
+
+# --- 6. a clerk's lookup stays in their hospital ----------------------------------------------
+
+def find(p: Platform, n: int, actor: Actor | None) -> Any:
+    return handlers.find_patient(p.readmodel, p.vault, resident_id(n), actor)
+
+
+def test_a_clerk_finds_only_patients_with_a_booking_at_their_hospital(p):
+    p.session("s1")  # at hosp-a
+    a, b = p.patient(1), p.patient(2)
+    p.book(a, "s1", "book-a-0001")
+    assert find(p, 1, CLERK_A)["patient_id"] == a
+    assert find(p, 1, Actor(kind="hospital_admin", id="adm-a", hospital_id="hosp-a"))["patient_id"] == a
+    messages = set()
+    for n, actor in ((2, CLERK_A), (1, CLERK_B), (9, CLERK_A)):  # no booking here; another hospital; unknown
+        with pytest.raises(NotFound) as refused:
+            find(p, n, actor)
+        messages.add((refused.value.code, refused.value.message))
+    assert len(messages) == 1
+    for actor in (Actor(kind="operator", id="op-1"), Actor(kind="platform_admin", id="root"), None):
+        assert find(p, 2, actor)["patient_id"] == b  # the hotline searches the province
+    with pytest.raises(Forbidden):
+        find(p, 1, Actor(kind="patient", id=b))
+
+
+# --- 2. a key rotation keeps patient ids ------------------------------------------------------
+
+def test_after_a_rekey_registration_keeps_the_stored_patient_id(p):
+    pid = register(p, 1, "reg-owner-1", password="old-secret-1")["patient_id"]
+    old = p.vault
+    new_key = Fernet.generate_key().decode()
+    p.vault = PiiVault(new_key, [p.key])
+    progress: list[str] = []
+    report = rekey(p.readmodel, p.vault, batch=1, progress=progress.append)
+    assert (report.rekeyed, report.current) == (1, 0) and progress
+    assert rekey(p.readmodel, p.vault).current == 1  # a second run recognises the rows
+    row = p.readmodel.patients[pid]
+    with pytest.raises(InvalidToken):
+        old.decrypt(row["id_enc"])
+    p.vault = PiiVault(new_key)  # the old key gone altogether
+    assert login(p, "13900000001", "old-secret-1") == pid
+    with pytest.raises(Conflict):
+        register(p, 1, "reg-other-1", phone="13700000099")
+    assert p.types(f"patient-{pid}") == ["PatientRegistered", "PatientRegistrationRefused"]
+    assert register(p, 1, "reg-owner-1")["patient_id"] == pid  # the owner's repeat, too
+
+
+def test_a_row_under_no_given_key_stops_the_rekey_and_writes_nothing_of_its_batch(p):
+    register(p, 1, "reg-owner-1")
+    before = dict(next(iter(p.readmodel.patients.values())))
+    with pytest.raises(CannotDecrypt, match="PII_OLD_KEYS"):
+        rekey(p.readmodel, PiiVault(Fernet.generate_key().decode()))
+    assert next(iter(p.readmodel.patients.values())) == before
+
