@@ -37,7 +37,6 @@ from contracts import (
     Envelope,
     Event,
     HandOverPhoneBookings,
-    InvalidInput,
     LapseDueAppointments,
     NotFound,
     PatientPasswordReplaced,
@@ -53,6 +52,7 @@ from infra.blocking import off_hub
 from infra.decisions import World
 from infra.eventstore import EventStore, idempotent_event_id
 from infra.logging import mask_id, mask_phone
+from infra.passwords import check_password
 from infra.pii import PiiVault
 from infra.unit_of_work import Outcome, execute, repeat_or_raise
 from services.booking import domain
@@ -525,5 +525,6 @@ def _answer(outcome: Outcome) -> BookingAnswer:
 
 
 def validate_password(password: str | None) -> None:
-    if password is not None and (password.isdigit() or len(set(password)) < 4):
-        raise InvalidInput("密码过于简单 / password is too simple", field="password")
+    """The platform's one password policy (infra.passwords), for the patients' passwords too."""
+    if password is not None:
+        check_password(password)
