@@ -189,6 +189,15 @@ def test_concurrent_sends_once_the_minute_has_passed_send_one_sms(notification):
     assert len(notification.rpc.outbox(10, phone=OTHER)) == 2
 
 
+def test_an_expired_code_is_refused_and_swept_by_a_later_send(notification):
+    notification.send()
+    code = notification.code_sent_to(PHONE)
+    notification.execute("UPDATE verification_codes SET expires_at = now() - interval '1 second'")
+    assert refusal(notification.check(code)).code == "sms_code_expired"
+    notification.send(OTHER)  # any send forgets some expired codes
+    assert notification.rows("SELECT count(*) FROM verification_codes") == [(1,)]
+
+
 def body(event: Event) -> dict[str, Any]:
     env = Envelope(type=event.type_name(), stream="patient-test", source="booking", correlation_id="corr-svc",
                    data=event.model_dump(mode="json"))
