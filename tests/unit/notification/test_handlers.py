@@ -17,6 +17,8 @@ from contracts import (
     DoctorRegistered,
     HospitalRegistered,
     NotFound,
+    PatientPasswordReplaced,
+    PatientRegistrationRefused,
     to_wire,
 )
 from infra.memory import NotKnownYet
@@ -134,6 +136,7 @@ def test_a_booking_delivered_twice_queues_one_confirmation_with_the_names_and_th
     assert sms["event_id"] == event_id and sms["patient_id"] == "patient-5b1e"
     assert sms["phone_masked"] == PHONE_MASKED
     assert PHONE not in sms["phone_enc"] and svc.vault.decrypt(sms["phone_enc"]) == PHONE
+    assert sms["phone_hash"] == svc.vault.lookup_hash(PHONE)  # the outbox finds one number's messages
     # The redelivery found its claim before asking booking anything.
     assert svc.booking.asked == ["patient-5b1e"]
     assert ("notification.confirm_booking", str(event_id)) in svc.db.claims()
@@ -197,3 +200,30 @@ def test_a_renamed_doctor_is_named_anew_in_later_texts(svc):
                                  name="王建民", title="主任医师", specialty="冠心病"), source="schedule")
     svc.deliver(booked())
     assert "王建民医生" in svc.sms()[0]["text"]
+
+
+def test_a_refused_registration_delivered_twice_tells_the_owner_once_on_the_registered_phone(svc):
+    event_id = uuid.uuid4()
+    refused = PatientRegistrationRefused(patient_id="patient-5b1e", attempt_phone_masked="139****0000")
+    svc.deliver(refused, event_id=event_id)
+    svc.deliver(refused, event_id=event_id)
+
+    [sms] = svc.sms()
+    assert sms["template"] == "registration_refused" and sms["patient_id"] == "patient-5b1e"
+    assert sms["text"] == domain.registration_refused("139****0000")
+    assert sms["phone_hash"] == svc.vault.lookup_hash(PHONE) and svc.vault.decrypt(sms["phone_enc"]) == PHONE
+    assert svc.booking.asked == ["patient-5b1e"]
+
+
+def test_a_replaced_password_is_told_to_the_registered_phone(svc):
+    svc.deliver(PatientPasswordReplaced(patient_id="patient-5b1e"))
+    [sms] = svc.sms()
+    assert sms["template"] == "password_replaced" and sms["text"] == domain.password_replaced()
+    assert sms["phone_masked"] == PHONE_MASKED
+
+
+def test_a_security_sms_for_a_patient_booking_does_not_know_is_retried_not_dropped(svc):
+    svc.booking.missing.add("patient-5b1e")
+    with pytest.raises(NotFound):
+        svc.deliver(PatientPasswordReplaced(patient_id="patient-5b1e"))
+    assert svc.sms() == [] and all(c != "notification.tell_password_replaced" for c, _ in svc.db.claims())
