@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from contracts import CheckVerificationCode, InvalidInput, SendVerificationCode, TooManyRequests, VerificationSent
-from infra.pii import DEV_KEY, PiiVault
+from infra.pii import PiiVault
 from services.notification import domain, handlers
 from services.notification.domain import StoredCode
 from tests.unit.fakes import FakeCursor, FakeDb
@@ -148,7 +149,7 @@ class FakeOutbox:
 class Verification:
     def __init__(self) -> None:
         self.db = FakeDb()
-        self.vault = PiiVault(DEV_KEY)
+        self.vault = PiiVault(Fernet.generate_key().decode())
         self.codes = FakeVerificationCodes()
 
     def send(self, at: datetime, purpose: str = "register", locale: str = "zh", phone: str = PHONE) -> Any:
