@@ -152,17 +152,21 @@ def reserve_login(db: Database, vault: PiiVault, keys: list[tuple[str, Backoff]]
         planned: list[tuple[str, int]] = []
         waits: list[float] = []
         for key_hash, backoff in hashes:
+            # The row must exist to be locked: a SELECT … FOR UPDATE of no row locks nothing, and
+            # concurrent first attempts would all count from zero.
+            cur.execute("INSERT INTO login_backoff VALUES (%s, 0, now()) ON CONFLICT (key_hash) DO NOTHING",
+                        (key_hash,))
             cur.execute("SELECT failures, extract(epoch FROM now() - last_at) FROM login_backoff "
                         "WHERE key_hash = %s FOR UPDATE", (key_hash,))
-            row = cur.fetchone()
-            failures, wait = backoff.reserve(row[0] if row else 0, float(row[1]) if row else None)
+            failures, since_last = cur.fetchone()
+            failures, wait = backoff.reserve(failures, float(since_last))
             planned.append((key_hash, failures))
             waits.append(wait)
         if max(waits) > 0:
             raise TooManyRequests("登录失败次数过多，请稍后再试 / too many failed logins, try again later", max(waits))
         for key_hash, failures in planned:
-            cur.execute("INSERT INTO login_backoff VALUES (%s, %s, now()) ON CONFLICT (key_hash) DO UPDATE "
-                        "SET failures = EXCLUDED.failures, last_at = now()", (key_hash, failures))
+            cur.execute("UPDATE login_backoff SET failures = %s, last_at = now() WHERE key_hash = %s",
+                        (failures, key_hash))
     return given
 
 
