@@ -6,10 +6,14 @@ PYTEST := $(VENV)/bin/pytest
 export PYTHONPATH := $(CURDIR)
 GATEWAY_ADDRESS ?= 127.0.0.1:8000
 
-.PHONY: setup run stop status test test-unit test-unpatched test-nameko bench lint lint-only lock clean
+.PHONY: setup setup-test run stop status test test-unit test-unpatched test-nameko bench lint lint-only lock clean
 
 setup:
 	@bash scripts/setup.sh
+
+# The test tools too: Debian's chromium and a CJK font (browser tests), the compose client.
+setup-test:
+	@bash scripts/setup.sh --test-tools
 
 run: setup
 	@$(PY) -m scripts.launcher stop >/dev/null 2>&1 || true
@@ -33,7 +37,7 @@ status:
 
 # Two pytest runs: nameko interface tests need eventlet.monkey_patch(), which would hang the
 # browser tests and change the thread-based store tests; see tests/README.md.
-test: setup
+test: setup-test
 	@$(MAKE) --no-print-directory lint-only test-unit test-unpatched test-nameko
 
 # Unit tests need no server: the broker and the database are pointed at a closed port, so a unit

@@ -63,7 +63,11 @@ if ! "$VENV/bin/python" -c 'import psycopg2; psycopg2.connect("postgresql://post
   sleep 1
   "$VENV/bin/python" -c 'import psycopg2; psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres").close()'
 fi
-# --- test tools -----------------------------------------------------------------------------
+# --- test tools (make test only: `make run` needs neither the browser nor the compose client) ----
+if [ "${1:-}" != "--test-tools" ]; then
+  say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432"
+  exit 0
+fi
 # `docker compose config` checks docker-compose.yml in the tests; no engine is needed for that.
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
   apt_install docker-compose

@@ -130,6 +130,12 @@ class SessionCache:
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def forget_subject(self, role: str, subject: str) -> None:
+        """Every cached session of one account (a rare walk: after a password reset)."""
+        for key, (principal, _) in list(self._entries.items()):
+            if principal.role == role and principal.subject == subject:
+                del self._entries[key]
+
     def forget(self, token: str) -> None:
         self._entries.pop((token, True), None)
         self._entries.pop((token, False), None)

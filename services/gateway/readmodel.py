@@ -181,6 +181,13 @@ def login_succeeded(db: Database, attempt: list[str]) -> None:
                     (rest,))
 
 
+def close_sessions_of(db: Database, role: str, subject: str) -> int:
+    """End every login session of one account (after its password was reset)."""
+    with db.transaction() as cur:
+        cur.execute("DELETE FROM login_sessions WHERE role = %s AND subject = %s", (role, subject))
+        return int(cur.rowcount)
+
+
 def close_session(db: Database, token: str) -> None:
     with db.transaction() as cur:
         cur.execute("DELETE FROM login_sessions WHERE token_hash = %s", (token_hash(token),))

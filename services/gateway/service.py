@@ -162,6 +162,9 @@ class GatewayService(pages.Pages):
             "id_number": body.id_number, "phone": body.phone, "password": body.password,
             "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
             "correlation_id": correlation_id(request), "actor": {"kind": "patient", "id": "password-reset"}})
+        # whoever held the old password is logged out (other gateways' caches within 10 s)
+        readmodel.close_sessions_of(self.db, "patient", answer["patient_id"])
+        self.limits.sessions.forget_subject("patient", answer["patient_id"])
         return json_response({"phone_masked": answer["phone_masked"],
                               "message": "密码已重置，请登录 / password reset: please log in"})
 

@@ -295,7 +295,7 @@ def test_an_id_already_registered_is_told_only_as_the_masked_phone_and_its_owner
 
 def test_a_password_is_reset_with_a_code_to_the_registered_phone(site):
     phone = "13599990006"
-    site.register(70, phone, password="old-pass-777")
+    old_session = site.register(70, phone, password="old-pass-777")["token"]
     time.sleep(3.5)  # one SMS per number per VERIFICATION_RESEND_S (3 s here, a minute by default)
     wrong_phone = "13599990007"
     mismatch = site.post("/api/v1/auth/password-reset", {"id_number": rid(70), "phone": wrong_phone,
@@ -308,3 +308,4 @@ def test_a_password_is_reset_with_a_code_to_the_registered_phone(site):
     assert done.status_code == 200, done.text
     assert site.login(phone, "new-pass-888").status_code == 200
     assert site.login(phone, "old-pass-777").status_code == 401
+    assert site.get("/api/v1/me", old_session).status_code == 401, "the old password's sessions end"
