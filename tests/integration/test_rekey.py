@@ -49,7 +49,7 @@ class Booking:
 
     def register(self, n: int, key: str, tel: str | None = None) -> Any:
         return self.handle(RegisterPatient(name=f"患者{n}", id_number=resident_id(n), phone=tel or phone(n),
-                                           password=f"secret-{n:04d}", idempotency_key=key))
+                                           password=f"rekey-pass-{n:04d}", idempotency_key=key))
 
     def login(self, username: str, password: str) -> str:
         return str(handlers.authenticate_patient(self.readmodel, self.vault, username, password)["patient_id"])
@@ -104,8 +104,8 @@ def test_a_rotation_moves_every_patient_to_the_new_key_and_keeps_their_ids(booki
                 old.decrypt(token)
     assert {r[4] for r in rows}.isdisjoint({r[4] for r in rows_before})  # lookup hashes recomputed
     for n, pid in ids.items():
-        assert after.login(phone(n), f"secret-{n:04d}") == pid
-        assert after.login(resident_id(n), f"secret-{n:04d}") == pid
+        assert after.login(phone(n), f"rekey-pass-{n:04d}") == pid
+        assert after.login(resident_id(n), f"rekey-pass-{n:04d}") == pid
 
     with pytest.raises(Conflict) as refused:
         after.register(1, "reg-other-0001", tel="13700000099")
@@ -136,5 +136,5 @@ def test_an_interrupted_rotation_is_finished_by_running_it_again(booking_dsn, st
     report = rekey(booking.readmodel, vault, batch=3, progress=lambda _: None)
     assert (report.rekeyed, report.current) == (PATIENTS - 3, 3)
     booking.vault = PiiVault(new_key)
-    assert booking.login(phone(PATIENTS), f"secret-{PATIENTS:04d}")
+    assert booking.login(phone(PATIENTS), f"rekey-pass-{PATIENTS:04d}")
     booking.db.close()

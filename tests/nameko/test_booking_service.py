@@ -260,7 +260,7 @@ def test_accounts_refused_registration_reset_and_a_scoped_lookup(booking, rabbit
         assert refused(rpc(booking, "reset_patient_password", {**cmd, "phone": phone(52)})) == "no_such_account"
         assert refused(rpc(booking, "reset_patient_password", {**cmd, "id_number": resident_id(53)})) \
             == "no_such_account"
-        assert refused(rpc(booking, "reset_patient_password", {**cmd, "password": "11111111"})) == "invalid_input"
+        assert refused(rpc(booking, "reset_patient_password", {**cmd, "password": "11111111"})) == "weak_password"
         assert [e.type for e in store.read_stream(f"patient-{owner}")].count("PatientPasswordReplaced") == 1
     finally:
         store.close()
