@@ -24,9 +24,9 @@ run: setup
 	@PYTHONWARNINGS=ignore $(PY) -m services.gateway.staff demo --gateway $(GATEWAY_ADDRESS)
 	@echo
 	@echo "  平台已启动 / platform is up:     http://$(GATEWAY_ADDRESS)/"
-	@echo "  患者 patient:  /  /register  /login  /me"
+	@echo "  患者 patient:  /  /register  /login  /me  /reset-password"
 	@echo "  话务员 hotline operator: /operator   窗口 window clerk: /clerk   医院管理 hospital admin: /admin"
-	@echo "  短信发件箱 SMS outbox (dev): /dev/sms   API: /api/v1/openapi.json   health: /healthz"
+	@echo "  短信发件箱 SMS outbox (platform_admin; verification codes are there): /dev/sms   API: /api/v1/openapi.json   health: /healthz"
 	@echo "  logs: .run/logs/   stop with:  make stop"
 
 stop:
