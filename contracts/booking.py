@@ -13,7 +13,7 @@ from pydantic import Field
 from contracts.envelope import Command, Contract, Event
 from contracts.schedule import Channel
 
-AppointmentStatus = Literal["booked", "cancelled", "checked_in", "no_show", "moved"]
+AppointmentStatus = Literal["booked", "cancelled", "checked_in", "no_show", "moved", "refunded"]
 CancelReason = Literal["patient", "operator", "doctor_stop"]
 
 
@@ -52,6 +52,14 @@ class CheckInAppointment(Command):
 
     code: str = Field(min_length=8, max_length=8)
     id_number: str = Field(min_length=18, max_length=18)
+
+
+class RefundAtWindow(Command):
+    """退号 at the window, on the visit day: a paid phone booking or a checked-in registration is
+    refunded (the fee goes back); its place is released only if the session has not started."""
+
+    code: str = Field(min_length=8, max_length=8)
+    reason: str = Field(min_length=1, max_length=200)
 
 
 class LapseDueAppointments(Command):
@@ -130,6 +138,16 @@ class AppointmentCancelled(AppointmentEvent):
 class AppointmentCheckedIn(AppointmentEvent):
     clerk_id: str
     fee_taken: str  # yuan taken at the window ("0.00" when paid at booking)
+
+
+class AppointmentRefunded(AppointmentEvent):
+    """退号 at the window: `refund_due` goes back to the patient; `place_released` when the session
+    had not started (the place may be booked again), otherwise it stays taken."""
+
+    clerk_id: str
+    refund_due: str
+    reason: str
+    place_released: bool
 
 
 class AppointmentLapsed(AppointmentEvent):

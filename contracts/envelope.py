@@ -35,9 +35,9 @@ class Contract(BaseModel):
 class Actor(Contract):
     """Who caused something: a patient, a staff member, a service or the system clock."""
 
-    kind: str = Field(pattern=r"^(patient|operator|clerk|hospital_admin|analyst|platform_admin|service|system)$")
+    kind: str = Field(pattern=r"^(patient|operator|clerk|hospital_admin|doctor|analyst|platform_admin|service|system)$")
     id: str = Field(min_length=1, max_length=64)
-    # Staff of one hospital (clerk, hospital_admin) act only within it; set by the gateway from the login.
+    # Staff of one hospital (clerk, hospital_admin, doctor) act only within it; set by the gateway from the login.
     hospital_id: str | None = Field(default=None, max_length=40)
 
 

@@ -94,11 +94,22 @@ class ChangeFee(Command):
 
 
 class DeclareHoliday(Command):
-    """A day without the weekly plan: no sessions are generated for it (one-off sessions still may be)."""
+    """A day without the weekly plan: no sessions are generated for it (one-off sessions still may be).
+    Sessions already published that day are stopped through the doctor-stop path (their bookings
+    cancelled with SMS); the admin confirms how many with `confirm_stops`, the number the
+    holiday preview showed: a different number (or none while there are some) is refused."""
 
     hospital_id: str
     date: date
     name: str = Field(min_length=1, max_length=40)
+    confirm_stops: int | None = Field(default=None, ge=0, description="sessions of that day it stops")
+
+
+class CancelHoliday(Command):
+    """The day is a working day again: the weekly plan applies (stopped sessions stay stopped)."""
+
+    hospital_id: str
+    date: date
 
 
 class CreateDepartment(Command):
@@ -306,6 +317,11 @@ class HolidayDeclared(Event):
     hospital_id: str
     date: date
     name: str
+
+
+class HolidayCancelled(Event):
+    hospital_id: str
+    date: date
 
 
 class DepartmentCreated(Event):
