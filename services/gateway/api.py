@@ -253,7 +253,8 @@ def principal_of(request: Request, db: Any, limits: Limits, vault: Any) -> Princ
         principal = readmodel.session_principal(db, vault, token, via_cookie)
         if principal is None:
             return None
-        limits.sessions.put(token, via_cookie, principal)
+        if principal.role == "patient":  # the crowd; staff are read every time, so a disable ends them at once
+            limits.sessions.put(token, via_cookie, principal)
     if not csrf_ok(principal, request.method, request.headers.get(CSRF_HEADER)):
         raise Forbidden("CSRF 校验失败，请刷新页面 / missing or wrong CSRF token", field=CSRF_HEADER)
     return principal  # type: ignore[no-any-return]

@@ -12,9 +12,15 @@ from typing import Literal
 
 from contracts import Forbidden
 
-Role = Literal["patient", "operator", "clerk", "hospital_admin", "analyst", "platform_admin"]
-ROLES: tuple[Role, ...] = ("patient", "operator", "clerk", "hospital_admin", "analyst", "platform_admin")
-HOSPITAL_SCOPED: frozenset[str] = frozenset({"clerk", "hospital_admin"})
+Role = Literal["patient", "operator", "clerk", "hospital_admin", "doctor", "analyst", "platform_admin"]
+ROLES: tuple[Role, ...] = ("patient", "operator", "clerk", "hospital_admin", "doctor", "analyst", "platform_admin")
+HOSPITAL_SCOPED: frozenset[str] = frozenset({"clerk", "hospital_admin", "doctor"})
+# Who may create (and disable) which staff accounts: the platform admin anyone, a hospital admin
+# the clerks and doctors of their own hospital. Nobody is ever deleted (the audit log points at them).
+MAY_MANAGE: dict[str, frozenset[str]] = {
+    "platform_admin": frozenset({"operator", "clerk", "hospital_admin", "doctor", "analyst", "platform_admin"}),
+    "hospital_admin": frozenset({"clerk", "doctor"}),
+}
 SESSION_COOKIE = "appt_session"
 CSRF_HEADER = "X-CSRF-Token"
 
@@ -32,6 +38,7 @@ class Principal:
     name: str = ""
     csrf: str = ""
     via_cookie: bool = False
+    doctor_id: str | None = None  # a doctor's own schedule (role doctor)
 
     def actor(self) -> dict[str, str | None]:
         """The contracts.Actor of commands this principal sends."""
@@ -40,6 +47,13 @@ class Principal:
     def require(self, *roles: str) -> None:
         if self.role not in roles:
             raise Forbidden(f"无权执行此操作 / this needs one of the roles {', '.join(roles)}", field="role")
+
+    def may_manage(self, role: str, hospital_id: str | None) -> None:
+        """Create or disable a staff account of `role` at `hospital_id` (403 otherwise)."""
+        if role not in MAY_MANAGE.get(self.role, frozenset()):
+            raise Forbidden(f"无权管理{role}账号 / a {self.role} does not manage {role} accounts", field="role")
+        if self.role != "platform_admin":
+            self.require_hospital(str(hospital_id))
 
     def require_hospital(self, hospital_id: str) -> None:
         """Hospital staff act only within their hospital; the platform admin anywhere."""

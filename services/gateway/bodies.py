@@ -73,6 +73,16 @@ class StaffBody(_Body):
     role: str = Field(pattern=r"^(operator|clerk|hospital_admin|analyst|platform_admin)$")
     hospital_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")
     name: str = Field(default="", max_length=40)
+    doctor_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,60}$", description="role doctor: whose list")
+
+
+class PasswordChangeBody(_Body):
+    old_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=8, max_length=128)
+
+
+class RefundBody(_Body):
+    reason: str = Field(min_length=1, max_length=200, description="why the registration is given back (退号)")
 
 
 # Set by the gateway from the login and the headers; a caller's own values are dropped, as ever.
@@ -100,6 +110,7 @@ def _admin_body(command: type[Command]) -> type[BaseModel]:
 
 
 _ADMIN_COMMANDS: dict[str, type[Command]] = {
+    "update_hospital": sc.UpdateHospital, "cancel_holiday": sc.CancelHoliday,
     "create_department": sc.CreateDepartment, "update_department": sc.UpdateDepartment,
     "register_doctor": sc.RegisterDoctor, "update_doctor": sc.UpdateDoctor, "set_weekly_plan": sc.SetWeeklyPlan,
     "generate_sessions": sc.GenerateSessions, "schedule_session": sc.ScheduleSession,
@@ -109,3 +120,4 @@ _ADMIN_COMMANDS: dict[str, type[Command]] = {
     "reject_doctor_stop": sc.RejectDoctorStop,
 }
 ADMIN_BODIES: dict[str, type[BaseModel]] = {name: _admin_body(command) for name, command in _ADMIN_COMMANDS.items()}
+HospitalBody = _admin_body(sc.RegisterHospital)

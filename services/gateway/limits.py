@@ -49,6 +49,7 @@ class Limits:
         self.sold_out = SoldOutCache()
         self.sessions = SessionCache()
         self.proxies = TrustedProxies(cfg.trusted_proxies or "")
+        self.names = NameCache()
 
     def client(self, address: str | None) -> None:
         wait = self.clients.take(address or "-", time.monotonic())
@@ -139,3 +140,25 @@ class SessionCache:
     def forget(self, token: str) -> None:
         self._entries.pop((token, True), None)
         self._entries.pop((token, False), None)
+
+
+class NameCache:
+    """What hospitals, departments and doctors are called, for a minute: staff pages show names,
+    never codes, without an RPC per page. Bounded like every table here."""
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 50_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[dict[str, str], float]] = OrderedDict()
+
+    def get(self, key: str, load: Any) -> dict[str, str]:
+        """The names under `key` ({id: name}), loaded by `load()` when unknown or older than `ttl`."""
+        hit = self._entries.get(key)
+        if hit is not None and time.monotonic() < hit[1]:
+            return hit[0]
+        names: dict[str, str] = load()
+        self._entries.pop(key, None)
+        self._entries[key] = (names, time.monotonic() + self.ttl)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return names

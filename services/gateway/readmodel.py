@@ -17,7 +17,7 @@ from infra.blocking import off_hub
 from infra.db import Database
 from infra.passwords import check_password, check_staff_username
 from infra.pii import PiiVault
-from services.gateway.auth import ROLES, Backoff, Principal, new_token, token_hash
+from services.gateway.auth import HOSPITAL_SCOPED, ROLES, Backoff, Principal, new_token, token_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS staff (
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS staff (
     name          text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE staff ADD COLUMN IF NOT EXISTS doctor_id text;
+ALTER TABLE staff ADD COLUMN IF NOT EXISTS disabled_at timestamptz;
 CREATE TABLE IF NOT EXISTS login_sessions (
     token_hash  text PRIMARY KEY,
     role        text NOT NULL,
@@ -42,6 +44,7 @@ DELETE FROM login_sessions WHERE EXISTS (SELECT 1 FROM information_schema.column
     WHERE table_name = 'login_sessions' AND column_name = 'name' AND table_schema = current_schema());
 ALTER TABLE login_sessions DROP COLUMN IF EXISTS name;
 ALTER TABLE login_sessions ADD COLUMN IF NOT EXISTS name_enc text NOT NULL DEFAULT '';
+ALTER TABLE login_sessions ADD COLUMN IF NOT EXISTS doctor_id text;
 CREATE INDEX IF NOT EXISTS login_sessions_expiry ON login_sessions (expires_at);
 -- Failed-login back-off (auth.Backoff): keys are keyed hashes, never a phone or ID in clear.
 CREATE TABLE IF NOT EXISTS login_backoff (
@@ -63,33 +66,42 @@ CREATE TABLE IF NOT EXISTS audit_log (
 """
 
 SESSION_HOURS = 12
+_STAFF_COLUMNS = ("username", "role", "hospital_id", "name", "doctor_id", "disabled")
 # OWASP's argon2id minimum (19 MiB, t=2, p=1): ~15 ms a hash, run off the eventlet hub.
 _passwords = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
 def create_staff(db: Database, username: str, password: str, role: str, hospital_id: str | None, name: str,
-                 exist_ok: bool = False) -> dict[str, Any]:
+                 exist_ok: bool = False, doctor_id: str | None = None) -> dict[str, Any]:
     if role not in ROLES or role == "patient":
         raise InvalidInput(f"未知的工作人员角色 / unknown staff role {role}", field="role")
-    if role in ("clerk", "hospital_admin") and not hospital_id:
+    if role in HOSPITAL_SCOPED and not hospital_id:
         raise InvalidInput("医院工作人员须指定医院 / hospital staff need a hospital", field="hospital_id")
+    if (role == "doctor") != bool(doctor_id):
+        raise InvalidInput("医生账号须关联一位医生（且只有医生账号）/ a doctor account (only) names its doctor",
+                           field="doctor_id")
     check_staff_username(username)
     check_password(password)
     with db.transaction() as cur:
         cur.execute(
-            "INSERT INTO staff (username, password_hash, role, hospital_id, name) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (username) DO NOTHING",
-            (username, off_hub(_passwords.hash, password), role, hospital_id, name),
+            "INSERT INTO staff (username, password_hash, role, hospital_id, name, doctor_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING",
+            (username, off_hub(_passwords.hash, password), role, hospital_id if role in HOSPITAL_SCOPED else None,
+             name, doctor_id),
         )
         created = cur.rowcount == 1
     if not created and not exist_ok:
         raise Conflict("用户名已存在 / username taken", field="username")
-    return {"username": username, "role": role, "hospital_id": hospital_id, "created": created}
+    return {"username": username, "role": role, "hospital_id": hospital_id, "doctor_id": doctor_id,
+            "created": created}
 
 
 def verify_staff(db: Database, username: str, password: str) -> dict[str, Any] | None:
+    """The account, if the password is right and the account is not disabled (the same None for
+    every refusal: nobody learns which)."""
     with db.transaction() as cur:
-        cur.execute("SELECT password_hash, role, hospital_id, name FROM staff WHERE username = %s", (username,))
+        cur.execute("SELECT password_hash, role, hospital_id, name, doctor_id, disabled_at FROM staff "
+                    "WHERE username = %s", (username,))
         row = cur.fetchone()
     if row is None:
         off_hub(_passwords.hash, password)  # the same work for an unknown user: no timing oracle
@@ -98,21 +110,60 @@ def verify_staff(db: Database, username: str, password: str) -> dict[str, Any] |
         off_hub(_passwords.verify, row[0], password)
     except (VerifyMismatchError, InvalidHashError):
         return None
-    return {"role": row[1], "hospital_id": row[2], "name": row[3]}
+    if row[5] is not None:
+        return None
+    return {"role": row[1], "hospital_id": row[2], "name": row[3], "doctor_id": row[4]}
+
+
+def staff_accounts(db: Database, hospital_id: str | None) -> list[dict[str, Any]]:
+    """Every staff account (of one hospital when given), disabled ones included."""
+    with db.transaction() as cur:
+        cur.execute("SELECT username, role, hospital_id, name, doctor_id, disabled_at IS NOT NULL FROM staff "
+                    "WHERE %s::text IS NULL OR hospital_id = %s ORDER BY hospital_id NULLS FIRST, role, username",
+                    (hospital_id, hospital_id))
+        return [dict(zip(_STAFF_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
+
+def staff_account(db: Database, username: str) -> dict[str, Any] | None:
+    with db.transaction() as cur:
+        cur.execute("SELECT username, role, hospital_id, name, doctor_id, disabled_at IS NOT NULL FROM staff "
+                    "WHERE username = %s", (username,))
+        row = cur.fetchone()
+    return dict(zip(_STAFF_COLUMNS, row, strict=True)) if row else None
+
+
+def set_staff_disabled(db: Database, username: str, disabled: bool) -> None:
+    """Disable (its sessions end at once) or enable again; an account is never deleted."""
+    with db.transaction() as cur:
+        cur.execute("UPDATE staff SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) END "
+                    "WHERE username = %s", (disabled, username))
+        if disabled:
+            cur.execute("DELETE FROM login_sessions WHERE subject = %s AND role <> 'patient'", (username,))
+
+
+def change_staff_password(db: Database, username: str, old: str, new: str) -> bool:
+    """False when `old` is not the account's password; the policy refuses a weak `new`."""
+    if verify_staff(db, username, old) is None:
+        return False
+    check_password(new)
+    with db.transaction() as cur:
+        cur.execute("UPDATE staff SET password_hash = %s WHERE username = %s",
+                    (off_hub(_passwords.hash, new), username))
+    return True
 
 
 def open_session(db: Database, vault: PiiVault, role: str, subject: str, hospital_id: str | None,
-                 name: str) -> tuple[str, str]:
+                 name: str, doctor_id: str | None = None) -> tuple[str, str]:
     """A new login session: (token, csrf token). Only the token's hash is stored, and the name
     (a patient's real name) encrypted."""
     token, csrf = new_token(), new_token()
     with db.transaction() as cur:
         cur.execute("DELETE FROM login_sessions WHERE expires_at < now()")
         cur.execute(
-            "INSERT INTO login_sessions (token_hash, role, subject, hospital_id, name_enc, csrf, expires_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "INSERT INTO login_sessions (token_hash, role, subject, hospital_id, name_enc, csrf, expires_at, "
+            "doctor_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (token_hash(token), role, subject, hospital_id, vault.encrypt(name), csrf,
-             datetime.now(UTC) + timedelta(hours=SESSION_HOURS)),
+             datetime.now(UTC) + timedelta(hours=SESSION_HOURS), doctor_id),
         )
     return token, csrf
 
@@ -120,7 +171,7 @@ def open_session(db: Database, vault: PiiVault, role: str, subject: str, hospita
 def session_principal(db: Database, vault: PiiVault, token: str, via_cookie: bool) -> Principal | None:
     with db.transaction() as cur:
         cur.execute(
-            "SELECT role, subject, hospital_id, name_enc, csrf FROM login_sessions "
+            "SELECT role, subject, hospital_id, name_enc, csrf, doctor_id FROM login_sessions "
             "WHERE token_hash = %s AND expires_at > now()",
             (token_hash(token),),
         )
@@ -128,7 +179,7 @@ def session_principal(db: Database, vault: PiiVault, token: str, via_cookie: boo
     if row is None:
         return None
     return Principal(role=row[0], subject=row[1], hospital_id=row[2], name=_decrypted(vault, row[3]),
-                     csrf=row[4], via_cookie=via_cookie)
+                     csrf=row[4], via_cookie=via_cookie, doctor_id=row[5])
 
 
 def _decrypted(vault: PiiVault, value: str) -> str:

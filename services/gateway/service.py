@@ -5,8 +5,10 @@ answers JSON; pages come from pages.py."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from nameko.rpc import RpcProxy
 from pydantic import BaseModel
@@ -34,8 +36,11 @@ from services.gateway.bodies import (
     BookBody,
     CancelBody,
     CheckInBody,
+    HospitalBody,
     LoginBody,
+    PasswordChangeBody,
     PasswordResetBody,
+    RefundBody,
     RegisterBody,
     StaffBody,
     VerificationBody,
@@ -44,6 +49,7 @@ from services.gateway.limits import GatewaySettings, Limits, LimitsProvider
 from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
 HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)  # any day the platform can have a session on
@@ -60,6 +66,10 @@ def _day(value: str | None, default: date, field: str) -> date:
         raise InvalidInput(f"{field} 应在 {EARLIEST} 至 {LATEST} 之间 / {field} must lie between {EARLIEST} and "
                            f"{LATEST}", field=field)
     return day
+
+
+def _today() -> date:
+    return datetime.now(HOSPITAL_TZ).date()
 
 
 def _state(session: dict[str, Any], avail: dict[str, Any], remaining: dict[str, int], now: datetime) -> str:
@@ -174,8 +184,10 @@ class GatewayService(pages.Pages):
         """The attempt was counted as failed by the gate before any password is checked; a right
         password gives it back."""
         staff = readmodel.verify_staff(self.db, body.username, body.password)
+        doctor_id = None
         if staff is not None:
             subject, role, hospital_id, name = body.username, staff["role"], staff["hospital_id"], staff["name"]
+            doctor_id = staff["doctor_id"]
         else:
             found = None
             if len(body.username) >= 11:
@@ -187,9 +199,9 @@ class GatewayService(pages.Pages):
                 raise Unauthenticated("用户名或密码错误 / wrong username or password")
             subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
         readmodel.login_succeeded(self.db, attempt)
-        token, csrf = readmodel.open_session(self.db, self.vault, role, subject, hospital_id, name)
-        return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name},
-                                  token, csrf)
+        token, csrf = readmodel.open_session(self.db, self.vault, role, subject, hospital_id, name, doctor_id)
+        return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name,
+                                   "doctor_id": doctor_id}, token, csrf)
 
     @api("POST", "/api/v1/auth/logout", "log out", "accounts", roles=ANYONE, status=204)
     def logout(self, request: Request, principal: Principal) -> Response:
@@ -203,19 +215,56 @@ class GatewayService(pages.Pages):
     @api("GET", "/api/v1/me", "who is logged in, with the CSRF token for pages", "accounts", roles=ANYONE)
     def me(self, request: Request, principal: Principal) -> Response:
         p = principal
+        hospital_name = self._hospital_names().get(p.hospital_id or "") if p.hospital_id else None
         return json_response({"role": p.role, "subject": p.subject, "name": p.name, "hospital_id": p.hospital_id,
-                              "csrf_token": p.csrf})
+                              "hospital_name": hospital_name, "doctor_id": p.doctor_id, "csrf_token": p.csrf})
+
+    @api("POST", "/api/v1/auth/password", "change my password (staff; patients reset theirs by SMS)", "accounts",
+         body=PasswordChangeBody, roles=ANYONE, status=204)
+    def change_password(self, request: Request, principal: Principal, body: PasswordChangeBody) -> Response:
+        if principal.role == "patient":
+            call(self.booking.change_patient_password, principal.subject, body.old_password, body.new_password)
+        elif not readmodel.change_staff_password(self.db, principal.subject, body.old_password, body.new_password):
+            raise Unauthenticated("原密码错误 / the current password is wrong")
+        return Response(status=204)
+
+    @api("GET", "/api/v1/staff", "staff accounts (a hospital admin sees their hospital's)", "accounts",
+         roles=("hospital_admin", "platform_admin"), query=(query("hospital_id"),))
+    def staff_accounts(self, request: Request, principal: Principal) -> Response:
+        hospital_id = principal.hospital_id if principal.role == "hospital_admin" else request.args.get("hospital_id")
+        return json_response({"staff": readmodel.staff_accounts(self.db, hospital_id)})
 
     @api("POST", "/api/v1/staff", "create a staff account", "accounts", body=StaffBody,
          roles=("hospital_admin", "platform_admin"), status=201)
     def create_staff(self, request: Request, principal: Principal, body: StaffBody) -> Response:
-        if principal.role == "hospital_admin":
-            if body.role not in ("clerk", "hospital_admin"):
-                raise Forbidden("医院管理员只能添加本院工作人员 / a hospital admin adds staff of their hospital",
-                                field="role")
-            principal.require_hospital(str(body.hospital_id))
-        made = readmodel.create_staff(self.db, body.username, body.password, body.role, body.hospital_id, body.name)
+        """The platform admin creates any account (hospital admins included); a hospital admin the
+        clerks and doctors of their own hospital. A doctor account names a doctor of that hospital."""
+        hospital_id = body.hospital_id or (principal.hospital_id if principal.role == "hospital_admin" else None)
+        principal.may_manage(body.role, hospital_id)
+        if body.doctor_id:
+            doctor = call(self.schedule.get_doctor, body.doctor_id)
+            if doctor.get("hospital_id") != hospital_id:
+                raise InvalidInput("该医生不属于此医院 / the doctor is not of this hospital", field="doctor_id")
+        made = readmodel.create_staff(self.db, body.username, body.password, body.role, hospital_id, body.name,
+                                      doctor_id=body.doctor_id)
+        readmodel.audit(self.db, principal, "create_staff", body.username, role=body.role, hospital_id=hospital_id)
         return json_response(made, 201)
+
+    @api("POST", "/api/v1/staff/<string:username>/<string:action>", "disable or enable a staff account; its "
+         "sessions end at once (accounts are never deleted)", "accounts", roles=("hospital_admin", "platform_admin"),
+         path_help={"action": "disable or enable"})
+    def disable_staff(self, request: Request, principal: Principal, username: str, action: str) -> Response:
+        if action not in ("disable", "enable"):
+            raise NotFound(f"没有这个操作 / no action {action}", field="action")
+        account = readmodel.staff_account(self.db, username)
+        if account is None:
+            raise NotFound("没有这个账号 / no such account", field="username")
+        principal.may_manage(account["role"], account["hospital_id"])
+        if username == principal.subject:
+            raise InvalidInput("不能停用自己的账号 / you cannot disable your own account", field="username")
+        readmodel.set_staff_disabled(self.db, username, action == "disable")
+        readmodel.audit(self.db, principal, f"{action}_staff", username)
+        return json_response({**account, "disabled": action == "disable"})
 
     @api("GET", "/api/v1/patients", "find a caller by resident ID (audited)", "accounts",
          roles=("operator", "clerk", "hospital_admin", "platform_admin"),
@@ -237,6 +286,30 @@ class GatewayService(pages.Pages):
     @api("GET", "/api/v1/hospitals", "hospitals", "schedule")
     def hospitals(self, request: Request) -> Response:
         return json_response({"hospitals": call(self.schedule.list_hospitals)})
+
+    @api("POST", "/api/v1/hospitals", "register a hospital (platform operators)", "hospital", body=HospitalBody,
+         roles=("platform_admin",), status=201)
+    def register_hospital(self, request: Request, principal: Principal, body: BaseModel) -> Response:
+        answer = call(self.schedule.register_hospital, {
+            **body.model_dump(mode="json", exclude_unset=True),
+            "idempotency_key": idempotency_key(request, uuid.uuid4().hex),
+            "correlation_id": correlation_id(request), "actor": principal.actor()})
+        return json_response(answer, 201)
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/holiday-preview",
+         "the sessions a holiday on that day would stop, and the bookings they hold", "hospital",
+         roles=("hospital_admin", "platform_admin"), query=(query("date", DAY, required=True),))
+    def holiday_preview(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        day = _day(request.args.get("date"), date.today(), "date")
+        preview = call(self.schedule.holiday_preview, hospital_id, day.isoformat(), principal.actor())
+        sessions = preview.get("sessions", [])
+        rows = call(self.booking.hospital_day_list, hospital_id, day.isoformat(), principal.actor(), None, None) \
+            if sessions else []
+        to_cancel = Counter(r["session_id"] for r in rows if r["status"] in ("booked", "moved"))
+        for x in sessions:
+            x["booked"] = to_cancel.get(x["session_id"], 0)
+        return json_response({**preview, "bookings": sum(x["booked"] for x in sessions)})
 
     @api("GET", "/api/v1/hospitals/<string:hospital_id>/departments", "departments of a hospital", "schedule")
     def departments(self, request: Request, hospital_id: str) -> Response:
@@ -330,6 +403,70 @@ class GatewayService(pages.Pages):
         readmodel.audit(self.db, principal, "check_in", answer["appointment_id"])
         return json_response(answer)
 
+    @api("POST", "/api/v1/appointments/<string:code>/refund",
+         "退号 at the window on the visit day: the fee goes back; the place is freed if the session has not started",
+         "appointments", body=RefundBody, roles=("clerk", "hospital_admin"),
+         path_help={"code": "the 8-character booking code"})
+    def refund(self, request: Request, principal: Principal, body: RefundBody, code: str) -> Response:
+        answer = call(self.booking.refund_at_window, {
+            "code": code.upper(), "reason": body.reason,
+            "idempotency_key": idempotency_key(request, f"refund:{code.upper()}:{uuid.uuid4().hex}"),
+            "correlation_id": correlation_id(request), "actor": principal.actor()})
+        readmodel.audit(self.db, principal, "refund", answer["appointment_id"], reason=body.reason)
+        return json_response(answer)
+
+    @api("GET", "/api/v1/appointments/by-code/<string:code>", "a booking by its code (the window; audited)",
+         "hospital", roles=HOSPITAL_STAFF)
+    def appointment_by_code(self, request: Request, principal: Principal, code: str) -> Response:
+        row = call(self.booking.appointment_by_code, code.upper(), principal.actor())
+        readmodel.audit(self.db, principal, "read_appointment", row["appointment_id"])
+        return json_response(self._named([row], row.get("hospital_id") or principal.hospital_id)[0])
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/patient-bookings",
+         "a patient's bookings at this hospital by resident ID, for one who lost the code (audited)", "hospital",
+         roles=HOSPITAL_STAFF, query=(query("id_number", {"type": "string", "minLength": 18, "maxLength": 18},
+                                            required=True),))
+    def patient_bookings(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        id_number = (request.args.get("id_number") or "").strip().upper()
+        if len(id_number) != 18:
+            raise InvalidInput("身份证号应为18位 / resident ID must have 18 characters", field="id_number")
+        try:
+            found = call(self.booking.patient_bookings_at, id_number, hospital_id, principal.actor())
+        except NotFound:
+            readmodel.audit(self.db, principal, "find_bookings_not_found", mask_id(id_number))
+            raise
+        readmodel.audit(self.db, principal, "find_bookings", found["patient"]["patient_id"], hospital_id=hospital_id)
+        return json_response({**found, "appointments": self._named(found["appointments"], hospital_id)})
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/day-list",
+         "every booking of the hospital's sessions on a day, by department and doctor (the window; audited)",
+         "hospital", roles=HOSPITAL_STAFF,
+         query=(query("date", DAY), query("department_id"), query("doctor_id")))
+    def day_list(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        day = _day(request.args.get("date"), _today(), "date")
+        rows = call(self.booking.hospital_day_list, hospital_id, day.isoformat(), principal.actor(),
+                    request.args.get("department_id") or None, request.args.get("doctor_id") or None)
+        readmodel.audit(self.db, principal, "read_day_list", hospital_id, date=day.isoformat(), patients=len(rows))
+        return json_response({"hospital_id": hospital_id, "hospital_name": self._hospital_names().get(hospital_id),
+                              "date": day.isoformat(), "appointments": self._named(rows, hospital_id)})
+
+    @api("GET", "/api/v1/doctors/<string:doctor_id>/day-list",
+         "a doctor's bookings of a day, before the session (the doctor, staff of the hospital; audited)",
+         "hospital", roles=("doctor", *HOSPITAL_STAFF), query=(query("date", DAY),))
+    def doctor_day_list(self, request: Request, principal: Principal, doctor_id: str) -> Response:
+        if principal.role == "doctor" and principal.doctor_id != doctor_id:
+            raise Forbidden("医生只能查看本人的预约名单 / a doctor sees their own list", field="doctor_id")
+        hospital_id = str(call(self.schedule.get_doctor, doctor_id)["hospital_id"])
+        principal.require_hospital(hospital_id)
+        day = _day(request.args.get("date"), _today(), "date")
+        rows = call(self.booking.hospital_day_list, hospital_id, day.isoformat(), principal.actor(), None, doctor_id)
+        readmodel.audit(self.db, principal, "read_doctor_list", doctor_id, date=day.isoformat(), patients=len(rows))
+        return json_response({"hospital_id": hospital_id, "hospital_name": self._hospital_names().get(hospital_id),
+                              "doctor_id": doctor_id, "date": day.isoformat(),
+                              "appointments": self._named(rows, hospital_id)})
+
     # --- hospital staff -----------------------------------------------------------------------
 
     @api("POST", "/api/v1/admin/schedule/<string:command>",
@@ -387,6 +524,18 @@ class GatewayService(pages.Pages):
         rows = call(self.booking.session_list, session_id, principal.actor())
         readmodel.audit(self.db, principal, "read_session_list", session_id, patients=len(rows))
         return json_response({"session_id": session_id, "appointments": rows})
+
+    def _hospital_names(self) -> dict[str, str]:
+        return self.limits.names.get("hospitals", lambda: {
+            h["hospital_id"]: h["name"] for h in call(self.schedule.list_hospitals)})
+
+    def _named(self, rows: list[dict[str, Any]], hospital_id: str | None) -> list[dict[str, Any]]:
+        """Rows of bookings with the names staff know their departments by, not their codes."""
+        if not rows or not hospital_id:
+            return rows
+        departments = self.limits.names.get(f"departments:{hospital_id}", lambda: {
+            d["department_id"]: d["name"] for d in call(self.schedule.list_departments, hospital_id)})
+        return [{**row, "department_name": departments.get(row.get("department_id", ""), "")} for row in rows]
 
     def _verified(self, phone: str, purpose: str, code: str) -> None:
         """The caller holds this phone: the SMS code they typed is right (refused otherwise)."""

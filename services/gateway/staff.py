@@ -19,13 +19,14 @@ from infra.settings import load_config
 from services.gateway import readmodel
 from services.gateway.limits import GatewaySettings
 
-DEMO = (
-    ("admin", "admin-pass-2024", "platform_admin", None, "平台管理员"),
-    ("hebmu2-admin", "admin-pass-2024", "hospital_admin", "hebmu2", "河北医大二院管理员"),
-    ("hebmu2-clerk", "clerk-pass-2024", "clerk", "hebmu2", "预约窗口 王敏"),
-    ("hbph-admin", "admin-pass-2024", "hospital_admin", "hbph", "省人民医院管理员"),
-    ("op-12580", "op-pass-2024", "operator", None, "12580 话务员 刘洋"),
-    ("analyst", "analyst-pass-2024", "analyst", None, "卫生厅统计员"),
+DEMO: tuple[tuple[str, str, str, str | None, str, str | None], ...] = (
+    ("admin", "admin-pass-2024", "platform_admin", None, "平台管理员", None),
+    ("hebmu2-admin", "admin-pass-2024", "hospital_admin", "hebmu2", "河北医大二院管理员", None),
+    ("hebmu2-clerk", "clerk-pass-2024", "clerk", "hebmu2", "预约窗口 王敏", None),
+    ("hebmu2-zhang", "doctor-pass-2024", "doctor", "hebmu2", "张建国 主任医师", "hebmu2-zhang"),
+    ("hbph-admin", "admin-pass-2024", "hospital_admin", "hbph", "省人民医院管理员", None),
+    ("op-12580", "op-pass-2024", "operator", None, "12580 话务员 刘洋", None),
+    ("analyst", "analyst-pass-2024", "analyst", None, "卫生厅统计员", None),
 )
 
 
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     db = database(args.config)
     if args.action == "demo":
-        for username, password, role, hospital, name in DEMO:
-            readmodel.create_staff(db, username, password, role, hospital, name, exist_ok=True)
+        for username, password, role, hospital, name, doctor_id in DEMO:
+            readmodel.create_staff(db, username, password, role, hospital, name, exist_ok=True, doctor_id=doctor_id)
             print(f"  {role:15} {username:14} / {password:18} {hospital or ''}")
         if args.gateway:
             state = register_demo_patient(args.gateway)
