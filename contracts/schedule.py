@@ -317,6 +317,8 @@ class HolidayDeclared(Event):
     hospital_id: str
     date: date
     name: str
+    # The day's published sessions this declaration stopped (each by DoctorStopApproved in the same append).
+    stopped_session_ids: list[str] = Field(default_factory=list)
 
 
 class HolidayCancelled(Event):

@@ -4,18 +4,19 @@ through the kernel's unit of work (infra.unit_of_work.execute). No nameko here.
 A command's key event gets the id derived from its idempotency key under the scope named here
 (the same scopes as before the kernel, so keys already stored still answer their repeats); the
 answer is that event's payload with the position to wait for. Dependencies are injected by
-parameter name (`store`, `now`, `planned_doctors`, `department_chain`): the service's providers in production, an
-in-memory store and fakes in tests/unit/schedule/test_handlers.py.
+parameter name (`store`, `now`, `planned_doctors`, `department_chain`, `sessions_of_day`): the
+service's providers in production, an in-memory store and fakes in tests/unit/schedule/test_handlers.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from contracts import (
     ApproveDoctorStop,
+    CancelHoliday,
     ChangeBookingRules,
     ChangeFee,
     ChangeSessionQuota,
@@ -59,6 +60,7 @@ Answer = dict[str, Any]
 Decide = Callable[[ScheduleWorld], Event | None]
 PlannedDoctors = Callable[[str], Sequence[str]]
 DepartmentChain = Callable[[str], Sequence[str]]
+SessionsOfDay = Callable[[str, date], Sequence[str]]
 
 
 # --- hospitals, departments, doctors ----------------------------------------------------------------
@@ -89,8 +91,18 @@ def change_fee(cmd: ChangeFee, store: EventStore) -> Answer:
 
 
 @APP.command(DeclareHoliday)
-def declare_holiday(cmd: DeclareHoliday, store: EventStore) -> Answer:
-    return _run(store, cmd, "declare_holiday", _on_hospital(cmd.hospital_id, lambda h: domain.declare_holiday(cmd, h)))
+def declare_holiday(cmd: DeclareHoliday, store: EventStore, now: datetime, sessions_of_day: SessionsOfDay) -> Answer:
+    """`sessions_of_day(hospital_id, day)`: the hospital's sessions of that day in the read model, a
+    hint read with the hospital in one round trip. The holiday and the stop of each session it stops
+    are one append, so either every patient of the day is told or the holiday is not declared."""
+    session_ids = list(sessions_of_day(cmd.hospital_id, cmd.date))
+    return _run(store, cmd, "declare_holiday", lambda w: domain.stage_holiday(w, cmd, now, session_ids),
+                [hospital_stream(cmd.hospital_id), *map(session_stream, session_ids)])
+
+
+@APP.command(CancelHoliday)
+def cancel_holiday(cmd: CancelHoliday, store: EventStore) -> Answer:
+    return _run(store, cmd, "cancel_holiday", _on_hospital(cmd.hospital_id, lambda h: domain.cancel_holiday(cmd, h)))
 
 
 @APP.command(CreateDepartment)

@@ -21,6 +21,7 @@ from contracts import (
     DoctorUpdated,
     Envelope,
     FeeChanged,
+    HolidayCancelled,
     HolidayDeclared,
     HospitalRegistered,
     HospitalRulesChanged,
@@ -113,6 +114,11 @@ def _holiday_declared(cur: Any, ev: HolidayDeclared, env: Envelope) -> None:
                 "SET name = EXCLUDED.name", (ev.hospital_id, ev.date, ev.name))
 
 
+@PROJECTOR.on(HolidayCancelled)
+def _holiday_cancelled(cur: Any, ev: HolidayCancelled, env: Envelope) -> None:
+    cur.execute("DELETE FROM holidays WHERE hospital_id = %s AND day = %s", (ev.hospital_id, ev.date))
+
+
 @PROJECTOR.on(DepartmentCreated)
 def _department_created(cur: Any, ev: DepartmentCreated, env: Envelope) -> None:
     cur.execute("INSERT INTO departments VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -203,9 +209,15 @@ def _stop_decided(cur: Any, stop_id: str, state: str, decided_by: str, env: Enve
 _HOSPITAL_COLUMNS = ("hospital_id", "name", "level", "address", "contact", "rules")
 
 
-def hospitals(cur: Any) -> list[dict[str, Any]]:
+def hospitals(cur: Any, today: date) -> list[dict[str, Any]]:
+    """Every hospital with its booking rules and its holidays from today."""
     cur.execute(f"SELECT {', '.join(_HOSPITAL_COLUMNS)} FROM hospitals ORDER BY hospital_id")
-    return [dict(zip(_HOSPITAL_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    found = [dict(zip(_HOSPITAL_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    cur.execute("SELECT hospital_id, day, name FROM holidays WHERE day >= %s ORDER BY hospital_id, day", (today,))
+    holidays: dict[str, list[dict[str, str]]] = {}
+    for hospital_id, day, name in cur.fetchall():
+        holidays.setdefault(hospital_id, []).append({"date": day.isoformat(), "name": name})
+    return [{**h, "holidays": holidays.get(h["hospital_id"], [])} for h in found]
 
 
 def hospital(cur: Any, hospital_id: str, today: date) -> dict[str, Any] | None:
@@ -315,6 +327,16 @@ def session(cur: Any, session_id: str, now: datetime) -> dict[str, Any] | None:
     cur.execute(f"{_SESSION_SELECT} WHERE session_id = %s", (session_id,))
     row = cur.fetchone()
     return _session_view(row, now) if row else None
+
+
+def sessions_of_day(cur: Any, hospital_id: str, day: date) -> list[dict[str, Any]]:
+    """The hospital's sessions of one day, whatever their state: what a holiday on it would touch."""
+    cur.execute(
+        "SELECT session_id, doctor_id, data->>'doctor_name', department_id, period, data->>'start', data->>'end', "
+        "state FROM sessions WHERE hospital_id = %s AND day = %s ORDER BY data->>'start', session_id",
+        (hospital_id, day))
+    columns = ("session_id", "doctor_id", "doctor_name", "department_id", "period", "start", "end", "state")
+    return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
 def doctor_stops(cur: Any, hospital_id: str, state: str | None = None) -> list[dict[str, Any]]:

@@ -5,12 +5,16 @@ reads the read model."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any, TypeVar, cast
 
 from nameko.rpc import rpc as _rpc
+from pydantic import ValidationError
 
 from contracts import (
+    Actor,
     ApproveDoctorStop,
+    CancelHoliday,
     ChangeBookingRules,
     ChangeFee,
     ChangeSessionQuota,
@@ -19,6 +23,7 @@ from contracts import (
     DeclareHoliday,
     GenerateSessions,
     ImportPlan,
+    InvalidInput,
     NotFound,
     RegisterDoctor,
     RegisterHospital,
@@ -29,10 +34,11 @@ from contracts import (
     UpdateDepartment,
     UpdateDoctor,
     UpdateHospital,
+    invalid_from_validation,
 )
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, Store, contract
-from services.schedule import readmodel
+from services.schedule import domain, readmodel
 from services.schedule.domain import HOSPITAL_TZ, SessionRequest
 from services.schedule.handlers import APP
 
@@ -70,6 +76,11 @@ class ScheduleService:
         with self.db.transaction() as cur:
             return readmodel.department_chain(cur, department_id)
 
+    def sessions_of_day(self, hospital_id: str, day: date) -> list[str]:
+        """For declare_holiday: the hospital's sessions of that day, to load them at once."""
+        with self.db.transaction() as cur:
+            return [s["session_id"] for s in readmodel.sessions_of_day(cur, hospital_id, day)]
+
     # --- commands (SessionRequest: ScheduleSession, its shape refusals naming their field) ---------
 
     @rpc
@@ -91,6 +102,10 @@ class ScheduleService:
     @rpc
     @contract(DeclareHoliday)
     def declare_holiday(self, cmd: DeclareHoliday) -> dict[str, Any]: return self._command(cmd)
+
+    @rpc
+    @contract(CancelHoliday)
+    def cancel_holiday(self, cmd: CancelHoliday) -> dict[str, Any]: return self._command(cmd)
 
     @rpc
     @contract(CreateDepartment)
@@ -146,7 +161,7 @@ class ScheduleService:
     @contract()
     def list_hospitals(self) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:
-            return readmodel.hospitals(cur)
+            return readmodel.hospitals(cur, self.now().date())
 
     @rpc
     @contract()
@@ -156,6 +171,17 @@ class ScheduleService:
         if found is None:
             raise NotFound(f"医院 {hospital_id} 不存在 / unknown hospital", field="hospital_id")
         return found
+
+    @rpc
+    @contract()
+    def holiday_preview(self, hospital_id: str, date: str, actor: dict[str, Any]) -> dict[str, Any]:
+        """The sessions a holiday on `date` would stop (the gateway asks booking for their bookings);
+        declare_holiday's confirm_stops is the length of `sessions`."""
+        day, who = _day(date), _actor(actor)
+        with self.db.transaction() as cur:
+            found = readmodel.hospital(cur, hospital_id, day)
+            sessions = readmodel.sessions_of_day(cur, hospital_id, day) if found else []
+        return domain.holiday_preview(who, hospital_id, day, found, sessions, self.now())
 
     @rpc
     @contract()
@@ -199,3 +225,17 @@ class ScheduleService:
     def list_doctor_stops(self, hospital_id: str, state: str | None = None) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:
             return readmodel.doctor_stops(cur, hospital_id, state)
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"日期 {value} 无效，应为 YYYY-MM-DD / invalid date", field="date") from None
+
+
+def _actor(value: dict[str, Any]) -> Actor:
+    try:
+        return Actor.model_validate(value)
+    except ValidationError as exc:
+        raise invalid_from_validation(exc) from None

@@ -381,3 +381,87 @@ def test_a_replacement_is_a_session_of_the_same_hospital_department_and_title(sc
     assert (session["state"], session["stop_pending"], session["booking"]["state"] != "stopped") == (
         "scheduled", False, True)
     assert isinstance(time.fromisoformat(session["start"]), time)
+
+
+def test_a_holiday_stops_the_day_s_published_sessions_once_the_admin_confirms_how_many(schedule, store):
+    publish_hospital(schedule)
+    day, next_day = tomorrow_plus(5), tomorrow_plus(6)
+    command(schedule, "schedule_session", ADMIN, **session_fields("s-am", day))
+    command(schedule, "schedule_session", ADMIN, **session_fields("s-pm", day, "14:00", "17:00", doctor_id="dr-li",
+                                                                  period="afternoon"))
+    command(schedule, "schedule_session", ADMIN, **session_fields("s-next", next_day))
+
+    preview = call(schedule, "holiday_preview", "hb3", day.isoformat(), ADMIN)
+    assert preview == {"hospital_id": "hb3", "date": day.isoformat(), "declared": None, "sessions": [
+        {"session_id": "s-am", "doctor_id": "dr-wang", "doctor_name": "王建国", "department_id": "hb3-xnk",
+         "period": "morning", "start": "08:00:00", "end": "11:30:00"},
+        {"session_id": "s-pm", "doctor_id": "dr-li", "doctor_name": "李明", "department_id": "hb3-xnk",
+         "period": "afternoon", "start": "14:00:00", "end": "17:00:00"}]}
+    for args, expected in (((OTHER_ADMIN,), ("forbidden", "actor")), (({"kind": "patient", "id": "p"},),
+                                                                       ("forbidden", "actor"))):
+        err = from_wire(call(schedule, "holiday_preview", "hb3", day.isoformat(), *args))
+        assert err is not None and (err.code, err.field) == expected
+    err = from_wire(call(schedule, "holiday_preview", "hb3", "next tuesday", ADMIN))
+    assert err is not None and (err.code, err.field) == ("invalid_input", "date")
+    err = from_wire(call(schedule, "holiday_preview", "hb9", day.isoformat(), {"kind": "platform_admin", "id": "o"}))
+    assert err is not None and (err.code, err.field) == ("not_found", "hospital_id")
+
+    head = store.head()
+    unconfirmed = call(schedule, "declare_holiday", {"idempotency_key": "holiday-0001", "actor": ADMIN,
+                                                     "hospital_id": "hb3", "date": day.isoformat(), "name": "院庆"})
+    assert unconfirmed["domain_error"]["code"] == "confirm_holiday_stops"
+    assert unconfirmed["domain_error"]["field"] == "confirm_stops" and unconfirmed["domain_error"]["status"] == 409
+    assert "2 个" in unconfirmed["domain_error"]["message"]
+    assert store.head() == head
+
+    declared = command(schedule, "declare_holiday", ADMIN, key="holiday-0002", hospital_id="hb3",
+                       date=day.isoformat(), name="院庆", confirm_stops=len(preview["sessions"]))
+    assert declared["stopped_session_ids"] == ["s-am", "s-pm"] and declared["position"] == store.head()
+    again = command(schedule, "declare_holiday", ADMIN, key="holiday-0002", hospital_id="hb3",
+                    date=day.isoformat(), name="院庆", confirm_stops=2)
+    assert again == {**declared, "duplicate": True} and store.head() == declared["position"]
+    assert [call(schedule, "get_session", s)["state"] for s in ("s-am", "s-pm", "s-next")] == [
+        "stopped", "stopped", "scheduled"]
+    assert call(schedule, "get_session", "s-am")["booking"]["state"] == "stopped"
+
+    # The hospital's own stop tools still work, and the stop list shows both kinds with their reason.
+    command(schedule, "request_doctor_stop", ADMIN, session_id="s-next", reason="外出会诊", requested_by="dr-wang")
+    command(schedule, "approve_doctor_stop", ADMIN, session_id="s-next", stop_id="s-next.stop1")
+    stops = {s["stop_id"]: s for s in call(schedule, "list_doctor_stops", "hb3", state="approved")}
+    assert set(stops) == {"s-am.stop1", "s-pm.stop1", "s-next.stop1"}
+    assert (stops["s-am.stop1"]["reason"], stops["s-am.stop1"]["requested_by"], stops["s-am.stop1"]["decided_by"]) == (
+        "节假日：院庆", "admin-hb3", "admin-hb3")
+    assert stops["s-next.stop1"]["reason"] == "外出会诊"
+
+    holidays = [{"date": day.isoformat(), "name": "院庆"}]
+    assert call(schedule, "get_hospital", "hb3")["holidays"] == holidays
+    assert call(schedule, "list_hospitals")[0]["holidays"] == holidays
+    assert call(schedule, "holiday_preview", "hb3", day.isoformat(), ADMIN)["sessions"] == []
+
+    cancelled = command(schedule, "cancel_holiday", ADMIN, hospital_id="hb3", date=day.isoformat())
+    assert cancelled["date"] == day.isoformat()
+    assert call(schedule, "get_hospital", "hb3")["holidays"] == []
+    assert call(schedule, "list_hospitals")[0]["holidays"] == []
+    assert call(schedule, "get_session", "s-am")["state"] == "stopped"  # what the holiday stopped stays stopped
+    assert refusal(schedule, "cancel_holiday", hospital_id="hb3", date=day.isoformat()) == ("not_found", "date")
+    assert refusal(schedule, "cancel_holiday", actor=OTHER_ADMIN, hospital_id="hb3", date=day.isoformat()) == (
+        "forbidden", "actor")
+
+
+def test_a_hospital_is_registered_by_the_platform_and_changed_by_its_own_admin_or_the_platform(schedule):
+    platform = {"kind": "platform_admin", "id": "ops"}
+    fields = {"hospital_id": "hb3", "name": "河北医科大学第三医院"}
+    assert refusal(schedule, "register_hospital", actor=ADMIN, **fields) == ("forbidden", "actor")
+    assert refusal(schedule, "register_hospital", actor={"kind": "service", "id": "his-sync"}, **fields) == (
+        "forbidden", "actor")
+    assert command(schedule, "register_hospital", platform, **fields)["hospital_id"] == "hb3"
+    rules = {"release_days": 14, "release_time": "07:30"}
+    clerk = {"kind": "clerk", "id": "c", "hospital_id": "hb3"}
+    for actor in (OTHER_ADMIN, {"kind": "service", "id": "his-sync"}, clerk):
+        assert refusal(schedule, "update_hospital", actor=actor, **fields, address="石家庄") == ("forbidden", "actor")
+        assert refusal(schedule, "change_booking_rules", actor=actor, hospital_id="hb3", rules=rules) == (
+            "forbidden", "actor")
+    command(schedule, "update_hospital", ADMIN, **fields, address="石家庄市自强路139号")
+    command(schedule, "change_booking_rules", platform, hospital_id="hb3", rules=rules)
+    found = call(schedule, "get_hospital", "hb3")
+    assert (found["address"], found["rules"]["release_days"]) == ("石家庄市自强路139号", 14)

@@ -8,11 +8,20 @@ decision sees an earlier one. It never reads the store; the unit of work loads w
     state.py      stream names, folds (Entity, Hospital, Session, DoctorSessions), ScheduleWorld
     rules.py      authorisation, session shape and time bands, fees, booking windows
     hospitals.py  hospitals, departments, doctors, the weekly plan
+    holidays.py   holidays: declaring one stops the day's sessions (after confirmation), cancelling one
     sessions.py   one-off sessions, generation from the weekly plans, quota
     stops.py      doctor stops (停诊) and replacement sessions (补诊)
     imports.py    the all-or-nothing import engine
 """
 
+from services.schedule.domain.holidays import (
+    cancel_holiday,
+    check_stop_confirmation,
+    holiday_preview,
+    holiday_stop_reason,
+    stage_holiday,
+    stopped_by_holiday,
+)
 from services.schedule.domain.hospitals import (
     change_booking_rules,
     change_fee,
@@ -30,6 +39,7 @@ from services.schedule.domain.imports import import_plan
 from services.schedule.domain.rules import (
     SessionRequest,
     authorize_hospital_change,
+    authorize_hospital_settings,
     authorize_platform,
     authorize_stop_decision,
     booking_status,
@@ -70,7 +80,12 @@ from services.schedule.domain.state import (
     plan_session_id,
     session_stream,
 )
-from services.schedule.domain.stops import approve_doctor_stop, reject_doctor_stop, request_doctor_stop
+from services.schedule.domain.stops import (
+    approve_doctor_stop,
+    reject_doctor_stop,
+    request_doctor_stop,
+    stage_stop_without_replacement,
+)
 
 __all__ = [
     "HOSPITAL_TZ",
@@ -86,15 +101,18 @@ __all__ = [
     "SessionRequest",
     "approve_doctor_stop",
     "authorize_hospital_change",
+    "authorize_hospital_settings",
     "authorize_platform",
     "authorize_stop_decision",
     "booking_status",
     "booking_window",
+    "cancel_holiday",
     "change_booking_rules",
     "change_fee",
     "change_session_quota",
     "check_horizon",
     "check_session_shape",
+    "check_stop_confirmation",
     "clinic_type_of",
     "create_department",
     "declare_holiday",
@@ -108,6 +126,8 @@ __all__ = [
     "generate_sessions",
     "generation_stream",
     "generation_streams",
+    "holiday_preview",
+    "holiday_stop_reason",
     "hospital_stream",
     "import_plan",
     "import_stream",
@@ -121,7 +141,10 @@ __all__ = [
     "schedule_session",
     "session_stream",
     "set_weekly_plan",
+    "stage_holiday",
     "stage_one_off_session",
+    "stage_stop_without_replacement",
+    "stopped_by_holiday",
     "update_department",
     "update_doctor",
     "update_hospital",

@@ -35,6 +35,7 @@ from contracts import (
 )
 from services.schedule.domain.rules import (
     authorize_hospital_change,
+    authorize_hospital_settings,
     authorize_platform,
     check_session_shape,
     clinic_type_of,
@@ -60,7 +61,7 @@ def register_hospital(cmd: RegisterHospital, current: Hospital | Entity) -> Hosp
 def update_hospital(cmd: UpdateHospital, hospital: Hospital) -> HospitalUpdated | None:
     if not hospital.exists:
         raise unknown_hospital(cmd.hospital_id)
-    authorize_hospital_change(cmd.actor, cmd.hospital_id)
+    authorize_hospital_settings(cmd.actor, cmd.hospital_id)
     event = HospitalUpdated(hospital_id=cmd.hospital_id, name=cmd.name, level=cmd.level, address=cmd.address,
                             contact=cmd.contact)
     before = (hospital.name, hospital.level, hospital.address, hospital.contact)
@@ -70,7 +71,7 @@ def update_hospital(cmd: UpdateHospital, hospital: Hospital) -> HospitalUpdated 
 def change_booking_rules(cmd: ChangeBookingRules, hospital: Hospital) -> HospitalRulesChanged | None:
     if not hospital.exists:
         raise unknown_hospital(cmd.hospital_id)
-    authorize_hospital_change(cmd.actor, cmd.hospital_id)
+    authorize_hospital_settings(cmd.actor, cmd.hospital_id)
     if cmd.rules == hospital.rules:
         return None
     return HospitalRulesChanged(hospital_id=cmd.hospital_id, rules=cmd.rules)

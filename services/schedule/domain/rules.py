@@ -38,6 +38,17 @@ def authorize_hospital_change(actor: Actor, hospital_id: str) -> None:
                     field="actor")
 
 
+def authorize_hospital_settings(actor: Actor, hospital_id: str) -> None:
+    """A hospital's own details and booking rules: its admins and the platform, not the HIS sync
+    (which publishes schedule changes, not the hospital's rules)."""
+    if actor.kind in _PLATFORM_KINDS:
+        return
+    if actor.kind == "hospital_admin" and actor.hospital_id == hospital_id:
+        return
+    raise Forbidden(f"仅医院 {hospital_id} 的管理员或平台管理员可修改医院信息与预约规则 / only an admin of this "
+                    "hospital or a platform admin may change its details and booking rules", field="actor")
+
+
 def authorize_stop_decision(actor: Actor, hospital_id: str) -> None:
     """停诊审批: an admin of the session's own hospital (or a platform admin), nobody else."""
     if actor.kind == "platform_admin":

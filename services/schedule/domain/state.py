@@ -138,6 +138,8 @@ class Hospital:
                 state.fees[d["fee_class"]] = Decimal(str(d["fee"]))
             elif ev.type == "HolidayDeclared":
                 state.holidays[date.fromisoformat(d["date"])] = d["name"]
+            elif ev.type == "HolidayCancelled":
+                state.holidays.pop(date.fromisoformat(d["date"]), None)
             state.version = ev.version or 0
         return state
 

@@ -57,8 +57,29 @@ def request_doctor_stop(cmd: RequestDoctorStop, session: Session, now: datetime)
     if (pending := session.pending_stop) is not None:
         raise Conflict(f"已有待审批的停诊申请 {pending['stop_id']} / a stop request is already pending",
                        field="session_id")
-    return DoctorStopRequested(stop_id=f"{cmd.session_id}.stop{len(session.stops) + 1}", session_id=cmd.session_id,
+    return DoctorStopRequested(stop_id=_next_stop_id(session, cmd.session_id), session_id=cmd.session_id,
                                hospital_id=session.hospital_id, reason=cmd.reason, requested_by=cmd.requested_by)
+
+
+def stage_stop_without_replacement(world: ScheduleWorld, session_id: str, reason: str, by: str) -> DoctorStopApproved:
+    """Stop a session as a doctor stop does, requested and approved at once by `by` (an admin), with
+    no replacement: what a holiday does to the day's published sessions. A request still pending
+    is rejected first, as superseded, so the session never keeps an undecided request."""
+    session = world.session(session_id)
+    stream = session_stream(session_id)
+    if (pending := session.pending_stop) is not None:
+        world.stage(stream, DoctorStopRejected(
+            stop_id=pending["stop_id"], session_id=session_id, hospital_id=session.hospital_id,
+            reason=f"已由停诊（{reason}）取代 / superseded by a stop for: {reason}", rejected_by=by))
+    stop_id = _next_stop_id(session, session_id)
+    world.stage(stream, DoctorStopRequested(stop_id=stop_id, session_id=session_id, hospital_id=session.hospital_id,
+                                            reason=reason, requested_by=by))
+    return world.stage(stream, DoctorStopApproved(stop_id=stop_id, session_id=session_id,
+                                                  hospital_id=session.hospital_id, reason=reason, approved_by=by))
+
+
+def _next_stop_id(session: Session, session_id: str) -> str:
+    return f"{session_id}.stop{len(session.stops) + 1}"
 
 
 def _pending(session: Session, session_id: str, stop_id: str, actor: Actor, now: datetime) -> dict[str, Any]:

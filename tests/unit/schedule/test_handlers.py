@@ -14,6 +14,7 @@ import pytest
 from contracts import (
     Actor,
     ApproveDoctorStop,
+    CancelHoliday,
     ChangeFee,
     Command,
     Conflict,
@@ -22,6 +23,7 @@ from contracts import (
     GenerateSessions,
     ImportPlan,
     InvalidInput,
+    NotFound,
     Quota,
     RegisterDoctor,
     RegisterHospital,
@@ -103,10 +105,18 @@ class Interfering:
 
 
 def run(store: Any, cmd: Command, planned: Sequence[str] = (),
-        chain: Callable[[str], Sequence[str]] = lambda department_id: []) -> dict[str, Any]:
-    deps = {"store": store, "now": NOW, "planned_doctors": lambda hospital_id: list(planned), "department_chain": chain}
+        chain: Callable[[str], Sequence[str]] = lambda department_id: [],
+        day_sessions: Callable[[str, date], Sequence[str]] | None = None) -> dict[str, Any]:
+    deps = {"store": store, "now": NOW, "planned_doctors": lambda hospital_id: list(planned), "department_chain": chain,
+            "sessions_of_day": day_sessions or (lambda hospital_id, day: sessions_of_day(store, hospital_id, day))}
     answer: dict[str, Any] = APP.handle(cmd, deps)
     return answer
+
+
+def sessions_of_day(store: Any, hospital_id: str, day: date) -> list[str]:
+    """The read model's answer, from the store: every session published for the hospital that day."""
+    return [e.data["session_id"] for e in store.read_all(0, 100_000) if e.type == "SessionScheduled"
+            and e.data["hospital_id"] == hospital_id and e.data["date"] == day.isoformat()]
 
 
 def slot(weekday: int, start: time = time(8), end: time = time(11, 30)) -> PlanSlot:
@@ -150,7 +160,7 @@ def test_every_command_the_service_accepts_has_a_handler_in_the_table():
     classes = {getattr(module, name) for name in accepted}  # annotations are strings (PEP 563)
     unhandled = [cls.__name__ for cls in classes if not any(c in COMMANDS for c in cls.__mro__)]
     assert unhandled == []
-    assert len(accepted) == 17
+    assert len(accepted) == 18
 
 
 # --- repeats ----------------------------------------------------------------------------------------
@@ -245,6 +255,95 @@ def test_approving_a_stop_with_a_replacement_stores_the_replacement_before_the_a
     assert [e.position for e in stored] == [head + 1, head + 2, head + 3]
     assert answer["replacement_session_id"] == "s-wed-bz1" and answer["position"] == head + 3
     assert stored[0].data["replaces_session_id"] == "s-wed" and stored[0].data["doctor_id"] == "dr-li"
+
+
+# --- holidays: the holiday and the stops it makes in one append -------------------------------------
+
+
+def holiday_day(store: InMemoryEventStore) -> None:
+    """WEDNESDAY: s-wed (王 08:00) and s-wed-li (李 14:00); s-thu the day after."""
+    hospital(store)
+    run(store, session_cmd("s-wed"))
+    run(store, session_cmd("s-wed-li", doctor_id="dr-li", start=time(14), end=time(17)))
+    run(store, session_cmd("s-thu", day=date(2025, 3, 13)))
+
+
+def declare(confirm: int | None, key: str = "key-holiday-wed") -> DeclareHoliday:
+    return DeclareHoliday(idempotency_key=key, actor=ADMIN, hospital_id="hb3", date=WEDNESDAY, name="院庆",
+                          confirm_stops=confirm)
+
+
+def test_a_holiday_and_the_stops_it_makes_are_one_append_read_in_one_round_trip_and_a_repeat_appends_nothing():
+    store = InMemoryEventStore()
+    holiday_day(store)
+    appends, head = store.appends, store.head()
+    counting = Counting(store)
+    answer = run(counting, declare(2))
+    assert store.appends == appends + 1
+    assert len(counting.read_streams_calls) == 1  # the hospital and the day's sessions, prefetched together
+    stored = store.read_all(head)
+    assert [(e.type, e.stream) for e in stored] == [
+        ("DoctorStopRequested", "session-s-wed"), ("DoctorStopApproved", "session-s-wed"),
+        ("DoctorStopRequested", "session-s-wed-li"), ("DoctorStopApproved", "session-s-wed-li"),
+        ("HolidayDeclared", "hospital-hb3")]
+    assert {e.data["reason"] for e in stored[:-1]} == {"节假日：院庆"}
+    assert {e.actor.id for e in stored} == {"admin-hb3"}
+    assert answer["stopped_session_ids"] == ["s-wed", "s-wed-li"] and answer["position"] == store.head()
+    assert types_of(store, "session-s-thu") == ["SessionScheduled"]
+
+    after = store.head()
+    again = run(store, declare(2))
+    assert store.head() == after and again == {**answer, "duplicate": True}
+    other_key = run(store, declare(None, key="key-holiday-wed-2"))  # the day is a holiday already
+    assert other_key["changed"] is False and store.head() == after
+
+
+def test_an_unconfirmed_holiday_stores_nothing_and_says_how_many_sessions_it_would_stop():
+    store = InMemoryEventStore()
+    holiday_day(store)
+    head = store.head()
+    with pytest.raises(Conflict) as exc:
+        run(store, declare(None))
+    assert (exc.value.code, exc.value.field) == ("confirm_holiday_stops", "confirm_stops")
+    assert exc.value.message.startswith("该节假日将停诊当日 2 个")
+    assert store.head() == head
+
+
+def test_a_session_stopped_between_the_preview_and_the_declaration_makes_the_confirmed_number_wrong():
+    store = InMemoryEventStore()
+    holiday_day(store)
+
+    def stop_one() -> None:
+        stop = run(store, RequestDoctorStop(idempotency_key="key-stop-li", actor=ADMIN, session_id="s-wed-li",
+                                            reason="外出会诊", requested_by="dr-li"))
+        run(store, ApproveDoctorStop(idempotency_key="key-approve-li", actor=ADMIN, session_id="s-wed-li",
+                                     stop_id=stop["stop_id"]))
+
+    racing = Interfering(store, meanwhile=stop_one)
+    with pytest.raises(Conflict) as exc:
+        run(racing, declare(2))
+    assert exc.value.code == "confirm_holiday_stops" and "1 个" in exc.value.message
+    assert racing.attempts == 1 and "HolidayDeclared" not in types_of(store, "hospital-hb3")
+    assert run(store, declare(1, key="key-holiday-wed-again"))["stopped_session_ids"] == ["s-wed"]
+
+
+def test_a_cancelled_holiday_lets_generation_publish_the_day_again():
+    store = InMemoryEventStore()
+    hospital(store)
+    run(store, SetWeeklyPlan(idempotency_key="key-plan-wang", actor=ADMIN, doctor_id="dr-wang", slots=[slot(3)]))
+    run(store, declare(None))
+    generate = GenerateSessions(idempotency_key="key-gen-wed", actor=ADMIN, hospital_id="hb3", date_from=WEDNESDAY,
+                                date_to=WEDNESDAY, doctor_ids=["dr-wang"])
+    assert run(store, generate)["session_ids"] == []
+    cancelled = run(store, CancelHoliday(idempotency_key="key-cancel-wed", actor=ADMIN, hospital_id="hb3",
+                                         date=WEDNESDAY))
+    assert (cancelled["date"], cancelled["changed"]) == ("2025-03-12", True)
+    assert types_of(store, "hospital-hb3")[-1] == "HolidayCancelled"
+    again = run(store, generate.model_copy(update={"idempotency_key": "key-gen-wed-2"}))
+    assert again["session_ids"] == ["dr-wang-20250312-am"]
+    with pytest.raises(NotFound) as exc:
+        run(store, CancelHoliday(idempotency_key="key-cancel-wed-2", actor=ADMIN, hospital_id="hb3", date=WEDNESDAY))
+    assert exc.value.field == "date"
 
 
 # --- import: all or nothing -------------------------------------------------------------------------
