@@ -45,7 +45,8 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg
 
 
 class Pages:
-    """The pages of the website, the hotline console, the hospital's desks and the SMS outbox."""
+    """The pages of the website, the hotline console, the hospital's desks (window, doctors' lists,
+    administration) and the SMS outbox."""
 
     notification: Any  # an RpcProxy, declared on GatewayService
 
@@ -92,6 +93,10 @@ class Pages:
     @http("GET", "/clerk")
     def clerk_page(self, request: Request) -> Response:
         return render(request, "clerk.html", "clerk")
+
+    @http("GET", "/doctor")
+    def doctor_page(self, request: Request) -> Response:
+        return render(request, "doctor.html", "doctor")
 
     @http("GET", "/admin")
     def admin_page(self, request: Request) -> Response:

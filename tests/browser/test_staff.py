@@ -128,16 +128,34 @@ def test_a_hospital_admin_adds_a_department_and_approves_a_doctor_stop(new_page:
     login(page, *STAFF["hospital_admin"])
     page.wait_for_url(re.compile(r"/admin$"))
 
-    # a new department under 内科
-    dept = f"hebmu2-t{uuid.uuid4().hex[:6]}"
-    page.fill("#dept-form input[name='department_id']", dept)
-    page.fill("#dept-form input[name='name']", "老年医学科")
+    # a new department under 内科: its code is derived from the hospital's, nobody types one
+    name = f"老年医学科{uuid.uuid4().hex[:3]}"
+    assert page.locator("#dept-form input[name='department_id']").count() == 0
+    page.fill("#dept-form input[name='name']", name)
     page.select_option("#dept-form select[name='parent_id']", "hebmu2-nk")
     page.click("#dept-form button[type='submit']")
-    page.locator(f"#dept-table tr[data-department-id='{dept}']").wait_for()
+    row = page.locator("#dept-table tr", has_text=name)
+    row.wait_for()
+    dept = row.get_attribute("data-department-id")
+    assert dept and re.fullmatch(r"hebmu2-d\d+", dept), dept
+    assert "内科" in row.inner_text() and dept not in page.inner_text("#dept-table")
+
+    # a new doctor in it, likewise without a code
+    page.goto("/admin#doctors")
+    assert page.locator("#doc-form input[name='doctor_id']").count() == 0
+    page.fill("#doc-form input[name='name']", "韩秀英")
+    page.select_option("#doc-form select[name='title']", "主治医师")
+    page.select_option("#doc-form select[name='department_id']", dept)
+    page.click("#doc-form button[type='submit']")
+    doctor_row = page.locator("#doc-table tr", has_text="韩秀英")
+    doctor_row.wait_for()
+    doctor_id = doctor_row.get_attribute("data-doctor-id")
+    assert doctor_id and re.fullmatch(r"hebmu2-[a-z2-9]{6}", doctor_id), doctor_id
+    assert name in doctor_row.inner_text()
 
     # a doctor asks to stop a session; the admin approves it with a replacement a week later
-    sid = [s for s in admin_api.schedule(DEPARTMENT, today()) if s["state"] != "stopped"][-1]["session_id"]
+    session = [s for s in admin_api.schedule(DEPARTMENT, today()) if s["state"] != "stopped"][-1]
+    sid = session["session_id"]
     page.goto("/admin#quota")
     page.select_option("#quota-dept", DEPARTMENT)
     row = page.locator(f"#quota-table tbody tr[data-session-id='{sid}']")
@@ -146,12 +164,18 @@ def test_a_hospital_admin_adds_a_department_and_approves_a_doctor_stop(new_page:
     page.fill("#stop-form input[name='reason']", "外出会诊")
     page.click("#stop-form button[type='submit']")
     page.wait_for_url(re.compile(r"#stops$"))
-    stop = page.locator("#stops .stop", has=page.locator(f"strong:text-is('{sid}')")).first
+    stop = page.locator(f"#stops .stop[data-session-id='{sid}']").first
     stop.wait_for()
+    # the stop names the doctor and the day, not the session's code
+    assert session["doctor"]["name"] in stop.locator(".stop-session").inner_text()
+    assert sid not in page.inner_text("#stops")
     shoot(page, "admin-stop-requested")
     stop.locator("button", has_text="批准").click()
     page.locator("#approve-dialog").wait_for(state="visible")
     page.click("#approve-form button[type='submit']")
-    page.locator(f"#stops .stop:has(strong:text-is('{sid}')) .badge:text-is('已批准')").wait_for()
+    approved = page.locator(f"#stops .stop[data-session-id='{sid}']:has(.badge:text-is('已批准'))")
+    approved.wait_for()
+    # the moved patients keep the fee they booked at
+    assert f"按原挂号费 ¥{float(session['fee']):.2f}" in approved.locator(".replacement-line").inner_text()
     until("the stopped session to show as stopped", lambda: any(
         s["session_id"] == sid and s["state"] == "stopped" for s in admin_api.schedule(DEPARTMENT, today(), 14)))

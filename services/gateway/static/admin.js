@@ -1,6 +1,8 @@
 /* Hospital administration: departments, doctors, weekly plan, quotas per channel, doctor stops with
-   replacement sessions, the day's lists, the 16:00 phone list, fees and booking rules. Every change
-   is one command: POST /api/v1/admin/schedule/<command>. */
+   replacement sessions, the day's lists, the 16:00 phone list, fees and booking rules, holidays, staff
+   accounts and the hospitals themselves. Every schedule change is one command:
+   POST /api/v1/admin/schedule/<command>. Staff never type an ASCII code: new departments and doctors
+   get one derived from the hospital's, and every list shows names. */
 (function () {
   "use strict";
   const App = window.App;
@@ -25,17 +27,46 @@
   }
 
   /* --- tabs --------------------------------------------------------------------------------- */
-  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules"];
+  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules", "holidays", "accounts", "hospitals"];
   const LOADERS = {};
+  const tabSelect = $("#tab-select");
   function showTab() {
     const name = TABS.indexOf(location.hash.slice(1)) >= 0 ? location.hash.slice(1) : "departments";
     TABS.forEach((tab) => {
       $("#panel-" + tab).hidden = tab !== name;
       $("#tab-" + tab).setAttribute("aria-selected", tab === name ? "true" : "false");
     });
+    tabSelect.value = name;
+    const strip = $("#tab-" + name);
+    if (strip.scrollIntoView && strip.offsetParent) strip.scrollIntoView({ block: "nearest", inline: "nearest" });
     if (LOADERS[name]) LOADERS[name]().catch((err) => toast(errorText(err)));
   }
   window.addEventListener("hashchange", showTab);
+  tabSelect.addEventListener("change", () => { location.hash = "#" + tabSelect.value; });
+
+  /* Codes for what a hospital adds, so that nobody has to invent ASCII ids (ids stay ^[a-z0-9-]{2,60}$):
+     departments <hospital>-d<n>, doctors <hospital>-<6 random letters and digits>. */
+  function nextDepartmentId() {
+    const taken = new Set(st.departments.map((d) => d.department_id));
+    let n = st.departments.length + 1;
+    while (taken.has(st.hospitalId + "-d" + n)) n += 1;
+    return st.hospitalId + "-d" + n;
+  }
+  function newDoctorId() {
+    const alphabet = "abcdefghijkmnpqrstuvwxyz23456789";
+    const bytes = crypto.getRandomValues(new Uint8Array(6));
+    return st.hospitalId + "-" + Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
+  }
+  const isConflict = (err) => err instanceof App.ApiError && err.status === 409;
+  /* A derived code another admin took a moment ago is answered 409: take the next one (a few times). */
+  async function createWithCode(name, body, field, makeId, taken) {
+    for (let attempt = 0; ; attempt++) {
+      const id = makeId();
+      try { return await command(name, Object.assign({ [field]: id }, body)); }
+      catch (err) { if (!isConflict(err) || (err.field && err.field !== field) || attempt >= 4) throw err; taken(id); }
+    }
+  }
+  function doctorName(id) { const d = st.doctors.find((x) => x.doctor_id === id); return d ? d.name : ""; }
 
   async function loadBasics() {
     const [ds, docs] = await Promise.all([
@@ -63,31 +94,31 @@
   LOADERS.departments = async () => {
     const body = $("#dept-table tbody");
     body.replaceChildren(...(st.departments.length ? st.departments.map((d) => el("tr", { "data-department-id": d.department_id },
-      el("td", null, "\u3000".repeat(Math.max(0, (d.depth || 0) - 1)), d.depth ? el("span", { class: "indent" }, "└") : null, d.name),
-      el("td", { class: "muted small" }, d.department_id),
+      el("td", null, "\u3000".repeat(Math.max(0, (d.depth || 0) - 1)), d.depth ? el("span", { class: "indent" }, "└") : null, el("strong", null, d.name)),
+      el("td", { class: "muted small" }, d.parent_id ? deptName(d.parent_id) : t("admin.dept.top")),
+      el("td", null, String(st.doctors.filter((doc) => doc.department_id === d.department_id).length)),
       el("td", null, el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: () => editDept(d) }, t("common.edit")))))
-      : [emptyRow(3)]));
+      : [emptyRow(4)]));
   };
   function editDept(d) {
     deptForm.dataset.editing = d.department_id;
-    deptForm.department_id.value = d.department_id;
-    deptForm.department_id.readOnly = true;
     deptForm.name.value = d.name;
     deptForm.parent_id.value = d.parent_id || "";
     $("#dept-form-title").textContent = t("common.edit") + " · " + d.name;
     deptForm.name.focus();
   }
   deptForm.addEventListener("reset", () => {
-    delete deptForm.dataset.editing; deptForm.department_id.readOnly = false;
+    delete deptForm.dataset.editing;
     $("#dept-form-title").textContent = t("admin.dept.new"); hideError(formError(deptForm));
   });
   deptForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     hideError(formError(deptForm));
-    const body = { department_id: deptForm.department_id.value.trim(), name: deptForm.name.value.trim(), parent_id: deptForm.parent_id.value || null };
+    const body = { name: deptForm.name.value.trim(), parent_id: deptForm.parent_id.value || null };
     try {
-      if (deptForm.dataset.editing) await command("update_department", body);
-      else await command("create_department", Object.assign({ hospital_id: st.hospitalId }, body));
+      if (deptForm.dataset.editing) await command("update_department", Object.assign({ department_id: deptForm.dataset.editing }, body));
+      else await createWithCode("create_department", Object.assign({ hospital_id: st.hospitalId }, body), "department_id", nextDepartmentId,
+        (id) => st.departments.push({ department_id: id }));
       toast(t("common.saved"));
       deptForm.reset();
       await loadBasics();
@@ -107,27 +138,26 @@
   };
   function editDoctor(d) {
     docForm.dataset.editing = d.doctor_id;
-    ["doctor_id", "name", "title", "department_id", "specialty", "bio"].forEach((k) => { docForm[k].value = d[k] || ""; });
+    ["name", "title", "department_id", "specialty", "bio"].forEach((k) => { docForm[k].value = d[k] || ""; });
     docForm.clinic_type.value = d.clinic_type || "";
-    docForm.doctor_id.readOnly = true;
     $("#doc-form-title").textContent = t("common.edit") + " · " + d.name;
     docForm.name.focus();
   }
   docForm.addEventListener("reset", () => {
-    delete docForm.dataset.editing; docForm.doctor_id.readOnly = false;
+    delete docForm.dataset.editing;
     $("#doc-form-title").textContent = t("admin.doc.new"); hideError(formError(docForm));
   });
   docForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     hideError(formError(docForm));
     const body = {
-      doctor_id: docForm.doctor_id.value.trim(), department_id: docForm.department_id.value, name: docForm.name.value.trim(),
+      department_id: docForm.department_id.value, name: docForm.name.value.trim(),
       title: docForm.title.value, specialty: docForm.specialty.value.trim(), bio: docForm.bio.value.trim(),
       clinic_type: docForm.clinic_type.value || null,
     };
     try {
-      if (docForm.dataset.editing) await command("update_doctor", body);
-      else await command("register_doctor", Object.assign({ hospital_id: st.hospitalId }, body));
+      if (docForm.dataset.editing) await command("update_doctor", Object.assign({ doctor_id: docForm.dataset.editing }, body));
+      else await createWithCode("register_doctor", Object.assign({ hospital_id: st.hospitalId }, body), "doctor_id", newDoctorId, () => {});
       toast(t("common.saved"));
       docForm.reset();
       await loadBasics();
@@ -190,6 +220,20 @@
     if (!departmentId) return [];
     return (await get("/api/v1/departments/" + enc(departmentId) + "/schedule?from=" + from + "&to=" + to)).sessions || [];
   }
+  /* The sessions of every staffed department between two days (at most 31), by id: how a list that
+     holds only session ids (stops, the phone list) shows the doctor, the day and the fee instead. */
+  async function sessionIndex(from, to) {
+    const staffed = st.departments.filter((d) => st.doctors.some((doc) => doc.department_id === d.department_id));
+    const lists = await Promise.all(staffed.map((d) => sessionsOf(d.department_id, from, to).catch(() => [])));
+    const index = {};
+    lists.flat().forEach((s) => { index[s.session_id] = s; });
+    return index;
+  }
+  function sessionText(s, fallback) {
+    if (!s) return fallback || "";
+    const doctor = (s.doctor && s.doctor.name) || s.doctor_name || doctorName(s.doctor_id);
+    return [doctor, shortDay(s.date) + " " + weekday(s.date) + " " + periodText(s.period) + (s.start ? " " + hm(s.start) : "")].filter(Boolean).join(" · ");
+  }
   LOADERS.quota = async () => {
     const from = $("#quota-from").value || todayISO();
     $("#quota-from").value = from;
@@ -251,15 +295,25 @@
     const stops = answer.stops || [];
     const waiting = stops.filter((s) => s.state === "requested");
     const decided = stops.filter((s) => s.state !== "requested").slice(0, 20);
-    const item = (s) => el("div", { class: "card stop", "data-stop-id": s.stop_id },
+    const index = stops.length ? await sessionIndex(addDays(todayISO(), -7), addDays(todayISO(), 23)) : {};
+    if (!current()) return;
+    st.sessionIndex = index;
+    const item = (s) => {
+      const stopped = index[s.session_id] || s.session || null;
+      const replacement = s.replacement_session_id ? index[s.replacement_session_id] || s.replacement || null : null;
+      const fee = stopped && stopped.fee !== undefined ? stopped.fee : s.fee;
+      return el("div", { class: "card stop", "data-stop-id": s.stop_id, "data-session-id": s.session_id },
       el("div", null,
-        el("div", null, el("strong", null, s.session_id), " ", el("span", { class: "badge " + (s.state === "requested" ? "badge-warn" : s.state === "approved" ? "badge-ok" : "") }, t("admin.stop.state." + s.state))),
+        el("div", null, el("strong", { class: "stop-session" }, sessionText(stopped, t("admin.stop.unknown_session"))), " ",
+          el("span", { class: "badge " + (s.state === "requested" ? "badge-warn" : s.state === "approved" ? "badge-ok" : "") }, t("admin.stop.state." + s.state))),
         el("div", { class: "muted small" }, [s.reason, s.requested_by, moment(s.requested_at)].filter(Boolean).join(" · ")),
-        s.replacement_session_id ? el("div", { class: "small" }, "→ " + s.replacement_session_id) : null,
+        s.replacement_session_id ? el("div", { class: "small replacement-line" }, "→ " + t("admin.stop.moved_to") + " " + sessionText(replacement, t("admin.stop.replacement_session")),
+          fee !== undefined && fee !== null ? el("span", { class: "kept-fee" }, " · " + t("admin.stop.fee_kept", { fee: money(fee) })) : null) : null,
         s.decision_reason ? el("div", { class: "small" }, s.decision_reason) : null),
       s.state === "requested" ? el("div", { class: "row-actions" },
         el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: () => reject(s) }, t("admin.stop.reject")),
         el("button", { type: "button", class: "btn btn-primary btn-small", onclick: () => approve(s) }, t("admin.stop.approve"))) : null);
+    };
     box.replaceChildren(...(waiting.length ? waiting.map(item) : [el("p", { class: "empty" }, t("admin.stop.none"))]), ...decided.map(item));
   };
   async function reject(s) {
@@ -275,7 +329,9 @@
     approving = s;
     hideError(formError(approveForm));
     approveForm.date.value = addDays(todayISO(), 7);
-    facts($("#approve-facts"), [[t("admin.stop.session"), s.session_id], [t("admin.stop.reason"), s.reason]]);
+    const stopped = (st.sessionIndex || {})[s.session_id];
+    facts($("#approve-facts"), [[t("admin.stop.session"), sessionText(stopped, t("admin.stop.unknown_session"))], [t("admin.stop.reason"), s.reason],
+      [t("confirm.fee"), stopped && stopped.fee !== undefined ? t("admin.stop.fee_kept", { fee: money(stopped.fee) }) : null]]);
     approveDialog.showModal();
   }
   approveForm.addEventListener("submit", async (event) => {
@@ -291,7 +347,7 @@
 
   /* --- the day's lists ------------------------------------------------------------------------ */
   function listTable(rows) {
-    return el("div", { class: "table-scroll" }, el("table", { class: "table" },
+    return el("div", { class: "table-scroll" }, el("table", { class: "table table-reflow" },
       el("thead", null, el("tr", null, ["admin.lists.seq", "admin.lists.code", "admin.lists.id", "admin.lists.phone", "admin.lists.channel", "admin.lists.status"]
         .map((k) => el("th", null, t(k))))),
       el("tbody", null, rows.length ? rows.map((a) => el("tr", null, el("td", null, String(a.sequence_number)), el("td", { class: "code" }, a.code),
@@ -330,11 +386,15 @@
     const answer = await get("/api/v1/hospitals/" + enc(st.hospitalId) + "/phone-list?date=" + day);
     if (!current()) return;
     const rows = answer.appointments || [];
+    const index = rows.some((a) => !a.doctor_name) ? await sessionIndex(day, day) : {};
+    if (!current()) return;
     $("#phone-count").textContent = t("admin.phone.count", { n: rows.length });
     $("#phone-table tbody").replaceChildren(...(rows.length ? rows.map((a) => el("tr", null,
-      el("td", null, String(a.sequence_number)), el("td", { class: "code" }, a.code), el("td", null, a.session_id),
+      el("td", null, String(a.sequence_number)), el("td", { class: "code" }, a.code),
+      el("td", null, a.doctor_name || (index[a.session_id] && index[a.session_id].doctor.name) || ""),
+      el("td", null, a.period ? periodText(a.period) + (a.start ? " " + hm(a.start) : "") : index[a.session_id] ? periodText(index[a.session_id].period) + " " + hm(index[a.session_id].start) : ""),
       el("td", null, a.id_masked || ""), el("td", null, a.phone_masked || ""), el("td", null, a.fee ? money(a.fee) : ""),
-      el("td", null, t("status." + (a.status || "booked"))))) : [emptyRow(7, t("admin.lists.empty"))]));
+      el("td", null, t("status." + (a.status || "booked"))))) : [emptyRow(8, t("admin.lists.empty"))]));
   };
   $("#phone-date").addEventListener("change", () => LOADERS.phone());
   $$("[data-print]").forEach((b) => b.addEventListener("click", () => window.print()));
@@ -364,12 +424,186 @@
     try { await command("change_booking_rules", { hospital_id: st.hospitalId, rules: rules }); toast(t("common.saved")); await loadHospitals(); }
     catch (err) { showError(formError(f), err); }
   });
-  $("#holiday-form").addEventListener("submit", async (event) => {
+
+  /* --- holidays: preview what the day stops, then declare with that number ------------------- */
+  const holidayDialog = $("#holiday-dialog");
+  const holidayForm = $("#holiday-form");
+  let holidayAsked = null;
+  function currentHospital() { return st.hospitals.find((x) => x.hospital_id === st.hospitalId) || {}; }
+  LOADERS.holidays = async () => {
+    const list = $("#holiday-list");
+    const days = (currentHospital().holidays || []).slice().sort((a, b) => (a.date < b.date ? -1 : 1));
+    list.replaceChildren(...(days.length ? days.map((h) => el("li", { "data-date": h.date },
+      el("span", null, el("strong", null, h.name), " · " + h.date + " " + weekday(h.date)),
+      el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: () => cancelHoliday(h) }, t("admin.holiday.cancel"))))
+      : [el("li", { class: "muted" }, t("admin.holiday.none"))]));
+    if (!holidayForm.date.value) holidayForm.date.value = addDays(todayISO(), 1);
+  };
+  holidayForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const f = event.target;
-    hideError(formError(f));
-    try { await command("declare_holiday", { hospital_id: st.hospitalId, date: f.date.value, name: f.name.value.trim() }); toast(t("common.saved")); f.reset(); }
-    catch (err) { showError(formError(f), err); }
+    hideError(formError(holidayForm));
+    const day = holidayForm.date.value, name = holidayForm.name.value.trim();
+    if (!day || !name) { showError(formError(holidayForm), t("admin.holiday.fill")); return; }
+    try {
+      const preview = await get("/api/v1/hospitals/" + enc(st.hospitalId) + "/holiday-preview?date=" + day);
+      const sessions = preview.sessions || [];
+      const bookings = preview.bookings !== undefined ? preview.bookings : sessions.reduce((n, x) => n + (x.booked || 0), 0);
+      holidayAsked = { date: day, name: name, confirm_stops: sessions.length };
+      $("#holiday-impact").textContent = sessions.length
+        ? t("admin.holiday.impact", { n: sessions.length, m: bookings }) : t("admin.holiday.no_sessions");
+      $("#holiday-sessions").hidden = !sessions.length;
+      $("#holiday-sessions tbody").replaceChildren(...sessions.map((x) => el("tr", { "data-session-id": x.session_id },
+        el("td", null, x.doctor_name || doctorName(x.doctor_id)), el("td", null, deptName(x.department_id)),
+        el("td", null, periodText(x.period) + " " + hm(x.start) + (x.end ? "–" + hm(x.end) : "")), el("td", null, String(x.booked || 0)))));
+      $("#holiday-title").textContent = t("admin.holiday.confirm_title") + " · " + name + " " + shortDay(day);
+      hideError(formError($("#holiday-confirm-form")));
+      holidayDialog.showModal();
+    } catch (err) { showError(formError(holidayForm), err); }
+  });
+  $("#holiday-confirm-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = formError(event.target);
+    try {
+      await command("declare_holiday", Object.assign({ hospital_id: st.hospitalId }, holidayAsked));
+      holidayDialog.close();
+      toast(t("admin.holiday.declared"));
+      holidayForm.reset();
+      await loadHospitals();
+      await LOADERS.holidays();
+    } catch (err) { showError(box, err); }
+  });
+  async function cancelHoliday(h) {
+    if (!window.confirm(t("admin.holiday.cancel_ask", { name: h.name, date: h.date }))) return;
+    try {
+      await command("cancel_holiday", { hospital_id: st.hospitalId, date: h.date });
+      toast(t("admin.holiday.cancelled"));
+      await loadHospitals();
+      await LOADERS.holidays();
+    } catch (err) { toast(errorText(err)); }
+  }
+
+  /* --- staff accounts --------------------------------------------------------------------------- */
+  const staffForm = $("#staff-form");
+  const ROLE_KEYS = ["clerk", "doctor", "hospital_admin", "operator", "analyst", "platform_admin"];
+  function roleText(role) { return ROLE_KEYS.indexOf(role) >= 0 ? t("role." + role) : role; }
+  function hospitalNameOf(id) { const h = st.hospitals.find((x) => x.hospital_id === id); return h ? h.name : ""; }
+  async function doctorsOf(hospitalId) {
+    if (hospitalId === st.hospitalId) return st.doctors;
+    return (await get("/api/v1/hospitals/" + enc(hospitalId) + "/doctors")).doctors || [];
+  }
+  LOADERS.accounts = async () => {
+    const current = ticket("accounts");
+    await fillStaffForm();  // the form works even while the list cannot be read
+    const answer = await get("/api/v1/staff");
+    if (!current()) return;
+    const staff = (answer.staff || []).filter((a) => st.me.role === "platform_admin" ? !a.hospital_id || a.hospital_id === st.hospitalId : true);
+    const doctorsById = {};
+    st.doctors.forEach((d) => { doctorsById[d.doctor_id] = d; });
+    $("#staff-table tbody").replaceChildren(...(staff.length ? staff.map((a) => el("tr", { "data-username": a.username, class: a.disabled ? "is-disabled" : null },
+      el("td", null, el("strong", null, a.name || "—"), a.doctor_id && doctorsById[a.doctor_id] ? el("div", { class: "muted small" }, deptName(doctorsById[a.doctor_id].department_id) + " · " + doctorsById[a.doctor_id].name) : null),
+      el("td", { class: "code-ish" }, a.username),
+      el("td", null, roleText(a.role)),
+      el("td", null, hospitalNameOf(a.hospital_id) || "—"),
+      el("td", null, el("span", { class: "badge " + (a.disabled ? "badge-danger" : "badge-ok"), "data-state": a.disabled ? "disabled" : "enabled" },
+        a.disabled ? t("admin.acc.disabled") : t("admin.acc.enabled"))),
+      el("td", null, a.username === st.me.subject ? null : el("button", { type: "button", class: "btn btn-ghost btn-small account-toggle",
+        onclick: () => toggleAccount(a) }, a.disabled ? t("admin.acc.enable") : t("admin.acc.disable")))))
+      : [emptyRow(6)]));
+  };
+  async function fillStaffForm() {
+    const role = staffForm.role.value;
+    const hospitals = st.me.role === "platform_admin" ? st.hospitals : st.hospitals.filter((h) => h.hospital_id === st.me.hospital_id);
+    const keep = staffForm.hospital_id.value || st.hospitalId;
+    staffForm.hospital_id.replaceChildren(...hospitals.map((h) => option(h.hospital_id, h.name, h.hospital_id === keep)));
+    staffForm.hospital_id.disabled = hospitals.length < 2;
+    $("#staff-doctor-field").hidden = role !== "doctor";
+    if (role === "doctor") {
+      const docs = await doctorsOf(staffForm.hospital_id.value);
+      staffForm.doctor_id.replaceChildren(option("", t("common.choose")),
+        ...docs.map((d) => option(d.doctor_id, d.name + " · " + titleText(d.title) + (d.hospital_id === st.hospitalId ? " · " + deptName(d.department_id) : ""))));
+    }
+  }
+  staffForm.role.addEventListener("change", () => fillStaffForm().catch((err) => toast(errorText(err))));
+  staffForm.hospital_id.addEventListener("change", () => fillStaffForm().catch((err) => toast(errorText(err))));
+  staffForm.doctor_id.addEventListener("change", () => {
+    const d = st.doctors.find((x) => x.doctor_id === staffForm.doctor_id.value);
+    if (d && !staffForm.name.value) staffForm.name.value = d.name;
+  });
+  staffForm.addEventListener("reset", () => { hideError(formError(staffForm)); setTimeout(() => fillStaffForm().catch(() => {}), 0); });
+  staffForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = formError(staffForm);
+    hideError(box);
+    const body = { username: staffForm.username.value.trim().toLowerCase(), password: staffForm.password.value, role: staffForm.role.value,
+      hospital_id: staffForm.hospital_id.value, name: staffForm.name.value.trim() };
+    if (!/^[a-z][a-z0-9._-]{2,63}$/.test(body.username)) { showError(box, t("admin.acc.username_hint")); staffForm.username.focus(); return; }
+    if (body.password.length < 8) { showError(box, t("register.bad_password")); return; }
+    if (!body.name) { showError(box, t("register.bad_name")); return; }
+    if (body.role === "doctor") {
+      body.doctor_id = staffForm.doctor_id.value;
+      if (!body.doctor_id) { showError(box, t("admin.acc.pick_doctor")); return; }
+    }
+    try {
+      await post("/api/v1/staff", body);
+      toast(t("admin.acc.created", { username: body.username }));
+      staffForm.reset();
+      await LOADERS.accounts();
+    } catch (err) { showError(box, err); }
+  });
+  async function toggleAccount(a) {
+    try {
+      await post("/api/v1/staff/" + enc(a.username) + (a.disabled ? "/enable" : "/disable"));
+      toast(a.disabled ? t("admin.acc.enabled") : t("admin.acc.disabled"));
+      await LOADERS.accounts();
+    } catch (err) { toast(errorText(err)); }
+  }
+
+  /* --- hospitals: the platform registers them; a hospital admin edits its own details ----------- */
+  const hospitalForm = $("#hospital-form");
+  LOADERS.hospitals = async () => {
+    const platform = st.me.role === "platform_admin";
+    const list = platform ? st.hospitals : st.hospitals.filter((h) => h.hospital_id === st.me.hospital_id);
+    $("#hospital-table tbody").replaceChildren(...list.map((h) => el("tr", { "data-hospital-id": h.hospital_id },
+      el("td", null, el("strong", null, h.name), h.address ? el("div", { class: "muted small" }, h.address) : null),
+      el("td", null, h.level || ""), el("td", null, h.contact || ""),
+      el("td", null, el("button", { type: "button", class: "btn btn-ghost btn-small", onclick: () => editHospital(h) }, t("common.edit"))))));
+    if (!platform && !hospitalForm.dataset.editing && list.length) editHospital(list[0]);
+  };
+  function editHospital(h) {
+    hospitalForm.dataset.editing = h.hospital_id;
+    $("#hospital-id-field").hidden = true;
+    ["name", "address", "contact"].forEach((k) => { hospitalForm[k].value = h[k] || ""; });
+    hospitalForm.level.value = h.level || "三级甲等";
+    $("#hospital-form-title").textContent = t("common.edit") + " · " + h.name;
+  }
+  hospitalForm.addEventListener("reset", () => {
+    delete hospitalForm.dataset.editing;
+    $("#hospital-id-field").hidden = st.me.role !== "platform_admin";
+    $("#hospital-form-title").textContent = t("admin.hosp.new");
+    hideError(formError(hospitalForm));
+    if (st.me.role !== "platform_admin") setTimeout(() => LOADERS.hospitals(), 0);
+  });
+  hospitalForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = formError(hospitalForm);
+    hideError(box);
+    const body = { name: hospitalForm.name.value.trim(), level: hospitalForm.level.value, address: hospitalForm.address.value.trim(),
+      contact: hospitalForm.contact.value.trim() };
+    if (body.name.length < 2) { showError(box, t("admin.hosp.bad_name")); return; }
+    try {
+      if (hospitalForm.dataset.editing) {
+        await command("update_hospital", Object.assign({ hospital_id: hospitalForm.dataset.editing }, body));
+      } else {
+        const id = hospitalForm.hospital_id.value.trim().toLowerCase();
+        if (!/^[a-z0-9-]{2,40}$/.test(id)) { showError(box, t("admin.hosp.id_hint")); return; }
+        await post("/api/v1/hospitals", Object.assign({ hospital_id: id }, body));
+      }
+      toast(t("common.saved"));
+      hospitalForm.reset();
+      await loadHospitals();
+      fillHospitalSelect();
+      await LOADERS.hospitals();
+    } catch (err) { showError(box, err); }
   });
 
   /* --- start ---------------------------------------------------------------------------------- */
@@ -382,13 +616,24 @@
     await loadBasics();
     showTab();
   }
+  function fillHospitalSelect() {
+    const me = st.me;
+    const mine = me.role === "hospital_admin" ? st.hospitals.filter((h) => h.hospital_id === me.hospital_id) : st.hospitals;
+    const keep = st.hospitalId;
+    hospitalSelect.replaceChildren(...mine.map((h) => option(h.hospital_id, h.name, h.hospital_id === keep)));
+    hospitalSelect.disabled = mine.length < 2;
+    return mine;
+  }
   requireRole(["hospital_admin", "platform_admin"]).then(async (me) => {
     st.me = me;
     staffHello(me);
+    const platform = me.role === "platform_admin";
+    $$("[data-platform-only]").forEach((n) => { n.hidden = !platform; n.disabled = !platform; });
+    $("#hospital-id-field").hidden = !platform;
+    $("#tab-hospitals").textContent = t(platform ? "admin.tab.hospitals" : "admin.tab.hospital");
+    tabSelect.querySelector("option[value=hospitals]").textContent = t(platform ? "admin.tab.hospitals" : "admin.tab.hospital");
     await loadHospitals();
-    const mine = me.role === "hospital_admin" ? st.hospitals.filter((h) => h.hospital_id === me.hospital_id) : st.hospitals;
-    hospitalSelect.replaceChildren(...mine.map((h) => option(h.hospital_id, h.name)));
-    hospitalSelect.disabled = mine.length < 2;
+    const mine = fillHospitalSelect();
     hospitalSelect.addEventListener("change", () => chooseHospital(hospitalSelect.value));
     if (mine.length) await chooseHospital(mine[0].hospital_id);
   }).catch((err) => toast(errorText(err)));

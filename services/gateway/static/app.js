@@ -222,12 +222,15 @@
   const NAV = {
     patient: [["/", "nav.home"], ["/me", "nav.me"]],
     operator: [["/operator", "nav.operator"]],
-    clerk: [["/clerk", "nav.clerk"]],
-    hospital_admin: [["/admin", "nav.admin"], ["/clerk", "nav.clerk"]],
+    clerk: [["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"]],
+    doctor: [["/doctor", "nav.doctor_mine"]],
+    hospital_admin: [["/admin", "nav.admin"], ["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"]],
     platform_admin: [["/admin", "nav.admin"]],
     analyst: [["/", "nav.home"]],
   };
-  const HOME_OF_ROLE = { patient: "/me", operator: "/operator", clerk: "/clerk", hospital_admin: "/admin", platform_admin: "/admin", analyst: "/" };
+  const HOME_OF_ROLE = { patient: "/me", operator: "/operator", clerk: "/clerk", doctor: "/doctor", hospital_admin: "/admin",
+    platform_admin: "/admin", analyst: "/" };
+  const STAFF_ROLES = ["operator", "clerk", "doctor", "hospital_admin", "platform_admin", "analyst"];
 
   async function logout() {
     try { await post("/api/v1/auth/logout"); } catch (e) { /* signed out either way */ }
@@ -235,16 +238,59 @@
     location.assign("/");
   }
 
+  /* Staff get an account menu (their name): change the password, log out. Patients keep the plain links. */
   function renderNav(me) {
     const nav = document.getElementById("nav");
     if (!nav || !me) return;
     const links = (NAV[me.role] || []).map(([href, key]) =>
       el("a", { href: href, class: "nav-link" + (location.pathname === href ? " active" : ""), "data-nav": href }, t(key)));
-    if (me.name) links.push(el("span", { class: "nav-user", id: "nav-user" }, me.name));
-    links.push(el("button", { type: "button", id: "logout", onclick: logout }, t("nav.logout")));
+    if (STAFF_ROLES.indexOf(me.role) >= 0) {
+      const menu = el("details", { class: "account-menu", id: "account-menu" },
+        el("summary", { class: "nav-link", id: "nav-user" }, me.name || me.subject),
+        el("div", { class: "account-items" },
+          el("button", { type: "button", id: "change-password", onclick: () => { menu.open = false; passwordDialog().showModal(); } },
+            t("nav.password")),
+          el("button", { type: "button", id: "logout", onclick: logout }, t("nav.logout"))));
+      document.addEventListener("click", (e) => { if (!menu.contains(e.target)) menu.open = false; });
+      links.push(menu);
+    } else {
+      if (me.name) links.push(el("span", { class: "nav-user", id: "nav-user" }, me.name));
+      links.push(el("button", { type: "button", id: "logout", onclick: logout }, t("nav.logout")));
+    }
     nav.replaceChildren(...links);
   }
 
+  /* 修改密码: the old one and a new one twice; every page of the staff has it in the account menu. */
+  let pwDialog = null;
+  function passwordDialog() {
+    if (pwDialog) { pwDialog.querySelector("form").reset(); hideError(pwDialog.querySelector(".form-error")); return pwDialog; }
+    const field = (name, label, hint) => el("label", { class: "field" }, el("span", null, label),
+      el("input", { type: "password", name: name, required: true, minlength: name === "old_password" ? null : "8", maxlength: "128",
+        autocomplete: name === "old_password" ? "current-password" : "new-password" }), hint ? el("small", null, hint) : null);
+    const errorBox = el("p", { class: "form-error", role: "alert", hidden: true });
+    const form = el("form", { class: "dialog-body form", id: "password-form", novalidate: true },
+      el("h2", { id: "password-title" }, t("nav.password")),
+      field("old_password", t("password.old")), field("new_password", t("password.new"), t("register.hint.password")),
+      field("new_password2", t("register.password2")), errorBox,
+      el("div", { class: "dialog-actions" },
+        el("button", { type: "button", class: "btn btn-ghost", onclick: () => pwDialog.close() }, t("common.cancel")),
+        el("button", { type: "submit", class: "btn btn-primary", id: "password-submit" }, t("common.save"))));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      hideError(errorBox);
+      const oldPw = form.old_password.value, newPw = form.new_password.value;
+      if (newPw.length < 8) { showError(errorBox, t("register.bad_password")); return; }
+      if (newPw !== form.new_password2.value) { showError(errorBox, t("register.mismatch")); return; }
+      try {
+        await post("/api/v1/auth/password", { old_password: oldPw, new_password: newPw });
+        pwDialog.close();
+        toast(t("password.done"));
+      } catch (err) { showError(errorBox, err); }
+    });
+    pwDialog = el("dialog", { class: "dialog", id: "password-dialog", "aria-labelledby": "password-title" }, form);
+    document.body.append(pwDialog);
+    return pwDialog;
+  }
   /* "获取验证码": asks for an SMS code to the phone in `phoneInput`, then counts down until another
      may be asked for (the server says how long: resend_after, or Retry-After on a 429). */
   function smsCodeButton(button, phoneInput, purpose, errorBox) {
@@ -285,16 +331,57 @@
     });
   }
 
-  function staffHello(me) {
+  /* The hospital's name, never its code: /api/v1/me answers hospital_name; older gateways only the id. */
+  let hospitalsLoaded = null;
+  async function hospitalName(me) {
+    if (!me || !me.hospital_id) return "";
+    if (me.hospital_name) return me.hospital_name;
+    hospitalsLoaded = hospitalsLoaded || get("/api/v1/hospitals").then((a) => a.hospitals || []).catch(() => []);
+    const found = (await hospitalsLoaded).find((h) => h.hospital_id === me.hospital_id);
+    return found ? found.name : "";
+  }
+
+  async function staffHello(me) {
     const node = document.getElementById("staff-hello");
-    if (node && me) node.textContent = (me.name || me.subject) + (me.hospital_id ? " · " + me.hospital_id : "");
+    if (!node || !me) return;
+    const name = await hospitalName(me);
+    node.textContent = [me.name || me.subject, name].filter(Boolean).join(" · ");
+  }
+
+  /* Tables marked .table-reflow become one card per row on a phone: each cell carries its column's
+     heading (data-label), whichever script drew the rows. */
+  function labelCells(table) {
+    const heads = Array.from(table.querySelectorAll("thead th"), (th) => th.textContent.trim());
+    table.querySelectorAll("tbody tr").forEach((tr) => {
+      Array.from(tr.children).forEach((td, i) => {
+        if (td.colSpan > 1) td.dataset.label = "";
+        else if (!td.hasAttribute("data-label")) td.dataset.label = heads[i] || "";
+      });
+    });
+  }
+  function watchTables() {
+    const pending = new Set();
+    let queued = false;
+    new MutationObserver((records) => {
+      records.forEach((r) => {
+        const table = r.target.closest && r.target.closest("table.table-reflow");
+        if (table) pending.add(table);
+        r.addedNodes.forEach((n) => { if (n.querySelectorAll) n.querySelectorAll("table.table-reflow").forEach((x) => pending.add(x)); });
+      });
+      if (!queued && pending.size) {
+        queued = true;
+        queueMicrotask(() => { queued = false; pending.forEach(labelCells); pending.clear(); });
+      }
+    }).observe(document.body, { childList: true, subtree: true });
+    document.querySelectorAll("table.table-reflow").forEach(labelCells);
   }
 
   window.App = {
     LANG, t, localMessage, ApiError, errorText, whoami, setSession, requireRole, loginUrl, api, get, post, uuid,
     el, $, $$, safeNext, showError, hideError, loaded, toast, facts, todayISO, addDays, weekday, shortDay, longDay, dayLabel,
-    moment, hm, money, periodText, titleText, whenText, codeBoxes, HOME_OF_ROLE, staffHello, logout, smsCodeButton,
+    moment, hm, money, periodText, titleText, whenText, codeBoxes, HOME_OF_ROLE, staffHello, hospitalName, logout, smsCodeButton,
+    passwordDialog, labelCells,
   };
 
-  document.addEventListener("DOMContentLoaded", () => { whoami().then(renderNav); });
+  document.addEventListener("DOMContentLoaded", () => { watchTables(); whoami().then(renderNav); });
 })();
