@@ -480,20 +480,9 @@ def test_the_password_is_changed_from_the_account_menu_against_the_spec(new_page
 # --- live: the real endpoints ---------------------------------------------------------------------
 
 
-def need(base_url: str, *paths: str) -> None:
-    """Skip until the gateway serves these paths (its OpenAPI document lists every route; the names
-    of path parameters do not matter)."""
-    shape = re.compile(r"\{[^}]*\}")
-    known = {shape.sub("{}", p) for p in requests.get(base_url + "/api/v1/openapi.json", timeout=30).json()["paths"]}
-    missing = [p for p in paths if shape.sub("{}", p) not in known]
-    if missing:
-        pytest.skip(f"the gateway does not serve {', '.join(missing)} yet")
-
-
 @pytest.fixture
 def phone_booking(base_url: str) -> dict[str, Any]:
     """A caller booked by the hotline (paid) into a session of the demo department."""
-    need(base_url, "/api/v1/hospitals/{hospital_id}/day-list")
     operator = Api(base_url)
     operator.login(*STAFF["operator"])
     id_number = new_id_number()
@@ -508,7 +497,6 @@ def phone_booking(base_url: str) -> dict[str, Any]:
 
 
 def test_the_window_desk_live(new_page: Any, base_url: str, phone_booking: dict[str, Any]) -> None:
-    need(base_url, "/api/v1/hospitals/{hospital_id}/patient-bookings", "/api/v1/appointments/{code}/refund")
     session, code = phone_booking["session"], phone_booking["booked"]["code"]
     page = new_page("desktop")
     login(page, *STAFF["clerk"])
@@ -534,7 +522,6 @@ def test_the_window_desk_live(new_page: Any, base_url: str, phone_booking: dict[
 
 
 def test_the_doctors_day_list_live(new_page: Any, base_url: str, phone_booking: dict[str, Any]) -> None:
-    need(base_url, "/api/v1/doctors/{doctor_id}/day-list")
     session, code = phone_booking["session"], phone_booking["booked"]["code"]
     page = new_page("desktop")
     api_login(page, *STAFF["hospital_admin"])
@@ -544,7 +531,6 @@ def test_the_doctors_day_list_live(new_page: Any, base_url: str, phone_booking: 
 
 
 def test_accounts_and_the_password_live(new_page: Any, base_url: str) -> None:
-    need(base_url, "/api/v1/staff", "/api/v1/staff/{username}/disable", "/api/v1/auth/password")
     page = new_page("desktop")
     login(page, *STAFF["hospital_admin"])
     page.goto("/admin#accounts")
@@ -577,7 +563,6 @@ def test_accounts_and_the_password_live(new_page: Any, base_url: str) -> None:
 
 
 def test_a_holiday_is_declared_and_cancelled_live(new_page: Any, base_url: str) -> None:
-    need(base_url, "/api/v1/hospitals/{hospital_id}/holiday-preview")
     day = add_days(today(), 60)  # no session is published that far ahead: nobody is affected
     page = new_page("desktop")
     login(page, *STAFF["hospital_admin"])
