@@ -35,7 +35,12 @@ HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read over the phone
-ACTIVE = frozenset({"booked", "moved"})
+# Two questions that must not be confused (DESIGN guarantee 1). A booking that was ever confirmed
+# keeps its place in the session (the quota, the one booking per patient and session) unless it
+# is cancelled: a check-in or a no-show does not free it. Only a booking still to come can be
+# cancelled, checked in, lapse, or count against the patient's active limits.
+UPCOMING = frozenset({"booked", "moved"})
+HOLDS_PLACE = frozenset({"booked", "moved", "checked_in", "no_show"})
 
 
 class Refused(DomainError):
@@ -154,6 +159,14 @@ class Booking:
     arrival_window: str | None
     data: dict[str, Any]
 
+    @property
+    def upcoming(self) -> bool:
+        return self.status in UPCOMING
+
+    @property
+    def holds_place(self) -> bool:
+        return self.status in HOLDS_PLACE
+
 
 @dataclass
 class Ledger:
@@ -179,7 +192,7 @@ class Ledger:
         elif ev.type == "SessionStopApplied":
             self.stopped = True
             for b in self.bookings.values():
-                if b.status in ACTIVE:
+                if b.upcoming:
                     b.status = "moved_out"
         self.version = ev.version
 
@@ -191,16 +204,19 @@ class Ledger:
         return ledger
 
     def booked(self, channel: str) -> int:
-        return sum(1 for b in self.bookings.values() if b.channel == channel and b.status in ACTIVE)
+        """Places of `channel` taken: every booking that holds one, checked in and missed ones too."""
+        return sum(1 for b in self.bookings.values() if b.channel == channel and b.holds_place)
 
-    def active_patients(self) -> set[str]:
-        return {b.patient_id for b in self.bookings.values() if b.status in ACTIVE}
+    def patients_holding_places(self) -> set[str]:
+        """Who has a place in this session: they may not book it a second time."""
+        return {b.patient_id for b in self.bookings.values() if b.holds_place}
 
     def remaining(self, quota: dict[str, int]) -> dict[str, int]:
         return {ch: max(0, quota.get(ch, 0) - self.booked(ch)) for ch in ("web", "phone", "window")}
 
-    def active_in_order(self) -> list[Booking]:
-        return sorted((b for b in self.bookings.values() if b.status in ACTIVE), key=lambda b: b.sequence_number)
+    def upcoming_in_order(self) -> list[Booking]:
+        """The bookings still to come, by sequence number: what a doctor stop moves or cancels."""
+        return sorted((b for b in self.bookings.values() if b.upcoming), key=lambda b: b.sequence_number)
 
 
 _CLOSING = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show"}
@@ -237,6 +253,7 @@ class PatientRecord:
         return record
 
     def active(self) -> list[dict[str, Any]]:
+        """The appointments still to come (booked or moved): what the per-patient limits count."""
         return [a for a in self.appointments.values() if a["active"]]
 
 
@@ -265,7 +282,7 @@ def book(cmd: BookAppointment, session: SessionInfo | None, ledger: Ledger, pati
     if patient.banned_until is not None and patient.banned_until >= today:
         raise Refused(f"因爽约被暂停预约至 {patient.banned_until} / booking suspended until {patient.banned_until} "
                       "after missed appointments", field="patient_id", code="banned")
-    if cmd.patient_id in ledger.active_patients():
+    if cmd.patient_id in ledger.patients_holding_places():
         raise Conflict("您已预约该出诊 / already booked for this session", field="session_id", code="already_booked")
     active = patient.active()
     if len(active) >= rules.max_active:
@@ -297,7 +314,7 @@ def cancel(booking: Booking | None, session: SessionInfo, actor: Actor, now: dat
         raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
     authorize_cancel(actor, booking.patient_id)
     reason = "patient" if actor.kind == "patient" else "operator"
-    _must_be_active(booking, "取消 / cancel")
+    _must_be_upcoming(booking, "取消 / cancel")
     if now >= session.closes_at:
         raise Refused(f"已过取消截止时间（{local(session.closes_at)}）/ cancelling closed at "
                       f"{local(session.closes_at)}", field="appointment_id", code="cancel_closed")
@@ -317,7 +334,7 @@ def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_mat
     if not id_matches:
         raise Refused("身份证号与预约人不符 / the resident ID does not match the booking", field="id_number",
                       code="id_mismatch")
-    _must_be_active(booking, "取号 / check in")
+    _must_be_upcoming(booking, "取号 / check in")
     if now.astimezone(HOSPITAL_TZ).date().isoformat() != session.date:
         raise Refused(f"请于就诊当日（{session.date}）取号 / check in on the visit day {session.date}",
                       field="code", code="not_visit_day")
@@ -334,7 +351,7 @@ def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_mat
 
 def lapse(booking: Booking, session: SessionInfo, now: datetime
           ) -> tuple[AppointmentLapsed, PatientAppointmentsChanged] | None:
-    if booking.status not in ACTIVE or now < session.lapse_at:
+    if not booking.upcoming or now < session.lapse_at:
         return None
     event = AppointmentLapsed(
         appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
@@ -374,8 +391,8 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
     issued = replacement_ledger.issued if replacement_ledger else 0
     usable = (replacement is not None and replacement_ledger is not None
               and not replacement.stopped and not replacement_ledger.stopped)
-    already_there = replacement_ledger.active_patients() if replacement_ledger else set()
-    for b in ledger.active_in_order():
+    already_there = replacement_ledger.patients_holding_places() if replacement_ledger else set()
+    for b in ledger.upcoming_in_order():
         room = False
         if usable and replacement is not None and replacement_ledger is not None:
             # One booking per patient and session: a patient already booked there is not given a second.
@@ -469,8 +486,8 @@ def authorize_staff(actor: Actor | None, hospital_id: str) -> None:
         raise Forbidden("只能查看本院数据 / staff see only their own hospital", field="actor")
 
 
-def _must_be_active(booking: Booking, what: str) -> None:
-    if booking.status not in ACTIVE:
+def _must_be_upcoming(booking: Booking, what: str) -> None:
+    if not booking.upcoming:
         raise Conflict(f"预约状态为 {booking.status}，不能{what} / an appointment that is {booking.status} "
                        f"cannot be changed", field="appointment_id", code="invalid_transition")
 

@@ -601,25 +601,76 @@ def test_a_booked_event_becomes_an_active_booking_with_its_terms():
     assert (b.patient_id, b.channel, b.sequence_number, b.status) == ("p1", "phone", 1, "booked")
     assert (b.code, b.paid, b.fee, b.arrival_window) == (booked.code, True, "50.00", "08:00-09:00")
     assert (clinic.ledger.version, clinic.ledger.issued) == (1, 1)
-    assert clinic.ledger.active_patients() == {"p1"}
+    assert clinic.ledger.patients_holding_places() == {"p1"}
     assert clinic.ledger.remaining(clinic.session.quota) == {"web": 3, "phone": 1, "window": 1}
 
 
-@pytest.mark.parametrize(
-    ("closing", "status"),
-    [("AppointmentCancelled", "cancelled"), ("AppointmentCheckedIn", "checked_in"), ("AppointmentLapsed", "no_show")],
-)
-def test_closing_events_end_the_booking_and_free_its_place_but_not_its_number(closing, status):
+def test_a_cancellation_ends_the_booking_and_frees_its_place_but_not_its_number():
     clinic = Clinic()
     clinic.book("p1", "web")
     clinic.book("p2", "web")
-    clinic.ledger.apply(FakeEnvelope(closing, {"appointment_id": "a1-p1"}, 3))
+    clinic.ledger.apply(FakeEnvelope("AppointmentCancelled", {"appointment_id": "a1-p1"}, 3))
+    assert clinic.booking("a1-p1").status == "cancelled"
+    assert clinic.ledger.version == 3
+    assert clinic.ledger.issued == 2
+    assert clinic.ledger.patients_holding_places() == {"p2"}
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 2
+    assert [b.appointment_id for b in clinic.ledger.upcoming_in_order()] == ["a2-p2"]
+
+
+@pytest.mark.parametrize(
+    ("closing", "data", "status"),
+    [("AppointmentCheckedIn", {"fee_taken": "50.00"}, "checked_in"), ("AppointmentLapsed", {}, "no_show")],
+)
+def test_a_check_in_or_a_no_show_ends_the_booking_but_keeps_its_place(closing, data, status):
+    """DESIGN guarantee 1: a confirmed booking keeps its place unless it is cancelled."""
+    clinic = Clinic()
+    clinic.book("p1", "web")
+    clinic.book("p2", "web")
+    clinic.ledger.apply(FakeEnvelope(closing, {"appointment_id": "a1-p1", **data}, 3))
     assert clinic.booking("a1-p1").status == status
     assert clinic.ledger.version == 3
     assert clinic.ledger.issued == 2
-    assert clinic.ledger.active_patients() == {"p2"}
-    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 2
-    assert [b.appointment_id for b in clinic.ledger.active_in_order()] == ["a2-p2"]
+    assert clinic.ledger.patients_holding_places() == {"p1", "p2"}
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 1
+    assert [b.appointment_id for b in clinic.ledger.upcoming_in_order()] == ["a2-p2"]
+
+
+def test_a_full_session_stays_full_after_a_check_in_and_a_no_show():
+    """Seen: web quota 3 ended with 4 web patients after a check-in and a same-day booking."""
+    clinic = Clinic(make_session(quota={"web": 3, "phone": 0, "window": 0}))
+    for p in ("p1", "p2", "p3"):
+        clinic.book(p, "web")
+    clinic.check_in("a1-p1")
+    lapsed, _ = lapse(clinic.booking("a2-p2"), clinic.session, LAPSE_AT)  # type: ignore[misc]
+    fold(clinic.ledger, lapsed)
+    with pytest.raises(SessionFull):
+        clinic.book("p4", "web")
+    assert sum(1 for b in clinic.ledger.bookings.values() if b.channel == "web") == 3
+
+
+@pytest.mark.parametrize("first", ["check_in", "no_show"])
+def test_a_patient_whose_place_was_used_or_missed_cannot_book_the_session_again(first):
+    clinic = Clinic()
+    clinic.book("p1")
+    if first == "check_in":
+        clinic.check_in("a1-p1")
+    else:
+        fold(clinic.ledger, lapse(clinic.booking("a1-p1"), clinic.session, LAPSE_AT)[0])  # type: ignore[index]
+    with pytest.raises(Conflict) as exc:
+        book(command("p1"), clinic.session, clinic.ledger, clinic.patient("p1"), RULES, OPEN, "a9", "ABCD2345")
+    assert exc.value.code == "already_booked"
+
+
+def test_a_checked_in_booking_still_fills_the_replacement_of_a_doctor_stop():
+    repl = Clinic(make_replacement(quota={"web": 1, "phone": 0, "window": 0}))
+    repl.book("q1", "web")
+    repl.check_in("a1-q1", now=datetime(2025, 3, 12, 8, 30, tzinfo=HOSPITAL_TZ))
+    stopped = Clinic()
+    stopped.book("p1", "web")
+    outcome = apply_stop("st1", stopped.session, stopped.ledger, repl.session, repl.ledger)
+    assert outcome.replacement_events == []
+    assert [e.reason for e in outcome.stopped_events[1:]] == ["doctor_stop"]
 
 
 def test_a_closing_event_for_an_unknown_appointment_only_advances_the_version():
@@ -641,7 +692,7 @@ def test_a_moved_in_booking_is_active_and_raises_issued():
     b = ledger.bookings["a9"]
     assert (b.status, b.code, b.fee, b.paid, b.sequence_number) == ("moved", "ZZZZ2345", "40.00", True, 4)
     assert ledger.issued == 4
-    assert ledger.active_patients() == {"p9"}
+    assert ledger.patients_holding_places() == {"p9"}
     assert ledger.remaining({"web": 1, "phone": 1, "window": 1}) == {"web": 1, "phone": 0, "window": 1}
 
 
@@ -655,7 +706,7 @@ def test_a_stop_marker_stops_the_ledger_and_takes_out_only_the_active_bookings()
     assert clinic.ledger.stopped
     assert {k: b.status for k, b in clinic.ledger.bookings.items()} == {
         "a1-p1": "moved_out", "a2-p2": "cancelled", "a3-p3": "moved_out"}
-    assert clinic.ledger.active_in_order() == []
+    assert clinic.ledger.upcoming_in_order() == []
     assert clinic.ledger.version == 5
 
 
@@ -667,14 +718,14 @@ def test_remaining_never_goes_below_zero_and_treats_a_missing_channel_as_zero():
     assert clinic.ledger.remaining({"web": 1}) == {"web": 0, "phone": 0, "window": 0}
 
 
-def test_active_in_order_sorts_by_sequence_number_whatever_the_order_of_events():
+def test_upcoming_in_order_sorts_by_sequence_number_whatever_the_order_of_events():
     ledger = Ledger()
     for version, (appointment_id, seq) in enumerate((("late", 3), ("first", 1), ("middle", 2)), start=1):
         ledger.apply(FakeEnvelope("AppointmentBooked", {
             "appointment_id": appointment_id, "code": "ABCD2345", "patient_id": appointment_id, "channel": "web",
             "sequence_number": seq, "fee": "50.00"}, version))
     ledger.apply(FakeEnvelope("AppointmentCancelled", {"appointment_id": "middle"}, 4))
-    assert [b.appointment_id for b in ledger.active_in_order()] == ["first", "late"]
+    assert [b.appointment_id for b in ledger.upcoming_in_order()] == ["first", "late"]
     assert ledger.issued == 3
 
 
@@ -683,7 +734,7 @@ def test_other_event_types_advance_the_version_but_change_nothing_else():
     clinic.book("p1")
     clinic.ledger.apply(FakeEnvelope("SomethingElseHappened", {"x": 1}, 2))
     assert clinic.ledger.version == 2
-    assert clinic.ledger.active_patients() == {"p1"}
+    assert clinic.ledger.patients_holding_places() == {"p1"}
     assert clinic.ledger.issued == 1
     assert not clinic.ledger.stopped
 
@@ -1087,7 +1138,7 @@ def test_folding_the_stop_leaves_a_stopped_ledger_that_refuses_bookings():
     for change in outcome.patient_changes:
         fold(clinic.patient(change.patient_id), change)
     assert clinic.ledger.stopped
-    assert clinic.ledger.active_in_order() == []
+    assert clinic.ledger.upcoming_in_order() == []
     assert clinic.booking("a1-p1").status == "cancelled"
     assert clinic.booking("a7-p7").status == "checked_in"
     assert clinic.patient("p1").active() == []
@@ -1131,7 +1182,7 @@ def test_folding_the_moves_fills_the_replacement_ledger_and_moves_the_patients()
     outcome = apply_stop("st1", clinic.session, clinic.ledger, repl.session, repl.ledger)
     fold(repl.ledger, *outcome.replacement_events)
     fold(clinic.ledger, *outcome.stopped_events)
-    assert [(b.appointment_id, b.status) for b in repl.ledger.active_in_order()] == [
+    assert [(b.appointment_id, b.status) for b in repl.ledger.upcoming_in_order()] == [
         ("a1-q1", "booked"), ("a1-p1", "moved"), ("a2-p2", "moved")]
     assert repl.ledger.remaining(repl.session.quota) == {"web": 0, "phone": 0, "window": 0}
     assert repl.ledger.issued == 4
@@ -1185,7 +1236,7 @@ def test_a_patient_already_booked_on_the_replacement_is_not_given_a_second_place
     repl.book("p1", "web")  # a2-p1: its own appointment id, not the one being moved
     outcome = apply_stop("st1", clinic.session, clinic.ledger, repl.session, repl.ledger)
     fold(repl.ledger, *outcome.replacement_events)
-    assert [b.patient_id for b in repl.ledger.active_in_order()].count("p1") == 1
+    assert [b.patient_id for b in repl.ledger.upcoming_in_order()].count("p1") == 1
     assert [(c.appointment_id, c.refund_due) for c in outcome.stopped_events[1:]] == [("a1-p1", "50.00")]
 
 
@@ -1215,3 +1266,4 @@ def test_new_codes_are_eight_characters_from_the_alphabet_and_vary():
         assert not set(code) & set("0O1IL")
     assert len(set(codes)) > 490
     assert len(set("".join(codes))) > len(CODE_ALPHABET) // 2
+

@@ -16,6 +16,7 @@ from contracts import (
     Actor,
     BookAppointment,
     CancelAppointment,
+    CheckInAppointment,
     Conflict,
     DoctorStopApproved,
     Envelope,
@@ -63,10 +64,12 @@ class Platform:
         return APP.handle(cmd, self.deps())
 
     def session(self, session_id: str, web: int = 2, phone: int = 1, day: date | None = None,
-                lapse: timedelta = timedelta(days=3)) -> None:
-        data = {"session_id": session_id, "hospital_id": "hosp-a", "department_id": f"dept-{session_id}",
-                "doctor_id": "doc-1", "date": (day or (NOW + timedelta(days=3)).date()).isoformat(),
-                "period": "morning", "start": "08:00:00", "end": "11:30:00", "fee": "50.00",
+                lapse: timedelta = timedelta(days=3), start: str = "08:00:00", hospital: str = "hosp-a",
+                department: str | None = None, doctor: str = "doc-1", period: str = "morning") -> None:
+        data = {"session_id": session_id, "hospital_id": hospital, "department_id": department or f"dept-{session_id}",
+                "doctor_id": doctor, "doctor_name": f"医生{doctor}",
+                "date": (day or (NOW + timedelta(days=3)).date()).isoformat(),
+                "period": period, "start": start, "end": "17:30:00", "fee": "50.00",
                 "quota": {"web": web, "phone": phone, "window": 0},
                 "opens_at": (NOW - timedelta(days=1)).isoformat(), "closes_at": (NOW + timedelta(days=1)).isoformat(),
                 "lapse_at": (NOW + lapse).isoformat(), "time_bands": []}
@@ -157,6 +160,25 @@ def test_cancel_is_idempotent_and_frees_the_place_for_a_new_number(p):
     assert p.handle(cancel)["status"] == "cancelled"
     assert p.memory.head() == head
     assert p.book(b, "s1", "key-b-0001").sequence_number == 2
+
+
+CLERK = Actor(kind="clerk", id="clerk-1", hospital_id="hosp-a")
+
+
+def test_a_check_in_and_a_no_show_keep_their_places_in_the_ledger_and_the_availability(p):
+    """DESIGN guarantee 1: web quota 3 once ended with 4 web patients after a check-in."""
+    p.session("today", web=3, phone=0, day=NOW.date(), start="10:00:00", lapse=timedelta(hours=2))
+    patients = [p.patient(n) for n in range(1, 5)]
+    answers = [p.book(a, "today", f"key-today-{i}") for i, a in enumerate(patients[:3])]
+    p.handle(CheckInAppointment(code=answers[0].code, id_number=resident_id(1), idempotency_key="checkin-0001",
+                                actor=CLERK))
+    # the timer's clock is past the lapse time: the two not checked in become no-shows
+    assert p.handle(LapseDueAppointments(now=NOW + timedelta(hours=3), idempotency_key="lapse-0001")) == 2
+    assert p.types("ledger-today") == ["AppointmentBooked"] * 3 + ["AppointmentCheckedIn"] + ["AppointmentLapsed"] * 2
+    with pytest.raises(SessionFull):
+        p.book(patients[3], "today", "key-today-late")
+    assert handlers.availability(p.memory, p.readmodel, handlers.LedgerCache(), ["today"])["today"]["remaining"] \
+        == {"web": 0, "phone": 0, "window": 0}
 
 
 def test_no_show_lapses_once_and_the_third_bans(p):
