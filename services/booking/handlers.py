@@ -455,7 +455,7 @@ def patient_bookings_at(readmodel: ReadModel, vault: PiiVault, id_number: str, h
     """For a patient who lost the code: their bookings at this hospital, any status, newest first,
     masked. Nobody found and no booking there are the same answer."""
     domain.authorize_hospital_read(actor, hospital_id)
-    rid = domain.parse_resident_id(id_number)
+    rid = domain.parse_resident_id(str(id_number))  # an RPC caller may send anything
     found = readmodel.patient_by_id_hash(vault.lookup_hash(rid.number))
     rows = readmodel.window_rows_of_patient(found["patient_id"], hospital_id) if found else []
     if found is None or not rows:
@@ -468,7 +468,7 @@ def patient_bookings_at(readmodel: ReadModel, vault: PiiVault, id_number: str, h
 
 def appointment_by_code(readmodel: ReadModel, vault: PiiVault, code: str, actor: Actor | None) -> dict[str, Any]:
     """One appointment by its code, for staff of its hospital (another hospital: unknown code)."""
-    row = readmodel.window_row_by_code(domain.valid_code(code))
+    row = readmodel.window_row_by_code(domain.valid_code(str(code)))
     if row is None:
         raise NotFound(domain.UNKNOWN_CODE, field="code")
     domain.authorize_read_by_code(actor, row["hospital_id"])
@@ -479,7 +479,7 @@ def hospital_day_list(readmodel: ReadModel, vault: PiiVault, hospital_id: str, d
                       department_id: str | None = None, doctor_id: str | None = None) -> list[dict[str, Any]]:
     """Every booking of the hospital's sessions on one day, by department, doctor, period and number."""
     domain.authorize_hospital_read(actor, hospital_id)
-    return [_window_row(vault, r) for r in readmodel.hospital_day_rows(hospital_id, domain.valid_day(day),
+    return [_window_row(vault, r) for r in readmodel.hospital_day_rows(hospital_id, domain.valid_day(str(day)),
                                                                         department_id, doctor_id)]
 
 

@@ -389,6 +389,7 @@ def test_an_appointment_by_code_only_for_its_hospital(p):
     with pytest.raises(NotFound) as unknown:
         handlers.appointment_by_code(p.readmodel, p.vault, "ZZZZ9999", CLERK)
     assert (elsewhere.value.message, elsewhere.value.field) == (unknown.value.message, "code")
-    with pytest.raises(InvalidInput) as bad:
-        handlers.appointment_by_code(p.readmodel, p.vault, "ABC", CLERK)
-    assert bad.value.field == "code"
+    for malformed in ("ABC", 12345678):
+        with pytest.raises(InvalidInput) as bad:
+            handlers.appointment_by_code(p.readmodel, p.vault, malformed, CLERK)  # type: ignore[arg-type]
+        assert bad.value.field == "code"
