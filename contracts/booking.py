@@ -1,6 +1,7 @@
 """Booking: patients (real name) and the appointment lifecycle.
 
-booked → checked_in | cancelled | no_show | moved (to a replacement session, still active).
+booked → checked_in | cancelled | no_show | moved (to a replacement session, still to come) | refunded
+(退号 at the window; also from checked_in).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class PatientAppointmentsChanged(Event):
     department_id: str
     date: str
     active: bool
-    outcome: Literal["booked", "moved", "cancelled", "checked_in", "no_show"]
+    outcome: Literal["booked", "moved", "cancelled", "checked_in", "no_show", "refunded"]
 
 
 class PatientBanned(Event):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -17,6 +17,7 @@ from contracts import (
     AppointmentCheckedIn,
     AppointmentLapsed,
     AppointmentMoved,
+    AppointmentRefunded,
     BookAppointment,
     BookingRules,
     Conflict,
@@ -35,7 +36,13 @@ HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # no 0/O, 1/I/L: read over the phone
-ACTIVE = frozenset({"booked", "moved"})
+# Two questions that must not be confused (DESIGN guarantee 1). A booking that was ever confirmed
+# keeps its place in the session (the quota, the one booking per patient and session) unless it
+# is cancelled or refunded with `place_released`: a check-in or a no-show does not free it.
+# Only a booking still to come can be cancelled, checked in, lapse, or count against the
+# patient's active limits.
+UPCOMING = frozenset({"booked", "moved"})
+HOLDS_PLACE = frozenset({"booked", "moved", "checked_in", "no_show"})
 
 
 class Refused(DomainError):
@@ -100,6 +107,7 @@ class SessionInfo:
     lapse_at: datetime
     time_bands: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False
+    doctor_name: str = ""
 
     @classmethod
     def from_event(cls, d: dict[str, Any], stopped: bool = False) -> SessionInfo:
@@ -108,8 +116,11 @@ class SessionInfo:
             doctor_id=d["doctor_id"], date=d["date"], period=d["period"], start=d["start"], end=d["end"],
             fee=str(d["fee"]), quota={k: int(v) for k, v in d["quota"].items()},
             opens_at=_aware(d["opens_at"]), closes_at=_aware(d["closes_at"]), lapse_at=_aware(d["lapse_at"]),
-            time_bands=list(d.get("time_bands") or []), stopped=stopped,
+            time_bands=list(d.get("time_bands") or []), stopped=stopped, doctor_name=str(d.get("doctor_name") or ""),
         )
+
+    def starts_at(self) -> datetime:
+        return datetime.combine(date.fromisoformat(self.date), time.fromisoformat(self.start), HOSPITAL_TZ)
 
     def arrival_window(self, sequence_number: int) -> str | None:
         """分时段: the band whose numbers include this sequence number."""
@@ -153,6 +164,16 @@ class Booking:
     fee: str
     arrival_window: str | None
     data: dict[str, Any]
+    fee_taken: str | None = None  # at the window's check-in
+    place_released: bool = False  # a 退号 before the session started gave the place back
+
+    @property
+    def upcoming(self) -> bool:
+        return self.status in UPCOMING
+
+    @property
+    def holds_place(self) -> bool:
+        return self.status in HOLDS_PLACE or (self.status == "refunded" and not self.place_released)
 
 
 @dataclass
@@ -175,11 +196,16 @@ class Ledger:
             )
             self.issued = max(self.issued, d["sequence_number"])
         elif ev.type in _CLOSING and d["appointment_id"] in self.bookings:
-            self.bookings[d["appointment_id"]].status = _CLOSING[ev.type]
+            b = self.bookings[d["appointment_id"]]
+            b.status = _CLOSING[ev.type]
+            if ev.type == "AppointmentCheckedIn":
+                b.fee_taken = str(d["fee_taken"])
+            elif ev.type == "AppointmentRefunded":
+                b.place_released = bool(d["place_released"])
         elif ev.type == "SessionStopApplied":
             self.stopped = True
             for b in self.bookings.values():
-                if b.status in ACTIVE:
+                if b.upcoming:
                     b.status = "moved_out"
         self.version = ev.version
 
@@ -191,19 +217,23 @@ class Ledger:
         return ledger
 
     def booked(self, channel: str) -> int:
-        return sum(1 for b in self.bookings.values() if b.channel == channel and b.status in ACTIVE)
+        """Places of `channel` taken: every booking that holds one, checked in and missed ones too."""
+        return sum(1 for b in self.bookings.values() if b.channel == channel and b.holds_place)
 
-    def active_patients(self) -> set[str]:
-        return {b.patient_id for b in self.bookings.values() if b.status in ACTIVE}
+    def patients_holding_places(self) -> set[str]:
+        """Who has a place in this session: they may not book it a second time."""
+        return {b.patient_id for b in self.bookings.values() if b.holds_place}
 
     def remaining(self, quota: dict[str, int]) -> dict[str, int]:
         return {ch: max(0, quota.get(ch, 0) - self.booked(ch)) for ch in ("web", "phone", "window")}
 
-    def active_in_order(self) -> list[Booking]:
-        return sorted((b for b in self.bookings.values() if b.status in ACTIVE), key=lambda b: b.sequence_number)
+    def upcoming_in_order(self) -> list[Booking]:
+        """The bookings still to come, by sequence number: what a doctor stop moves or cancels."""
+        return sorted((b for b in self.bookings.values() if b.upcoming), key=lambda b: b.sequence_number)
 
 
-_CLOSING = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show"}
+_CLOSING = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show",
+            "AppointmentRefunded": "refunded"}
 
 
 @dataclass
@@ -237,6 +267,7 @@ class PatientRecord:
         return record
 
     def active(self) -> list[dict[str, Any]]:
+        """The appointments still to come (booked or moved): what the per-patient limits count."""
         return [a for a in self.appointments.values() if a["active"]]
 
 
@@ -265,7 +296,7 @@ def book(cmd: BookAppointment, session: SessionInfo | None, ledger: Ledger, pati
     if patient.banned_until is not None and patient.banned_until >= today:
         raise Refused(f"因爽约被暂停预约至 {patient.banned_until} / booking suspended until {patient.banned_until} "
                       "after missed appointments", field="patient_id", code="banned")
-    if cmd.patient_id in ledger.active_patients():
+    if cmd.patient_id in ledger.patients_holding_places():
         raise Conflict("您已预约该出诊 / already booked for this session", field="session_id", code="already_booked")
     active = patient.active()
     if len(active) >= rules.max_active:
@@ -297,7 +328,7 @@ def cancel(booking: Booking | None, session: SessionInfo, actor: Actor, now: dat
         raise NotFound("预约不存在 / unknown appointment", field="appointment_id")
     authorize_cancel(actor, booking.patient_id)
     reason = "patient" if actor.kind == "patient" else "operator"
-    _must_be_active(booking, "取消 / cancel")
+    _must_be_upcoming(booking, "取消 / cancel")
     if now >= session.closes_at:
         raise Refused(f"已过取消截止时间（{local(session.closes_at)}）/ cancelling closed at "
                       f"{local(session.closes_at)}", field="appointment_id", code="cancel_closed")
@@ -317,7 +348,7 @@ def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_mat
     if not id_matches:
         raise Refused("身份证号与预约人不符 / the resident ID does not match the booking", field="id_number",
                       code="id_mismatch")
-    _must_be_active(booking, "取号 / check in")
+    _must_be_upcoming(booking, "取号 / check in")
     if now.astimezone(HOSPITAL_TZ).date().isoformat() != session.date:
         raise Refused(f"请于就诊当日（{session.date}）取号 / check in on the visit day {session.date}",
                       field="code", code="not_visit_day")
@@ -332,9 +363,37 @@ def check_in(booking: Booking | None, session: SessionInfo, clerk: Actor, id_mat
     return event, _change(booking.patient_id, booking.appointment_id, session, False, "checked_in")
 
 
+def refund_at_window(booking: Booking | None, session: SessionInfo, clerk: Actor, reason: str, now: datetime
+                     ) -> tuple[AppointmentRefunded, PatientAppointmentsChanged]:
+    """退号 on the visit day: a paid phone booking not yet checked in (until the lapse time, when it
+    becomes a no-show instead), or a registration checked in at the window. The fee paid or taken
+    is due back; the place is released only while the session has not started, because after
+    the start nobody else could use it (and the doctor's list keeps it)."""
+    authorize_refund(clerk, session.hospital_id)
+    if booking is None:
+        raise NotFound(UNKNOWN_CODE, field="code")
+    if not (booking.status == "checked_in" or (booking.upcoming and booking.paid)):
+        what = "未付费的预约无费用可退 / an unpaid booking has nothing to refund" \
+            if booking.upcoming else f"预约状态为 {booking.status} / the appointment is {booking.status}"
+        raise Refused(f"不能退号：{what}", field="code", code="not_refundable")
+    if now.astimezone(HOSPITAL_TZ).date().isoformat() != session.date:
+        raise Refused(f"只能在就诊当日（{session.date}）退号 / refunds at the window on the visit day {session.date}",
+                      field="code", code="not_visit_day")
+    if booking.upcoming and now >= session.lapse_at:
+        raise Refused(f"已过取号时间（{local(session.lapse_at)}），预约已失效 / past the lapse time "
+                      f"{local(session.lapse_at)}: the booking is a no-show", field="code", code="not_refundable")
+    refund_due = booking.fee if booking.paid else (booking.fee_taken or booking.fee)
+    event = AppointmentRefunded(
+        appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
+        patient_id=booking.patient_id, channel=booking.channel, date=session.date, clerk_id=clerk.id,
+        refund_due=refund_due, reason=reason, place_released=now < session.starts_at(),
+    )
+    return event, _change(booking.patient_id, booking.appointment_id, session, False, "refunded")
+
+
 def lapse(booking: Booking, session: SessionInfo, now: datetime
           ) -> tuple[AppointmentLapsed, PatientAppointmentsChanged] | None:
-    if booking.status not in ACTIVE or now < session.lapse_at:
+    if not booking.upcoming or now < session.lapse_at:
         return None
     event = AppointmentLapsed(
         appointment_id=booking.appointment_id, session_id=session.session_id, hospital_id=session.hospital_id,
@@ -374,8 +433,8 @@ def apply_stop(stop_id: str, session: SessionInfo, ledger: Ledger, replacement: 
     issued = replacement_ledger.issued if replacement_ledger else 0
     usable = (replacement is not None and replacement_ledger is not None
               and not replacement.stopped and not replacement_ledger.stopped)
-    already_there = replacement_ledger.active_patients() if replacement_ledger else set()
-    for b in ledger.active_in_order():
+    already_there = replacement_ledger.patients_holding_places() if replacement_ledger else set()
+    for b in ledger.upcoming_in_order():
         room = False
         if usable and replacement is not None and replacement_ledger is not None:
             # One booking per patient and session: a patient already booked there is not given a second.
@@ -426,6 +485,39 @@ def authorize_check_in(clerk: Actor, hospital_id: str) -> None:
         raise NotFound("预约码不存在 / unknown booking code", field="code")
 
 
+UNKNOWN_CODE = "预约码不存在 / unknown booking code"
+
+
+WINDOW_STAFF = frozenset({"clerk", "hospital_admin"})
+HOSPITAL_READERS = frozenset({"clerk", "hospital_admin", "doctor"})
+
+
+def authorize_refund(actor: Actor, hospital_id: str) -> None:
+    """退号: window staff of the appointment's hospital, or a platform admin; anyone else is
+    answered as for an unknown code (404), so a code of another hospital tells nothing."""
+    if not _of_hospital(actor, hospital_id, WINDOW_STAFF):
+        raise NotFound(UNKNOWN_CODE, field="code")
+
+
+def authorize_read_by_code(actor: Actor | None, hospital_id: str) -> None:
+    """One appointment by its code: staff of its hospital (doctors too) or a platform admin; anyone
+    else is answered as for an unknown code (404)."""
+    if actor is None or not _of_hospital(actor, hospital_id, HOSPITAL_READERS):
+        raise NotFound(UNKNOWN_CODE, field="code")
+
+
+def authorize_hospital_read(actor: Actor | None, hospital_id: str) -> None:
+    """A hospital's day list, or a patient's bookings there: its staff (doctors too) or a platform admin."""
+    if actor is None or actor.kind not in (*HOSPITAL_READERS, "platform_admin"):
+        raise Forbidden("仅限医院工作人员 / hospital staff only", field="actor")
+    if not _of_hospital(actor, hospital_id, HOSPITAL_READERS):
+        raise Forbidden("只能查看本院数据 / staff see only their own hospital", field="hospital_id")
+
+
+def _of_hospital(actor: Actor, hospital_id: str, kinds: frozenset[str]) -> bool:
+    return actor.kind == "platform_admin" or (actor.kind in kinds and actor.hospital_id == hospital_id)
+
+
 def authorize_booking(actor: Actor, patient_id: str) -> None:
     """A patient books for themselves only (operators and the system for anyone)."""
     if actor.kind == "patient" and actor.id != patient_id:
@@ -444,6 +536,51 @@ def patient_lookup_scope(actor: Actor | None) -> str | None:
 
 
 NO_SUCH_PATIENT = "未找到该身份证号的患者 / no patient with this resident ID"
+
+
+# --- what the window sees: masked rows ---------------------------------------------------------
+
+STATUS_LABELS = {"booked": "待取号", "moved": "待取号", "checked_in": "已取号", "refunded": "已退号",
+                 "cancelled": "已取消", "no_show": "爽约"}
+WINDOW_ROW_FIELDS = ("appointment_id", "code", "session_id", "department_id", "doctor_id", "doctor_name", "date",
+                     "period", "start", "sequence_number", "channel", "fee", "paid", "status", "label", "id_masked",
+                     "phone_masked", "name_masked", "arrival_window")
+
+
+def mask_name(name: str) -> str:
+    """张三丰 → 张**: the first character, a star for each further one."""
+    name = name.strip()
+    return name[:1] + "*" * (len(name) - 1)
+
+
+def window_row(appointment: dict[str, Any], status: str, doctor_name: str, id_masked: str | None,
+               phone_masked: str | None, name: str | None) -> dict[str, Any]:
+    """One appointment as window staff and doctors see it: masked, never a clear name, ID or phone."""
+    return {
+        "appointment_id": appointment["appointment_id"], "code": appointment["code"],
+        "session_id": appointment["session_id"], "department_id": appointment["department_id"],
+        "doctor_id": appointment["doctor_id"], "doctor_name": doctor_name, "date": appointment["date"],
+        "period": appointment["period"], "start": appointment["start"],
+        "sequence_number": appointment["sequence_number"], "channel": appointment["channel"],
+        "fee": appointment["fee"], "paid": bool(appointment.get("paid")), "status": status,
+        "label": STATUS_LABELS.get(status, status), "id_masked": id_masked, "phone_masked": phone_masked,
+        "name_masked": mask_name(name) if name else None, "arrival_window": appointment.get("arrival_window"),
+    }
+
+
+def valid_code(raw: str) -> str:
+    """A booking code as typed at the window: 8 characters of CODE_ALPHABET (case ignored)."""
+    code = raw.strip().upper()
+    if len(code) != 8 or any(c not in CODE_ALPHABET for c in code):
+        raise InvalidInput("预约码应为8位字母数字 / a booking code is 8 letters and digits", field="code")
+    return code
+
+
+def valid_day(raw: str) -> str:
+    try:
+        return date.fromisoformat(raw.strip()).isoformat()
+    except (AttributeError, ValueError):
+        raise InvalidInput("日期格式应为 YYYY-MM-DD / date must be YYYY-MM-DD", field="date") from None
 
 
 def already_registered(phone_masked: str) -> Conflict:
@@ -469,8 +606,8 @@ def authorize_staff(actor: Actor | None, hospital_id: str) -> None:
         raise Forbidden("只能查看本院数据 / staff see only their own hospital", field="actor")
 
 
-def _must_be_active(booking: Booking, what: str) -> None:
-    if booking.status not in ACTIVE:
+def _must_be_upcoming(booking: Booking, what: str) -> None:
+    if not booking.upcoming:
         raise Conflict(f"预约状态为 {booking.status}，不能{what} / an appointment that is {booking.status} "
                        f"cannot be changed", field="appointment_id", code="invalid_transition")
 

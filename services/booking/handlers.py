@@ -43,6 +43,7 @@ from contracts import (
     PatientRegistered,
     PatientRegistrationRefused,
     PhoneBookingsHandedOver,
+    RefundAtWindow,
     RegisterPatient,
     ResetPatientPassword,
     SessionFull,
@@ -83,6 +84,10 @@ class ReadModel(Protocol):
     def has_booking_at(self, patient_id: str, hospital_id: str) -> bool: ...
     def set_password(self, patient_id: str, password_hash: str) -> None: ...
     def patient_phone(self, patient_id: str) -> tuple[str, str] | None: ...
+    def window_row_by_code(self, code: str) -> dict[str, Any] | None: ...
+    def window_rows_of_patient(self, patient_id: str, hospital_id: str) -> list[dict[str, Any]]: ...
+    def hospital_day_rows(self, hospital_id: str, day: str, department_id: str | None = None,
+                          doctor_id: str | None = None) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -343,6 +348,30 @@ def check_in(cmd: CheckInAppointment, store: EventStore, readmodel: ReadModel, v
     return {"appointment_id": d["appointment_id"], "status": "checked_in", "fee_taken": d["fee_taken"]}
 
 
+@APP.command(RefundAtWindow)
+def refund_at_window(cmd: RefundAtWindow, store: EventStore, readmodel: ReadModel, cache: LedgerCache,
+                     now: datetime) -> dict[str, Any]:
+    """退号 at the window (domain.refund_at_window). A released place is bookable again at once:
+    the ledger cache of this process forgets its sold-out answer (other replicas' expire within
+    FULL_ANSWER_FRESH_SECONDS)."""
+    found = readmodel.appointment_by_code(cmd.code)
+    if found is None:
+        raise NotFound(domain.UNKNOWN_CODE, field="code")
+
+    def decide(session: domain.SessionInfo, ledger: domain.Ledger) -> tuple[Event, Event]:
+        return domain.refund_at_window(ledger.bookings.get(found["appointment_id"]), session, cmd.actor, cmd.reason,
+                                       now)
+
+    outcome = _change_appointment(store, readmodel, cache, found["appointment_id"],
+                                  idempotent_event_id(f"refund:{found['appointment_id']}", cmd.idempotency_key),
+                                  cmd.correlation_id, cmd.actor,
+                                  lambda _, session: domain.authorize_refund(cmd.actor, session.hospital_id),
+                                  decide)
+    d = outcome.data
+    return {"appointment_id": d["appointment_id"], "status": "refunded", "refund_due": d["refund_due"],
+            "place_released": d["place_released"]}
+
+
 @APP.command(LapseDueAppointments)
 def lapse_due(cmd: LapseDueAppointments, store: EventStore, readmodel: ReadModel, cache: LedgerCache,
               settings: Any) -> int:
@@ -421,6 +450,45 @@ def session_list(readmodel: ReadModel, session_id: str, actor: Actor | None) -> 
     return readmodel.session_list(session_id)
 
 
+def patient_bookings_at(readmodel: ReadModel, vault: PiiVault, id_number: str, hospital_id: str,
+                        actor: Actor | None) -> dict[str, Any]:
+    """For a patient who lost the code: their bookings at this hospital, any status, newest first,
+    masked. Nobody found and no booking there are the same answer."""
+    domain.authorize_hospital_read(actor, hospital_id)
+    rid = domain.parse_resident_id(str(id_number))  # an RPC caller may send anything
+    found = readmodel.patient_by_id_hash(vault.lookup_hash(rid.number))
+    rows = readmodel.window_rows_of_patient(found["patient_id"], hospital_id) if found else []
+    if found is None or not rows:
+        raise NotFound(domain.NO_SUCH_PATIENT + "（本院无预约 / no booking at this hospital）", field="id_number")
+    name = vault.decrypt(found["name_enc"])
+    return {"patient": {"patient_id": found["patient_id"], "id_masked": found["id_masked"],
+                        "phone_masked": found["phone_masked"], "name_masked": domain.mask_name(name)},
+            "appointments": [_window_row(vault, r) for r in rows]}
+
+
+def appointment_by_code(readmodel: ReadModel, vault: PiiVault, code: str, actor: Actor | None) -> dict[str, Any]:
+    """One appointment by its code, for staff of its hospital (another hospital: unknown code)."""
+    row = readmodel.window_row_by_code(domain.valid_code(str(code)))
+    if row is None:
+        raise NotFound(domain.UNKNOWN_CODE, field="code")
+    domain.authorize_read_by_code(actor, row["hospital_id"])
+    return _window_row(vault, row)
+
+
+def hospital_day_list(readmodel: ReadModel, vault: PiiVault, hospital_id: str, day: str, actor: Actor | None,
+                      department_id: str | None = None, doctor_id: str | None = None) -> list[dict[str, Any]]:
+    """Every booking of the hospital's sessions on one day, by department, doctor, period and number."""
+    domain.authorize_hospital_read(actor, hospital_id)
+    return [_window_row(vault, r) for r in readmodel.hospital_day_rows(hospital_id, domain.valid_day(str(day)),
+                                                                        department_id, doctor_id)]
+
+
+def _window_row(vault: PiiVault, row: dict[str, Any]) -> dict[str, Any]:
+    name = vault.decrypt(row["name_enc"]) if row.get("name_enc") else None
+    return domain.window_row(row, row["status"], row.get("doctor_name") or "", row.get("id_masked"),
+                             row.get("phone_masked"), name)
+
+
 def availability(store: EventStore, readmodel: ReadModel, cache: LedgerCache,
                  session_ids: list[str]) -> dict[str, dict[str, Any]]:
     known = readmodel.sessions_info(session_ids)
@@ -486,7 +554,7 @@ def on_doctor_stop_approved(event: DoctorStopApproved, env: Envelope, store: Eve
 def _change_appointment(store: EventStore, readmodel: ReadModel, cache: LedgerCache, appointment_id: str,
                         key_id: uuid.UUID, correlation_id: str | None, actor: Actor, authorize: Any,
                         decide: Any) -> Outcome:
-    """Cancel or check in: one event on the ledger and its mirror on the patient's stream.
+    """Cancel, check in or refund: one event on the ledger and its mirror on the patient's stream.
 
     `authorize(found, session)` checks the actor's scope before anything is answered: a repeat
     (the key event found) is answered only to whoever may act on this appointment, or a stranger

@@ -23,6 +23,7 @@ from contracts import (
     AppointmentCheckedIn,
     AppointmentLapsed,
     AppointmentMoved,
+    AppointmentRefunded,
     BookingRules,
     Conflict,
     Envelope,
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS appointments (
 );
 CREATE INDEX IF NOT EXISTS appointments_by_patient ON appointments (patient_id);
 CREATE INDEX IF NOT EXISTS appointments_by_session ON appointments (session_id);
+CREATE INDEX IF NOT EXISTS sessions_by_hospital_day ON sessions ((data->>'hospital_id'), (data->>'date'));
 CREATE TABLE IF NOT EXISTS bans (
     patient_id text PRIMARY KEY,
     until      date NOT NULL
@@ -88,7 +90,8 @@ CREATE TABLE IF NOT EXISTS bans (
 """
 
 PROJECTOR = Projector("booking-readmodel")
-_STATUS = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show"}
+_STATUS = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in", "AppointmentLapsed": "no_show",
+           "AppointmentRefunded": "refunded"}
 
 
 # --- the projection ---------------------------------------------------------------------------
@@ -142,13 +145,17 @@ def _moved(cur: Any, event: AppointmentMoved, env: Envelope) -> None:
     )
 
 
-@PROJECTOR.on(AppointmentCancelled, AppointmentCheckedIn, AppointmentLapsed)
-def _closed(cur: Any, event: AppointmentCancelled | AppointmentCheckedIn | AppointmentLapsed, env: Envelope) -> None:
+@PROJECTOR.on(AppointmentCancelled, AppointmentCheckedIn, AppointmentLapsed, AppointmentRefunded)
+def _closed(cur: Any, event: AppointmentCancelled | AppointmentCheckedIn | AppointmentLapsed | AppointmentRefunded,
+            env: Envelope) -> None:
     detail: dict[str, Any] = {}
     if isinstance(event, AppointmentCancelled):
         detail = {"cancel_reason": event.reason, "refund_due": event.refund_due}
     elif isinstance(event, AppointmentCheckedIn):
         detail = {"fee_taken": event.fee_taken, "clerk_id": event.clerk_id}
+    elif isinstance(event, AppointmentRefunded):
+        detail = {"refund_due": event.refund_due, "refund_reason": event.reason, "refunded_by": event.clerk_id,
+                  "place_released": event.place_released}
     cur.execute(
         "UPDATE appointments SET status = %s, data = data || %s WHERE appointment_id = %s",
         (_STATUS[env.type], json.dumps(detail, ensure_ascii=False), event.appointment_id),
@@ -231,6 +238,35 @@ class BookingReadModel:
             (session_id,),
         )
         return [{**r[0], "status": r[1], "id_masked": r[2], "phone_masked": r[3]} for r in rows]
+
+    # what the window sees (handlers mask the name; PII never leaves here in clear)
+
+    _WINDOW = ("SELECT a.data, a.status, s.data->>'doctor_name', p.id_masked, p.phone_masked, p.name_enc "
+               "FROM appointments a JOIN sessions s USING (session_id) LEFT JOIN patients p USING (patient_id) ")
+
+    def window_row_by_code(self, code: str) -> dict[str, Any] | None:
+        rows = self.db.fetchall(self._WINDOW + "WHERE a.code = %s", (code.upper(),))
+        return _window(rows[0]) if rows else None
+
+    def window_rows_of_patient(self, patient_id: str, hospital_id: str) -> list[dict[str, Any]]:
+        """Newest first: the latest visit day and time, then the latest number."""
+        rows = self.db.fetchall(
+            self._WINDOW + "WHERE a.patient_id = %s AND a.data->>'hospital_id' = %s "
+            "ORDER BY a.data->>'date' DESC, a.data->>'start' DESC, a.sequence_number DESC",
+            (patient_id, hospital_id))
+        return [_window(r) for r in rows]
+
+    def hospital_day_rows(self, hospital_id: str, day: str, department_id: str | None = None,
+                          doctor_id: str | None = None) -> list[dict[str, Any]]:
+        rows = self.db.fetchall(
+            self._WINDOW + "WHERE s.data->>'hospital_id' = %s AND s.data->>'date' = %s "
+            "AND (%s::text IS NULL OR s.data->>'department_id' = %s) "
+            "AND (%s::text IS NULL OR s.data->>'doctor_id' = %s) "
+            "ORDER BY s.data->>'department_id', s.data->>'doctor_id', "
+            "CASE s.data->>'period' WHEN 'morning' THEN 1 WHEN 'afternoon' THEN 2 ELSE 3 END, "
+            "s.data->>'start', a.sequence_number",
+            (hospital_id, day, department_id, department_id, doctor_id, doctor_id))
+        return [_window(r) for r in rows]
 
     def due_for_lapse(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
         rows = self.db.fetchall(
@@ -345,3 +381,9 @@ class BookingReadModel:
         """(phone_enc, phone_masked)."""
         row = self.db.fetchone("SELECT phone_enc, phone_masked FROM patients WHERE patient_id = %s", (patient_id,))
         return (row[0], row[1]) if row else None
+
+
+def _window(row: Any) -> dict[str, Any]:
+    data, status, doctor_name, id_masked, phone_masked, name_enc = row
+    return {**data, "status": status, "doctor_name": doctor_name, "id_masked": id_masked,
+            "phone_masked": phone_masked, "name_enc": name_enc}

@@ -10,7 +10,7 @@ from typing import Any
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 from nameko.timer import timer
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from contracts import (
     Actor,
@@ -19,8 +19,10 @@ from contracts import (
     CancelAppointment,
     CheckInAppointment,
     HandOverPhoneBookings,
+    InvalidInput,
     LapseDueAppointments,
     NotFound,
+    RefundAtWindow,
     RegisterPatient,
     ResetPatientPassword,
 )
@@ -113,6 +115,12 @@ class BookingService:
     def check_in(self, cmd: CheckInAppointment) -> dict[str, Any]:
         return APP.handle(cmd, self)  # type: ignore[no-any-return]
 
+    @rpc
+    @contract(RefundAtWindow)
+    def refund_at_window(self, cmd: RefundAtWindow) -> dict[str, Any]:
+        """退号 at the window: {appointment_id, status: refunded, refund_due, place_released}."""
+        return APP.handle(cmd, self)  # type: ignore[no-any-return]
+
     @timer(interval=30)
     def lapse_due_appointments(self) -> None:
         now = self.now()
@@ -160,6 +168,26 @@ class BookingService:
 
     @rpc
     @contract()
+    def patient_bookings_at(self, id_number: str, hospital_id: str, actor: dict[str, Any] | None) -> dict[str, Any]:
+        """A patient's bookings at one hospital, by resident ID, for its staff (masked; names never)."""
+        return handlers.patient_bookings_at(self.readmodel, self.vault, id_number, hospital_id, _actor(actor))
+
+    @rpc
+    @contract()
+    def appointment_by_code(self, code: str, actor: dict[str, Any] | None) -> dict[str, Any]:
+        """One appointment by its booking code, for staff of its hospital (masked)."""
+        return handlers.appointment_by_code(self.readmodel, self.vault, code, _actor(actor))
+
+    @rpc
+    @contract()
+    def hospital_day_list(self, hospital_id: str, date: str, actor: dict[str, Any] | None,
+                          department_id: str | None = None, doctor_id: str | None = None) -> list[dict[str, Any]]:
+        """Every booking of the hospital's sessions on one day (masked), optionally one department or doctor."""
+        return handlers.hospital_day_list(self.readmodel, self.vault, hospital_id, date, _actor(actor),
+                                          department_id, doctor_id)
+
+    @rpc
+    @contract()
     def session_availability(self, session_id: str) -> dict[str, Any]:
         return handlers.availability(self.store, self.readmodel, self.cache, [session_id])[session_id]
 
@@ -168,3 +196,13 @@ class BookingService:
     def sessions_availability(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Remaining places of many sessions in one call: the schedule table asks for a week at once."""
         return handlers.availability(self.store, self.readmodel, self.cache, session_ids[:500])
+
+
+def _actor(actor: dict[str, Any] | None) -> Actor | None:
+    """The caller's actor as the gateway passes it; a malformed one is invalid input naming `actor`."""
+    if actor is None:
+        return None
+    try:
+        return Actor.model_validate(actor)
+    except ValidationError:
+        raise InvalidInput("actor 无效 / invalid actor", field="actor") from None

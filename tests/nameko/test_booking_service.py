@@ -73,13 +73,14 @@ def envelope(event_type: str, data: dict[str, Any], source: str = "schedule") ->
 def session_event(session_id: str, *, day: str | None = None, quota: dict[str, int] | None = None,
                   opens: timedelta = timedelta(days=-1), closes: timedelta = timedelta(days=1),
                   lapse: timedelta = timedelta(days=1), department: str = "dept-a", hospital: str = "hosp-a",
-                  bands: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                  bands: list[dict[str, Any]] | None = None, start: str = "08:00:00",
+                  end: str = "11:30:00") -> dict[str, Any]:
     now = datetime.now(HOSPITAL_TZ)
     return envelope("SessionScheduled", {
         "session_id": session_id, "hospital_id": hospital, "department_id": department, "doctor_id": "doc-1",
         "doctor_name": "张医生", "doctor_title": "主任医师",
         "date": day or (now + timedelta(days=3)).date().isoformat(),
-        "period": "morning", "start": "08:00:00", "end": "11:30:00", "capacity": 40,
+        "period": "morning", "start": start, "end": end, "capacity": 40,
         "quota": quota or {"web": 2, "phone": 1, "window": 0}, "fee": "50.00",
         "opens_at": (now + opens).isoformat(), "closes_at": (now + closes).isoformat(),
         "lapse_at": (now + lapse).isoformat(), "time_bands": bands or [],
@@ -186,6 +187,7 @@ def test_check_in_by_the_right_clerk_with_the_right_id(booking):
         == "id_mismatch"
     done = ok(rpc(booking, "check_in", {**base, "id_number": resident_id(21), "actor": clerk}))
     assert done == {"appointment_id": b["appointment_id"], "status": "checked_in", "fee_taken": "50.00"}
+    assert rpc(booking, "session_availability", "today")["remaining"]["web"] == 1, "a check-in freed its place"
     assert refused(rpc(booking, "check_in", {**base, "idempotency_key": "checkin-02", "id_number": resident_id(21),
                                              "actor": clerk})) == "invalid_transition"
 
@@ -206,6 +208,7 @@ def test_no_shows_lapse_and_the_third_bans(booking, wait_for):
         return [a["status"] for a in mine["appointments"]] == ["no_show"] * 3 and mine["banned_until"] is not None
 
     wait_for(all_lapsed, 30, "three no-shows and a ban", interval=0.5)
+    assert rpc(booking, "session_availability", "ns0")["remaining"]["web"] == 1, "a no-show freed its place"
     until = ok(rpc(booking, "appointments_of", p))["banned_until"]
     assert until == (now.date() + timedelta(days=90)).isoformat()
     assert refused(book(booking, p, "after", "k-after-001")) == "banned"
@@ -296,3 +299,77 @@ def test_a_replayed_cancel_or_check_in_tells_a_stranger_nothing(booking):
     assert ok(rpc(booking, "check_in", {**check_in, "actor": clerk}))["status"] == "checked_in"
     assert refused(rpc(booking, "check_in", {**check_in, "actor": {**clerk, "hospital_id": "hosp-b"}})) \
         == "not_found"
+
+
+def later_today(hours: float) -> str:
+    moment = datetime.now(HOSPITAL_TZ) + timedelta(hours=hours)
+    if moment.date() != datetime.now(HOSPITAL_TZ).date():
+        pytest.skip("too late in the day (Asia/Shanghai) for a session that starts and ends later today")
+    return moment.strftime("%H:%M:00")
+
+
+def test_refund_at_the_window_frees_the_place_before_the_start_and_the_window_sees_it(booking):
+    today = datetime.now(HOSPITAL_TZ).date().isoformat()
+    start, end = later_today(1), later_today(3)
+    scheduled(booking, session_event("refund-s", day=today, start=start, end=end, lapse=timedelta(hours=2),
+                                     quota={"web": 1, "phone": 1, "window": 0}))
+    a, b = register(booking, 71), register(booking, 72)
+    operator = {"kind": "operator", "id": "op-1"}
+    paid = ok(rpc(booking, "book_appointment", {"session_id": "refund-s", "patient_id": a, "channel": "phone",
+                                                "idempotency_key": "k-refund-a1", "actor": operator}))
+    web = ok(book(booking, b, "refund-s", "k-refund-b1"))
+    assert rpc(booking, "session_availability", "refund-s")["remaining"] == {"web": 0, "phone": 0, "window": 0}
+
+    clerk = {"kind": "clerk", "id": "clerk-1", "hospital_id": "hosp-a"}
+    other = {"kind": "clerk", "id": "clerk-9", "hospital_id": "hosp-b"}
+    cmd = {"code": paid["code"], "reason": "患者临时有事", "idempotency_key": "refund-0001"}
+    assert refused(rpc(booking, "refund_at_window", {**cmd, "actor": other})) == "not_found"
+    assert refused(rpc(booking, "refund_at_window", {**cmd, "code": web["code"], "actor": clerk})) == "not_refundable"
+    done = ok(rpc(booking, "refund_at_window", {**cmd, "actor": clerk}))
+    assert done == {"appointment_id": paid["appointment_id"], "status": "refunded", "refund_due": "50.00",
+                    "place_released": True}
+    assert ok(rpc(booking, "refund_at_window", {**cmd, "actor": clerk})) == done
+    assert refused(rpc(booking, "refund_at_window", {**cmd, "actor": other})) == "not_found"  # scope before repeat
+    assert refused(rpc(booking, "refund_at_window", {**cmd, "idempotency_key": "refund-0002", "actor": clerk})) \
+        == "not_refundable"
+    assert refused(rpc(booking, "refund_at_window", {**cmd, "code": "ABC", "actor": clerk})) == "invalid_input"
+    assert rpc(booking, "session_availability", "refund-s")["remaining"]["phone"] == 1
+
+    # every read model says refunded
+    mine = ok(rpc(booking, "appointments_of", a))["appointments"]
+    assert [x["status"] for x in mine] == ["refunded"]
+    listed = ok(rpc(booking, "session_list", "refund-s", clerk))
+    assert {x["appointment_id"]: x["status"] for x in listed} == {paid["appointment_id"]: "refunded",
+                                                                  web["appointment_id"]: "booked"}
+    row = ok(rpc(booking, "appointment_by_code", paid["code"].lower(), clerk))
+    assert (row["status"], row["label"], row["doctor_name"], row["name_masked"]) == ("refunded", "已退号", "张医生",
+                                                                                   "患***")
+    assert refused(rpc(booking, "appointment_by_code", paid["code"], other)) == "not_found"
+    day = ok(rpc(booking, "hospital_day_list", "hosp-a", today, clerk))
+    assert [(x["code"], x["label"]) for x in day] == [(paid["code"], "已退号"), (web["code"], "待取号")]
+    assert "患者71" not in str(day) and resident_id(71) not in str(day) and phone(71) not in str(day)
+    assert refused(rpc(booking, "hospital_day_list", "hosp-a", "2025-13-01", clerk)) == "invalid_input"
+    assert refused(rpc(booking, "hospital_day_list", "hosp-b", today, clerk)) == "forbidden"
+    found = ok(rpc(booking, "patient_bookings_at", resident_id(71), "hosp-a", clerk))
+    assert found["patient"] == {"patient_id": a, "id_masked": resident_id(71)[:6] + "********" + resident_id(71)[-4:],
+                                "phone_masked": phone(71)[:3] + "****" + phone(71)[-4:], "name_masked": "患***"}
+    assert [x["status"] for x in found["appointments"]] == ["refunded"]
+    assert refused(rpc(booking, "patient_bookings_at", resident_id(79), "hosp-a", clerk)) == "not_found"
+    assert refused(rpc(booking, "patient_bookings_at", "12345", "hosp-a", clerk)) == "invalid_input"
+
+    # the released place is bookable again (a new number), and the one it went to holds it
+    again = ok(rpc(booking, "book_appointment", {"session_id": "refund-s", "patient_id": register(booking, 73),
+                                                 "channel": "phone", "idempotency_key": "k-refund-c1",
+                                                 "actor": operator}))
+    assert again["sequence_number"] == 3
+
+
+def test_a_refund_is_on_the_visit_day_only(booking):
+    scheduled(booking, session_event("refund-later", quota={"web": 1, "phone": 1, "window": 0}))
+    a = register(booking, 74)
+    paid = ok(rpc(booking, "book_appointment", {"session_id": "refund-later", "patient_id": a, "channel": "phone",
+                                                "idempotency_key": "k-refund-l1",
+                                                "actor": {"kind": "operator", "id": "op-1"}}))
+    assert refused(rpc(booking, "refund_at_window", {
+        "code": paid["code"], "reason": "改期", "idempotency_key": "refund-l-0001",
+        "actor": {"kind": "hospital_admin", "id": "admin-1", "hospital_id": "hosp-a"}})) == "not_visit_day"

@@ -39,7 +39,7 @@ class FakeReadModel:
 
     def _appointments(self) -> dict[str, dict[str, Any]]:
         status = {"AppointmentCancelled": "cancelled", "AppointmentCheckedIn": "checked_in",
-                  "AppointmentLapsed": "no_show"}
+                  "AppointmentLapsed": "no_show", "AppointmentRefunded": "refunded"}
         out: dict[str, dict[str, Any]] = {}
         for ev in self.store.read_all(0, 10**9):
             if ev.type == "AppointmentBooked":
@@ -84,6 +84,32 @@ class FakeReadModel:
     def session_list(self, session_id: str) -> list[dict[str, Any]]:
         return sorted((a for a in self._appointments().values() if a["session_id"] == session_id),
                       key=lambda a: a["sequence_number"])
+
+    def _window(self, a: dict[str, Any]) -> dict[str, Any]:
+        session = self._sessions()[a["session_id"]]
+        row = self.patients.get(a["patient_id"], {})
+        return {**a, "doctor_name": session.doctor_name, "id_masked": row.get("id_masked"),
+                "phone_masked": row.get("phone_masked"), "name_enc": row.get("name_enc")}
+
+    def window_row_by_code(self, code: str) -> dict[str, Any] | None:
+        return next((self._window(a) for a in self._appointments().values() if a["code"] == code.upper()), None)
+
+    def window_rows_of_patient(self, patient_id: str, hospital_id: str) -> list[dict[str, Any]]:
+        mine = [a for a in self._appointments().values()
+                if a["patient_id"] == patient_id and a["hospital_id"] == hospital_id]
+        mine.sort(key=lambda a: (a["date"], a["start"], a["sequence_number"]), reverse=True)
+        return [self._window(a) for a in mine]
+
+    def hospital_day_rows(self, hospital_id: str, day: str, department_id: str | None = None,
+                          doctor_id: str | None = None) -> list[dict[str, Any]]:
+        sessions = self._sessions()
+        periods = {"morning": 1, "afternoon": 2}
+        rows = [a for a in self._appointments().values()
+                if (s := sessions[a["session_id"]]).hospital_id == hospital_id and s.date == day
+                and department_id in (None, s.department_id) and doctor_id in (None, s.doctor_id)]
+        rows.sort(key=lambda a: (a["department_id"], a["doctor_id"], periods.get(a["period"], 3), a["start"],
+                                 a["sequence_number"]))
+        return [self._window(a) for a in rows]
 
     # --- the patients vault ------------------------------------------------------------------
 

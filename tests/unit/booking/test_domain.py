@@ -16,6 +16,7 @@ from contracts import (
     AppointmentCheckedIn,
     AppointmentLapsed,
     AppointmentMoved,
+    AppointmentRefunded,
     BookAppointment,
     BookingRules,
     Conflict,
@@ -39,13 +40,20 @@ from services.booking.domain import (
     Refused,
     SessionInfo,
     apply_stop,
+    authorize_hospital_read,
+    authorize_read_by_code,
     ban_after_no_show,
     book,
     cancel,
     check_in,
     lapse,
+    mask_name,
     new_code,
     parse_resident_id,
+    refund_at_window,
+    valid_code,
+    valid_day,
+    window_row,
 )
 
 pytestmark = pytest.mark.unit
@@ -292,6 +300,13 @@ class Clinic:
         fold(self.ledger, checked_in)
         fold(self.patient(b.patient_id), change)
         return checked_in
+
+    def refund(self, appointment_id: str, now: datetime = VISIT, clerk: Actor = CLERK) -> AppointmentRefunded:
+        b = self.booking(appointment_id)
+        refunded, change = refund_at_window(b, self.session, clerk, "患者身体不适", now)
+        fold(self.ledger, refunded)
+        fold(self.patient(b.patient_id), change)
+        return refunded
 
 
 # --- book: refusals before any counting ----------------------------------------------------------
@@ -601,25 +616,76 @@ def test_a_booked_event_becomes_an_active_booking_with_its_terms():
     assert (b.patient_id, b.channel, b.sequence_number, b.status) == ("p1", "phone", 1, "booked")
     assert (b.code, b.paid, b.fee, b.arrival_window) == (booked.code, True, "50.00", "08:00-09:00")
     assert (clinic.ledger.version, clinic.ledger.issued) == (1, 1)
-    assert clinic.ledger.active_patients() == {"p1"}
+    assert clinic.ledger.patients_holding_places() == {"p1"}
     assert clinic.ledger.remaining(clinic.session.quota) == {"web": 3, "phone": 1, "window": 1}
 
 
-@pytest.mark.parametrize(
-    ("closing", "status"),
-    [("AppointmentCancelled", "cancelled"), ("AppointmentCheckedIn", "checked_in"), ("AppointmentLapsed", "no_show")],
-)
-def test_closing_events_end_the_booking_and_free_its_place_but_not_its_number(closing, status):
+def test_a_cancellation_ends_the_booking_and_frees_its_place_but_not_its_number():
     clinic = Clinic()
     clinic.book("p1", "web")
     clinic.book("p2", "web")
-    clinic.ledger.apply(FakeEnvelope(closing, {"appointment_id": "a1-p1"}, 3))
+    clinic.ledger.apply(FakeEnvelope("AppointmentCancelled", {"appointment_id": "a1-p1"}, 3))
+    assert clinic.booking("a1-p1").status == "cancelled"
+    assert clinic.ledger.version == 3
+    assert clinic.ledger.issued == 2
+    assert clinic.ledger.patients_holding_places() == {"p2"}
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 2
+    assert [b.appointment_id for b in clinic.ledger.upcoming_in_order()] == ["a2-p2"]
+
+
+@pytest.mark.parametrize(
+    ("closing", "data", "status"),
+    [("AppointmentCheckedIn", {"fee_taken": "50.00"}, "checked_in"), ("AppointmentLapsed", {}, "no_show")],
+)
+def test_a_check_in_or_a_no_show_ends_the_booking_but_keeps_its_place(closing, data, status):
+    """DESIGN guarantee 1: a confirmed booking keeps its place unless it is cancelled."""
+    clinic = Clinic()
+    clinic.book("p1", "web")
+    clinic.book("p2", "web")
+    clinic.ledger.apply(FakeEnvelope(closing, {"appointment_id": "a1-p1", **data}, 3))
     assert clinic.booking("a1-p1").status == status
     assert clinic.ledger.version == 3
     assert clinic.ledger.issued == 2
-    assert clinic.ledger.active_patients() == {"p2"}
-    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 2
-    assert [b.appointment_id for b in clinic.ledger.active_in_order()] == ["a2-p2"]
+    assert clinic.ledger.patients_holding_places() == {"p1", "p2"}
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 1
+    assert [b.appointment_id for b in clinic.ledger.upcoming_in_order()] == ["a2-p2"]
+
+
+def test_a_full_session_stays_full_after_a_check_in_and_a_no_show():
+    """Seen: web quota 3 ended with 4 web patients after a check-in and a same-day booking."""
+    clinic = Clinic(make_session(quota={"web": 3, "phone": 0, "window": 0}))
+    for p in ("p1", "p2", "p3"):
+        clinic.book(p, "web")
+    clinic.check_in("a1-p1")
+    lapsed, _ = lapse(clinic.booking("a2-p2"), clinic.session, LAPSE_AT)  # type: ignore[misc]
+    fold(clinic.ledger, lapsed)
+    with pytest.raises(SessionFull):
+        clinic.book("p4", "web")
+    assert sum(1 for b in clinic.ledger.bookings.values() if b.channel == "web") == 3
+
+
+@pytest.mark.parametrize("first", ["check_in", "no_show"])
+def test_a_patient_whose_place_was_used_or_missed_cannot_book_the_session_again(first):
+    clinic = Clinic()
+    clinic.book("p1")
+    if first == "check_in":
+        clinic.check_in("a1-p1")
+    else:
+        fold(clinic.ledger, lapse(clinic.booking("a1-p1"), clinic.session, LAPSE_AT)[0])  # type: ignore[index]
+    with pytest.raises(Conflict) as exc:
+        book(command("p1"), clinic.session, clinic.ledger, clinic.patient("p1"), RULES, OPEN, "a9", "ABCD2345")
+    assert exc.value.code == "already_booked"
+
+
+def test_a_checked_in_booking_still_fills_the_replacement_of_a_doctor_stop():
+    repl = Clinic(make_replacement(quota={"web": 1, "phone": 0, "window": 0}))
+    repl.book("q1", "web")
+    repl.check_in("a1-q1", now=datetime(2025, 3, 12, 8, 30, tzinfo=HOSPITAL_TZ))
+    stopped = Clinic()
+    stopped.book("p1", "web")
+    outcome = apply_stop("st1", stopped.session, stopped.ledger, repl.session, repl.ledger)
+    assert outcome.replacement_events == []
+    assert [e.reason for e in outcome.stopped_events[1:]] == ["doctor_stop"]
 
 
 def test_a_closing_event_for_an_unknown_appointment_only_advances_the_version():
@@ -641,7 +707,7 @@ def test_a_moved_in_booking_is_active_and_raises_issued():
     b = ledger.bookings["a9"]
     assert (b.status, b.code, b.fee, b.paid, b.sequence_number) == ("moved", "ZZZZ2345", "40.00", True, 4)
     assert ledger.issued == 4
-    assert ledger.active_patients() == {"p9"}
+    assert ledger.patients_holding_places() == {"p9"}
     assert ledger.remaining({"web": 1, "phone": 1, "window": 1}) == {"web": 1, "phone": 0, "window": 1}
 
 
@@ -655,7 +721,7 @@ def test_a_stop_marker_stops_the_ledger_and_takes_out_only_the_active_bookings()
     assert clinic.ledger.stopped
     assert {k: b.status for k, b in clinic.ledger.bookings.items()} == {
         "a1-p1": "moved_out", "a2-p2": "cancelled", "a3-p3": "moved_out"}
-    assert clinic.ledger.active_in_order() == []
+    assert clinic.ledger.upcoming_in_order() == []
     assert clinic.ledger.version == 5
 
 
@@ -667,14 +733,14 @@ def test_remaining_never_goes_below_zero_and_treats_a_missing_channel_as_zero():
     assert clinic.ledger.remaining({"web": 1}) == {"web": 0, "phone": 0, "window": 0}
 
 
-def test_active_in_order_sorts_by_sequence_number_whatever_the_order_of_events():
+def test_upcoming_in_order_sorts_by_sequence_number_whatever_the_order_of_events():
     ledger = Ledger()
     for version, (appointment_id, seq) in enumerate((("late", 3), ("first", 1), ("middle", 2)), start=1):
         ledger.apply(FakeEnvelope("AppointmentBooked", {
             "appointment_id": appointment_id, "code": "ABCD2345", "patient_id": appointment_id, "channel": "web",
             "sequence_number": seq, "fee": "50.00"}, version))
     ledger.apply(FakeEnvelope("AppointmentCancelled", {"appointment_id": "middle"}, 4))
-    assert [b.appointment_id for b in ledger.active_in_order()] == ["first", "late"]
+    assert [b.appointment_id for b in ledger.upcoming_in_order()] == ["first", "late"]
     assert ledger.issued == 3
 
 
@@ -683,7 +749,7 @@ def test_other_event_types_advance_the_version_but_change_nothing_else():
     clinic.book("p1")
     clinic.ledger.apply(FakeEnvelope("SomethingElseHappened", {"x": 1}, 2))
     assert clinic.ledger.version == 2
-    assert clinic.ledger.active_patients() == {"p1"}
+    assert clinic.ledger.patients_holding_places() == {"p1"}
     assert clinic.ledger.issued == 1
     assert not clinic.ledger.stopped
 
@@ -1087,7 +1153,7 @@ def test_folding_the_stop_leaves_a_stopped_ledger_that_refuses_bookings():
     for change in outcome.patient_changes:
         fold(clinic.patient(change.patient_id), change)
     assert clinic.ledger.stopped
-    assert clinic.ledger.active_in_order() == []
+    assert clinic.ledger.upcoming_in_order() == []
     assert clinic.booking("a1-p1").status == "cancelled"
     assert clinic.booking("a7-p7").status == "checked_in"
     assert clinic.patient("p1").active() == []
@@ -1131,7 +1197,7 @@ def test_folding_the_moves_fills_the_replacement_ledger_and_moves_the_patients()
     outcome = apply_stop("st1", clinic.session, clinic.ledger, repl.session, repl.ledger)
     fold(repl.ledger, *outcome.replacement_events)
     fold(clinic.ledger, *outcome.stopped_events)
-    assert [(b.appointment_id, b.status) for b in repl.ledger.active_in_order()] == [
+    assert [(b.appointment_id, b.status) for b in repl.ledger.upcoming_in_order()] == [
         ("a1-q1", "booked"), ("a1-p1", "moved"), ("a2-p2", "moved")]
     assert repl.ledger.remaining(repl.session.quota) == {"web": 0, "phone": 0, "window": 0}
     assert repl.ledger.issued == 4
@@ -1185,7 +1251,7 @@ def test_a_patient_already_booked_on_the_replacement_is_not_given_a_second_place
     repl.book("p1", "web")  # a2-p1: its own appointment id, not the one being moved
     outcome = apply_stop("st1", clinic.session, clinic.ledger, repl.session, repl.ledger)
     fold(repl.ledger, *outcome.replacement_events)
-    assert [b.patient_id for b in repl.ledger.active_in_order()].count("p1") == 1
+    assert [b.patient_id for b in repl.ledger.upcoming_in_order()].count("p1") == 1
     assert [(c.appointment_id, c.refund_due) for c in outcome.stopped_events[1:]] == [("a1-p1", "50.00")]
 
 
@@ -1215,3 +1281,221 @@ def test_new_codes_are_eight_characters_from_the_alphabet_and_vary():
         assert not set(code) & set("0O1IL")
     assert len(set(codes)) > 490
     assert len(set("".join(codes))) > len(CODE_ALPHABET) // 2
+
+
+# --- 退号 at the window ---------------------------------------------------------------------------
+
+BEFORE_START = datetime(2025, 3, 10, 7, 30, tzinfo=HOSPITAL_TZ)  # the visit day, the session starts at 08:00
+ADMIN = Actor(kind="hospital_admin", id="admin-3", hospital_id="hb3")
+PLATFORM = Actor(kind="platform_admin", id="root")
+
+
+def test_a_paid_phone_booking_refunded_before_the_start_releases_its_place():
+    starts = datetime(2025, 3, 10, 8, 0, tzinfo=HOSPITAL_TZ)  # a hospital whose booking closes at the start
+    clinic = Clinic(make_session(quota={"web": 0, "phone": 1, "window": 0}, closes_at=starts))
+    clinic.book("p1", "phone")
+    refunded = clinic.refund("a1-p1", BEFORE_START)
+    assert (refunded.refund_due, refunded.place_released, refunded.clerk_id) == ("50.00", True, "clerk-7")
+    assert (refunded.reason, refunded.date, refunded.channel) == ("患者身体不适", "2025-03-10", "phone")
+    assert clinic.booking("a1-p1").status == "refunded"
+    assert clinic.ledger.remaining(clinic.session.quota)["phone"] == 1
+    assert clinic.ledger.patients_holding_places() == set()
+    change = clinic.patient("p1").appointments["a1-p1"]
+    assert (change["active"], change["outcome"]) == (False, "refunded")
+    # the released place is bookable again, with a new number
+    booked, _ = book(command("p2", "phone"), clinic.session, clinic.ledger, clinic.patient("p2"), RULES,
+                     BEFORE_START, "a2-p2", "ABCD2345")
+    assert booked.sequence_number == 2
+
+
+def test_a_refund_after_the_start_keeps_the_place_taken():
+    clinic = Clinic(make_session(quota={"web": 0, "phone": 1, "window": 0}))
+    clinic.book("p1", "phone")
+    refunded = clinic.refund("a1-p1", clinic.session.starts_at())
+    assert refunded.place_released is False
+    assert clinic.ledger.remaining(clinic.session.quota)["phone"] == 0
+    assert clinic.ledger.patients_holding_places() == {"p1"}
+    with pytest.raises(SessionFull):
+        book(command("p2", "phone"), clinic.session, clinic.ledger, clinic.patient("p2"), RULES, OPEN, "a2",
+             "ABCD2345")
+
+
+@pytest.mark.parametrize(("channel", "due"), [("web", "50.00"), ("window", "50.00"), ("phone", "50.00")])
+def test_a_checked_in_registration_is_refunded_the_fee_taken_or_paid(channel, due):
+    clinic = Clinic()
+    clinic.book("p1", channel)
+    clinic.check_in("a1-p1")
+    assert clinic.refund("a1-p1").refund_due == due
+
+
+def test_the_refund_of_a_registration_is_the_fee_taken_at_the_window():
+    clinic = Clinic()
+    clinic.book("p1", "web")
+    clinic.ledger.apply(FakeEnvelope("AppointmentCheckedIn", {"appointment_id": "a1-p1", "fee_taken": "35.50"}, 2))
+    refunded, _ = refund_at_window(clinic.booking("a1-p1"), clinic.session, CLERK, "r", VISIT)
+    assert refunded.refund_due == "35.50"
+
+
+def test_a_checked_in_registration_refunded_before_the_start_releases_its_place():
+    clinic = Clinic(make_session(quota={"web": 1, "phone": 0, "window": 0}))
+    clinic.book("p1", "web")
+    clinic.check_in("a1-p1", BEFORE_START)
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 0  # checked in: still taken
+    assert clinic.refund("a1-p1", BEFORE_START).place_released is True
+    assert clinic.ledger.remaining(clinic.session.quota)["web"] == 1
+
+
+def test_the_start_is_judged_in_hospital_time():
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    just_before = datetime(2025, 3, 9, 23, 59, 59, tzinfo=UTC)  # 07:59:59 in Shijiazhuang
+    assert clinic.refund("a1-p1", just_before).place_released is True
+
+
+@pytest.mark.parametrize("channel", ["web", "window"])
+def test_an_unpaid_booking_not_checked_in_is_not_refundable(channel):
+    clinic = Clinic()
+    clinic.book("p1", channel)
+    with pytest.raises(Refused) as exc:
+        clinic.refund("a1-p1")
+    assert (exc.value.code, exc.value.field) == ("not_refundable", "code")
+
+
+@pytest.mark.parametrize("first", ["cancel", "no_show", "refund"])
+def test_a_cancelled_missed_or_refunded_booking_is_not_refundable(first):
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    if first == "cancel":
+        clinic.cancel("a1-p1")
+    elif first == "no_show":
+        fold(clinic.ledger, lapse(clinic.booking("a1-p1"), clinic.session, LAPSE_AT)[0])  # type: ignore[index]
+    else:
+        clinic.refund("a1-p1")
+    with pytest.raises(Refused) as exc:
+        clinic.refund("a1-p1", VISIT + SECOND)
+    assert exc.value.code == "not_refundable"
+
+
+def test_a_paid_phone_booking_past_the_lapse_time_is_a_no_show_not_a_refund():
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    with pytest.raises(Refused) as exc:
+        clinic.refund("a1-p1", LAPSE_AT)
+    assert exc.value.code == "not_refundable"
+    clinic.refund("a1-p1", LAPSE_AT - SECOND)
+
+
+def test_a_checked_in_registration_may_be_refunded_after_the_lapse_time_that_day():
+    clinic = Clinic()
+    clinic.book("p1", "web")
+    clinic.check_in("a1-p1")
+    assert clinic.refund("a1-p1", LAPSE_AT + timedelta(hours=1)).place_released is False
+
+
+@pytest.mark.parametrize("now", [datetime(2025, 3, 9, 16, 0, tzinfo=HOSPITAL_TZ),
+                                 datetime(2025, 3, 11, 8, 0, tzinfo=HOSPITAL_TZ)], ids=["day-before", "day-after"])
+def test_refunds_only_on_the_visit_day(now):
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    with pytest.raises(Refused) as exc:
+        clinic.refund("a1-p1", now)
+    assert (exc.value.code, exc.value.field) == ("not_visit_day", "code")
+
+
+def test_a_refunded_booking_never_lapses_and_cannot_be_checked_in():
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    clinic.refund("a1-p1", BEFORE_START)
+    assert lapse(clinic.booking("a1-p1"), clinic.session, LAPSE_AT) is None
+    with pytest.raises(Conflict) as exc:
+        check_in(clinic.booking("a1-p1"), clinic.session, CLERK, True, VISIT)
+    assert exc.value.code == "invalid_transition"
+
+
+@pytest.mark.parametrize("actor", [ADMIN, PLATFORM], ids=["hospital-admin", "platform-admin"])
+def test_a_hospital_admin_of_the_hospital_and_a_platform_admin_may_refund(actor):
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    assert clinic.refund("a1-p1", clerk=actor).clerk_id == actor.id
+
+
+@pytest.mark.parametrize("actor", [
+    Actor(kind="clerk", id="clerk-9", hospital_id="hb5"),
+    Actor(kind="hospital_admin", id="admin-5", hospital_id="hb5"),
+    Actor(kind="doctor", id="dr-wang", hospital_id="hb3"),
+    Actor(kind="operator", id="op-1"),
+    Actor(kind="patient", id="p1"),
+    Actor(kind="analyst", id="an-1"),
+], ids=["other-clerk", "other-admin", "doctor", "operator", "patient", "analyst"])
+def test_anyone_else_is_told_the_code_does_not_exist(actor):
+    clinic = Clinic()
+    clinic.book("p1", "phone")
+    with pytest.raises(NotFound) as exc:
+        clinic.refund("a1-p1", clerk=actor)
+    unknown = pytest.raises(NotFound)
+    with unknown as nothing:
+        refund_at_window(None, clinic.session, CLERK, "r", VISIT)
+    assert (exc.value.code, exc.value.field, exc.value.message) == (
+        nothing.value.code, nothing.value.field, nothing.value.message)
+
+
+# --- what the window sees ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "masked"), [("张三丰", "张**"), ("李明", "李*"), ("王", "王"),
+                                              ("欧阳娜娜", "欧***"), (" 赵六 ", "赵*")])
+def test_a_name_keeps_its_first_character_only(name, masked):
+    assert mask_name(name) == masked
+
+
+@pytest.mark.parametrize(("status", "label"), [("booked", "待取号"), ("moved", "待取号"), ("checked_in", "已取号"),
+                                               ("refunded", "已退号"), ("cancelled", "已取消"), ("no_show", "爽约")])
+def test_a_window_row_is_masked_and_labelled(status, label):
+    clinic = Clinic()
+    booked = clinic.book("p1", "phone")
+    row = window_row(booked.model_dump(mode="json"), status, "王医生", "130102********0011", "138****0000", "张三丰")
+    assert row == {
+        "appointment_id": "a1-p1", "code": booked.code, "session_id": SESSION_ID, "department_id": "hb3-card",
+        "doctor_id": "dr-wang", "doctor_name": "王医生", "date": "2025-03-10", "period": "morning",
+        "start": "08:00:00", "sequence_number": 1, "channel": "phone", "fee": "50.00", "paid": True,
+        "status": status, "label": label, "id_masked": "130102********0011", "phone_masked": "138****0000",
+        "name_masked": "张**", "arrival_window": "08:00-09:00",
+    }
+    assert "张三丰" not in str(row)
+
+
+@pytest.mark.parametrize("raw", ["ABCD234", "ABCD23456", "ABCD2340", "ABCDO234", "ABC-2345", ""])
+def test_a_malformed_code_is_invalid_input_naming_the_code(raw):
+    with pytest.raises(InvalidInput) as exc:
+        valid_code(raw)
+    assert exc.value.field == "code"
+
+
+def test_a_code_is_read_case_insensitively():
+    assert valid_code(" abcd2345 ") == "ABCD2345"
+
+
+@pytest.mark.parametrize("raw", ["2025-13-01", "2025/03/10", "tomorrow", ""])
+def test_a_malformed_day_is_invalid_input_naming_the_date(raw):
+    with pytest.raises(InvalidInput) as exc:
+        valid_day(raw)
+    assert exc.value.field == "date"
+
+
+@pytest.mark.parametrize("actor", [CLERK, ADMIN, Actor(kind="doctor", id="dr-wang", hospital_id="hb3"), PLATFORM],
+                         ids=["clerk", "admin", "doctor", "platform-admin"])
+def test_staff_of_the_hospital_and_platform_admins_read_its_lists(actor):
+    authorize_hospital_read(actor, "hb3")
+    authorize_read_by_code(actor, "hb3")
+
+
+@pytest.mark.parametrize("actor", [
+    Actor(kind="clerk", id="clerk-9", hospital_id="hb5"), Actor(kind="doctor", id="dr-x", hospital_id="hb5"),
+    Actor(kind="operator", id="op-1"), Actor(kind="patient", id="p1"), Actor(kind="analyst", id="an-1"), None,
+], ids=["other-clerk", "other-doctor", "operator", "patient", "analyst", "nobody"])
+def test_nobody_else_reads_a_hospitals_lists_and_a_code_elsewhere_is_unknown(actor):
+    with pytest.raises(Forbidden):
+        authorize_hospital_read(actor, "hb3")
+    with pytest.raises(NotFound) as exc:
+        authorize_read_by_code(actor, "hb3")
+    assert exc.value.field == "code"

@@ -16,18 +16,23 @@ from contracts import (
     Actor,
     BookAppointment,
     CancelAppointment,
+    CheckInAppointment,
     Conflict,
     DoctorStopApproved,
     Envelope,
+    Forbidden,
     HandOverPhoneBookings,
+    InvalidInput,
     LapseDueAppointments,
+    NotFound,
+    RefundAtWindow,
     RegisterPatient,
     SessionFull,
 )
 from infra.eventstore import InMemoryEventStore, new_envelope
 from infra.pii import PiiVault
 from services.booking import handlers
-from services.booking.domain import HOSPITAL_TZ, NoShowRules
+from services.booking.domain import HOSPITAL_TZ, NoShowRules, Refused
 from services.booking.handlers import APP
 from tests.unit.booking.fakes import AlwaysConflicting, CountingStore, FakeReadModel, RacingStore
 
@@ -63,10 +68,12 @@ class Platform:
         return APP.handle(cmd, self.deps())
 
     def session(self, session_id: str, web: int = 2, phone: int = 1, day: date | None = None,
-                lapse: timedelta = timedelta(days=3)) -> None:
-        data = {"session_id": session_id, "hospital_id": "hosp-a", "department_id": f"dept-{session_id}",
-                "doctor_id": "doc-1", "date": (day or (NOW + timedelta(days=3)).date()).isoformat(),
-                "period": "morning", "start": "08:00:00", "end": "11:30:00", "fee": "50.00",
+                lapse: timedelta = timedelta(days=3), start: str = "08:00:00", hospital: str = "hosp-a",
+                department: str | None = None, doctor: str = "doc-1", period: str = "morning") -> None:
+        data = {"session_id": session_id, "hospital_id": hospital, "department_id": department or f"dept-{session_id}",
+                "doctor_id": doctor, "doctor_name": f"医生{doctor}",
+                "date": (day or (NOW + timedelta(days=3)).date()).isoformat(),
+                "period": period, "start": start, "end": "17:30:00", "fee": "50.00",
                 "quota": {"web": web, "phone": phone, "window": 0},
                 "opens_at": (NOW - timedelta(days=1)).isoformat(), "closes_at": (NOW + timedelta(days=1)).isoformat(),
                 "lapse_at": (NOW + lapse).isoformat(), "time_bands": []}
@@ -159,6 +166,25 @@ def test_cancel_is_idempotent_and_frees_the_place_for_a_new_number(p):
     assert p.book(b, "s1", "key-b-0001").sequence_number == 2
 
 
+CLERK = Actor(kind="clerk", id="clerk-1", hospital_id="hosp-a")
+
+
+def test_a_check_in_and_a_no_show_keep_their_places_in_the_ledger_and_the_availability(p):
+    """DESIGN guarantee 1: web quota 3 once ended with 4 web patients after a check-in."""
+    p.session("today", web=3, phone=0, day=NOW.date(), start="10:00:00", lapse=timedelta(hours=2))
+    patients = [p.patient(n) for n in range(1, 5)]
+    answers = [p.book(a, "today", f"key-today-{i}") for i, a in enumerate(patients[:3])]
+    p.handle(CheckInAppointment(code=answers[0].code, id_number=resident_id(1), idempotency_key="checkin-0001",
+                                actor=CLERK))
+    # the timer's clock is past the lapse time: the two not checked in become no-shows
+    assert p.handle(LapseDueAppointments(now=NOW + timedelta(hours=3), idempotency_key="lapse-0001")) == 2
+    assert p.types("ledger-today") == ["AppointmentBooked"] * 3 + ["AppointmentCheckedIn"] + ["AppointmentLapsed"] * 2
+    with pytest.raises(SessionFull):
+        p.book(patients[3], "today", "key-today-late")
+    assert handlers.availability(p.memory, p.readmodel, handlers.LedgerCache(), ["today"])["today"]["remaining"] \
+        == {"web": 0, "phone": 0, "window": 0}
+
+
 def test_no_show_lapses_once_and_the_third_bans(p):
     a = p.patient(1)
     for i in range(3):
@@ -214,3 +240,156 @@ def test_registration_repeat_is_the_same_patient_and_a_stranger_is_refused(p):
                                  idempotency_key="register-other"))
     assert refused.value.code == "already_registered"
     assert p.types(f"patient-{a}") == ["PatientRegistered", "PatientRegistrationRefused"]
+
+
+# --- 退号 at the window ---------------------------------------------------------------------------
+
+
+def phone_booking(p: Platform, patient_id: str, session_id: str, key: str) -> Any:
+    return p.handle(BookAppointment(session_id=session_id, patient_id=patient_id, channel="phone",
+                                    idempotency_key=key, operator_id="op-1", actor=Actor(kind="operator", id="op-1")))
+
+
+def refund(p: Platform, code: str, key: str, actor: Actor = CLERK) -> Any:
+    return p.handle(RefundAtWindow(code=code, reason="患者临时有事", idempotency_key=key, actor=actor))
+
+
+def test_a_refund_before_the_start_frees_the_place_at_once_and_a_repeat_answers_the_same(p):
+    p.session("today", web=0, phone=1, day=NOW.date(), start="10:00:00", lapse=timedelta(hours=2))
+    a, b = p.patient(1), p.patient(2)
+    paid = phone_booking(p, a, "today", "key-phone-a")
+    with pytest.raises(SessionFull):
+        phone_booking(p, b, "today", "key-phone-b")  # this process now remembers "full"
+    answer = refund(p, paid.code.lower(), "refund-0001")
+    assert answer == {"appointment_id": paid.appointment_id, "status": "refunded", "refund_due": "50.00",
+                      "place_released": True}
+    head = p.memory.head()
+    assert refund(p, paid.code, "refund-0001") == answer
+    assert p.memory.head() == head
+    assert p.types("ledger-today")[-1] == "AppointmentRefunded"
+    assert p.types(f"patient-{a}")[-1] == "PatientAppointmentsChanged"
+    # the ledger cache forgot its sold-out answer: the released place is booked at once
+    assert phone_booking(p, b, "today", "key-phone-b2").sequence_number == 2
+    with pytest.raises(Refused) as again:
+        refund(p, paid.code, "refund-0002")
+    assert again.value.code == "not_refundable"
+
+
+def test_a_stranger_replaying_the_key_learns_nothing(p):
+    p.session("today", web=0, phone=1, day=NOW.date(), start="10:00:00", lapse=timedelta(hours=2))
+    paid = phone_booking(p, p.patient(1), "today", "key-phone-a")
+    refund(p, paid.code, "refund-0001")
+    for stranger in (Actor(kind="clerk", id="clerk-9", hospital_id="hosp-b"), Actor(kind="patient", id="x"),
+                     Actor(kind="operator", id="op-1")):
+        with pytest.raises(NotFound) as exc:
+            refund(p, paid.code, "refund-0001", stranger)
+        assert exc.value.field == "code"
+    with pytest.raises(NotFound):
+        refund(p, "ZZZZ9999", "refund-0003")
+
+
+def test_a_checked_in_registration_refunded_after_the_start_keeps_its_place(p):
+    p.session("started", web=1, phone=0, day=NOW.date(), start="08:00:00", lapse=timedelta(hours=2))
+    a, b = p.patient(1), p.patient(2)
+    booked = p.book(a, "started", "key-started-a")
+    p.handle(CheckInAppointment(code=booked.code, id_number=resident_id(1), idempotency_key="checkin-0001",
+                                actor=CLERK))
+    admin = Actor(kind="hospital_admin", id="admin-a", hospital_id="hosp-a")
+    answer = refund(p, booked.code, "refund-0001", admin)
+    assert (answer["refund_due"], answer["place_released"]) == ("50.00", False)
+    with pytest.raises(SessionFull):
+        p.book(b, "started", "key-started-b")
+    assert p.readmodel.window_row_by_code(booked.code)["status"] == "refunded"
+
+
+def test_a_refund_on_another_day_is_refused(p):
+    p.session("later", web=0, phone=1)  # in three days
+    paid = phone_booking(p, p.patient(1), "later", "key-phone-a")
+    with pytest.raises(Refused) as exc:
+        refund(p, paid.code, "refund-0001")
+    assert exc.value.code == "not_visit_day"
+
+
+# --- window look-ups ---------------------------------------------------------------------------
+
+
+def window_day(p: Platform) -> dict[str, Any]:
+    """hosp-a today: two departments, doctors and periods; one booking at hosp-b; returns the answers."""
+    day = NOW.date()
+    p.session("b-pm", web=3, day=day, department="dept-b", doctor="doc-2", period="afternoon", start="14:00:00")
+    p.session("b-am", web=3, day=day, department="dept-b", doctor="doc-2", period="morning", start="10:00:00")
+    p.session("a-am", web=3, day=day, department="dept-a", doctor="doc-1", period="morning", start="10:00:00")
+    p.session("other", web=3, day=day, hospital="hosp-b", department="dept-x")
+    p.session("a-later", web=3, department="dept-a", doctor="doc-1")  # in three days
+    one, two = p.patient(1), p.patient(2)
+    return {
+        "b-pm": p.book(one, "b-pm", "key-day-k1"), "b-am-1": p.book(two, "b-am", "key-day-k2"),
+        "a-am": p.book(one, "a-am", "key-day-k3"),
+        "other": p.book(two, "other", "key-day-k4"), "a-later": p.book(one, "a-later", "key-day-k5"),
+    }
+
+
+def test_the_hospital_day_list_is_ordered_masked_and_scoped(p):
+    booked = window_day(p)
+    p.handle(CheckInAppointment(code=booked["a-am"].code, id_number=resident_id(1), idempotency_key="checkin-0001",
+                                actor=CLERK))
+    rows = handlers.hospital_day_list(p.readmodel, p.vault, "hosp-a", NOW.date().isoformat(), CLERK)
+    assert [r["session_id"] for r in rows] == ["a-am", "b-am", "b-pm"]
+    first = rows[0]
+    assert (first["status"], first["label"], first["doctor_name"]) == ("checked_in", "已取号", "医生doc-1")
+    assert (first["name_masked"], first["id_masked"], first["phone_masked"]) == (
+        "患**", resident_id(1)[:6] + "********" + resident_id(1)[-4:], "139****0001")
+    assert set(first) == set(handlers.domain.WINDOW_ROW_FIELDS)
+    assert rows[1]["label"] == "待取号"
+    assert "患者1" not in str(rows) and resident_id(1) not in str(rows)
+    only_b = handlers.hospital_day_list(p.readmodel, p.vault, "hosp-a", NOW.date().isoformat(), CLERK,
+                                        department_id="dept-b")
+    assert [r["session_id"] for r in only_b] == ["b-am", "b-pm"]
+    assert handlers.hospital_day_list(p.readmodel, p.vault, "hosp-a", NOW.date().isoformat(), CLERK,
+                                      doctor_id="doc-1")[0]["session_id"] == "a-am"
+    doctor = Actor(kind="doctor", id="doc-1", hospital_id="hosp-a")
+    assert len(handlers.hospital_day_list(p.readmodel, p.vault, "hosp-a", NOW.date().isoformat(), doctor)) == 3
+    with pytest.raises(Forbidden):
+        handlers.hospital_day_list(p.readmodel, p.vault, "hosp-b", NOW.date().isoformat(), CLERK)
+    with pytest.raises(InvalidInput) as bad:
+        handlers.hospital_day_list(p.readmodel, p.vault, "hosp-a", "03/10/2025", CLERK)
+    assert bad.value.field == "date"
+    root = Actor(kind="platform_admin", id="root")
+    assert [r["session_id"] for r in handlers.hospital_day_list(p.readmodel, p.vault, "hosp-b",
+                                                                NOW.date().isoformat(), root)] == ["other"]
+
+
+def test_a_patient_who_lost_the_code_is_found_by_id_at_this_hospital_only(p):
+    booked = window_day(p)
+    found = handlers.patient_bookings_at(p.readmodel, p.vault, resident_id(1).lower(), "hosp-a", CLERK)
+    assert found["patient"]["name_masked"] == "患**"
+    assert set(found["patient"]) == {"patient_id", "id_masked", "phone_masked", "name_masked"}
+    assert [r["code"] for r in found["appointments"]] == [
+        booked["a-later"].code, booked["b-pm"].code, booked["a-am"].code]  # newest first
+    with pytest.raises(NotFound) as none_here:
+        handlers.patient_bookings_at(p.readmodel, p.vault, resident_id(1), "hosp-b", Actor(
+            kind="clerk", id="c-b", hospital_id="hosp-b"))
+    with pytest.raises(NotFound) as unknown:
+        handlers.patient_bookings_at(p.readmodel, p.vault, resident_id(77), "hosp-a", CLERK)
+    assert none_here.value.message == unknown.value.message and unknown.value.field == "id_number"
+    with pytest.raises(InvalidInput) as bad:
+        handlers.patient_bookings_at(p.readmodel, p.vault, resident_id(1)[:17] + "Y", "hosp-a", CLERK)
+    assert bad.value.field == "id_number"
+    with pytest.raises(Forbidden):
+        handlers.patient_bookings_at(p.readmodel, p.vault, resident_id(1), "hosp-a", Actor(kind="operator", id="o"))
+
+
+def test_an_appointment_by_code_only_for_its_hospital(p):
+    booked = window_day(p)
+    row = handlers.appointment_by_code(p.readmodel, p.vault, booked["b-am-1"].code.lower(), CLERK)
+    assert (row["appointment_id"], row["name_masked"], row["label"]) == (booked["b-am-1"].appointment_id, "患**",
+                                                                         "待取号")
+    with pytest.raises(NotFound) as elsewhere:
+        handlers.appointment_by_code(p.readmodel, p.vault, booked["other"].code, CLERK)
+    with pytest.raises(NotFound) as unknown:
+        handlers.appointment_by_code(p.readmodel, p.vault, "ZZZZ9999", CLERK)
+    assert (elsewhere.value.message, elsewhere.value.field) == (unknown.value.message, "code")
+    for malformed in ("ABC", 12345678):
+        with pytest.raises(InvalidInput) as bad:
+            handlers.appointment_by_code(p.readmodel, p.vault, malformed, CLERK)  # type: ignore[arg-type]
+        assert bad.value.field == "code"
