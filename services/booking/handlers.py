@@ -36,6 +36,7 @@ from contracts import (
     DoctorStopApproved,
     Envelope,
     Event,
+    Forbidden,
     HandOverPhoneBookings,
     LapseDueAppointments,
     NotFound,
@@ -82,6 +83,7 @@ class ReadModel(Protocol):
     def login_candidates(self, lookup_hash: str) -> list[tuple[str, str | None, str, str]]: ...
     def patient_by_id_hash(self, id_hash: str) -> dict[str, Any] | None: ...
     def has_booking_at(self, patient_id: str, hospital_id: str) -> bool: ...
+    def password_hash(self, patient_id: str) -> str | None: ...
     def set_password(self, patient_id: str, password_hash: str) -> None: ...
     def patient_phone(self, patient_id: str) -> tuple[str, str] | None: ...
     def window_row_by_code(self, code: str) -> dict[str, Any] | None: ...
@@ -241,6 +243,26 @@ def reset_patient_password(cmd: ResetPatientPassword, store: EventStore, readmod
     execute(store, lambda w: w.stage(stream, PatientPasswordReplaced(patient_id=patient_id)), key_id=key_id,
             source=SOURCE, correlation_id=cmd.correlation_id, actor=cmd.actor, check_first=False)
     return answer
+
+
+def change_patient_password(store: EventStore, readmodel: ReadModel, patient_id: str, old: str,
+                            new: str) -> dict[str, Any]:
+    """A logged-in patient's new password, given the current one (the owner is told by SMS)."""
+    current = readmodel.password_hash(patient_id)
+    try:
+        if not current:
+            raise VerifyMismatchError
+        off_hub(_passwords.verify, current, old)
+    except (VerifyMismatchError, InvalidHashError):
+        raise Forbidden("原密码错误 / the current password is wrong", field="old_password",
+                        code="wrong_password") from None
+    validate_password(new)
+    readmodel.set_password(patient_id, off_hub(_passwords.hash, new))
+    stream = domain.patient_stream(patient_id)
+    execute(store, lambda w: w.stage(stream, PatientPasswordReplaced(patient_id=patient_id)),
+            key_id=idempotent_event_id(f"change_password:{patient_id}", uuid.uuid4().hex), source=SOURCE,
+            actor=Actor(kind="patient", id=patient_id[:64]), check_first=False)
+    return {"patient_id": patient_id}
 
 
 def authenticate_patient(readmodel: ReadModel, vault: PiiVault, username: str, password: str) -> dict[str, Any]:

@@ -340,6 +340,10 @@ class BookingReadModel:
             "SELECT 1 FROM appointments WHERE patient_id = %s AND data->>'hospital_id' = %s LIMIT 1",
             (patient_id, hospital_id)) is not None
 
+    def password_hash(self, patient_id: str) -> str | None:
+        row = self.db.fetchone("SELECT password_hash FROM patients WHERE patient_id = %s", (patient_id,))
+        return row[0] if row else None
+
     def set_password(self, patient_id: str, password_hash: str) -> None:
         with self.db.transaction() as cur:
             cur.execute("UPDATE patients SET password_hash = %s WHERE patient_id = %s", (password_hash, patient_id))

@@ -78,6 +78,11 @@ class BookingService:
         return handlers.authenticate_patient(self.readmodel, self.vault, username, password)
 
     @rpc
+    @contract()
+    def change_patient_password(self, patient_id: str, old: str, new: str) -> dict[str, Any]:
+        return handlers.change_patient_password(self.store, self.readmodel, patient_id, old, new)
+
+    @rpc
     @contract(ResetPatientPassword)
     def reset_patient_password(self, cmd: ResetPatientPassword) -> dict[str, Any]:
         return APP.handle(cmd, self)  # type: ignore[no-any-return]

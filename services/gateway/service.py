@@ -223,7 +223,12 @@ class GatewayService(pages.Pages):
          body=PasswordChangeBody, roles=ANYONE, status=204)
     def change_password(self, request: Request, principal: Principal, body: PasswordChangeBody) -> Response:
         if principal.role == "patient":
-            call(self.booking.change_patient_password, principal.subject, body.old_password, body.new_password)
+            try:
+                call(self.booking.change_patient_password, principal.subject, body.old_password, body.new_password)
+            except Forbidden as err:
+                if err.code == "wrong_password":
+                    raise Unauthenticated("原密码错误 / the current password is wrong") from None
+                raise
         elif not readmodel.change_staff_password(self.db, principal.subject, body.old_password, body.new_password):
             raise Unauthenticated("原密码错误 / the current password is wrong")
         return Response(status=204)

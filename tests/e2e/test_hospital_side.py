@@ -107,6 +107,12 @@ def test_every_account_changes_its_password(desk):
     assert ApiClient(desk.base).call("POST", "/api/v1/auth/login", {"username": "op-chen",
                                                                     "password": "hotline-pass-9"})[0] == 401
     desk.as_("op-chen", "hotline-pass-10")
+    patient = desk.patient(40)
+    assert patient.call("POST", "/api/v1/auth/password", {"old_password": "wrong-pass-1",
+                                                          "new_password": "fresh-pass-41"})[0] == 401
+    assert patient.call("POST", "/api/v1/auth/password", {"old_password": "good-pass-77",
+                                                          "new_password": "fresh-pass-41"})[0] == 204
+    desk.as_("13600000040", "fresh-pass-41")
 
 
 def test_a_hospital_is_registered_by_the_platform_admin_only(desk):

@@ -130,6 +130,10 @@ class FakeReadModel:
         return any(a["patient_id"] == patient_id and a["hospital_id"] == hospital_id
                    for a in self._appointments().values())
 
+    def password_hash(self, patient_id: str) -> str | None:
+        found = self.patients.get(patient_id)
+        return found.get("password_hash") if found else None
+
     def set_password(self, patient_id: str, password_hash: str) -> None:
         self.patients[patient_id]["password_hash"] = password_hash
 
