@@ -57,6 +57,7 @@ bench: setup
 	$(PY) bench/rpc_echo.py
 	$(PY) bench/flash_crowd.py
 	$(PY) bench/steady.py
+	$(PY) bench/live_streams.py
 
 lint: setup lint-only
 

@@ -46,6 +46,7 @@ from services.gateway.bodies import (
     VerificationBody,
 )
 from services.gateway.limits import GatewaySettings, Limits, LimitsProvider
+from services.gateway.live import LiveFeed
 from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
 HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
@@ -111,6 +112,7 @@ class GatewayService(pages.Pages):
     booking = RpcProxy("booking")
     notification = RpcProxy("notification")
     stats = RpcProxy("stats")
+    live: LiveFeed = LiveFeed()
 
     # --- health and documents ---------------------------------------------------------------
 
@@ -338,6 +340,13 @@ class GatewayService(pages.Pages):
         now = datetime.now(UTC)
         entries = [_entry(s, availability.get(s["session_id"], {}), now) for s in sessions]
         return json_response({"department_id": department_id, "sessions": entries})
+
+    @api("GET", "/api/v1/live", "live notices of schedule changes: text/event-stream (send Accept: "
+         "text/event-stream), id = store position, Last-Event-ID resumes; public, no patient data", "schedule",
+         query=(query("department"), query("hospital"), query("session"), query("last_event_id")))
+    def live_notices(self, request: Request) -> Response:
+        """The stream is served after this worker returns (see live.py): it holds no worker."""
+        return self.live.respond(request)
 
     # --- appointments -----------------------------------------------------------------------
 

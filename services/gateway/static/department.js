@@ -125,6 +125,16 @@
     }
   });
 
+  /* Live: another patient's booking or a stop changes this week's places; re-read, debounced. */
+  if (App.live) {
+    const refresh = App.live.debounced(load, 100);
+    const last = addDays(from, 6);
+    App.live({ department: departmentId }, (n) => {
+      const shown = lastSessions && lastSessions.some((s) => s.session_id === n.session_id);
+      if (n.type === "resync" || shown || (n.date && n.date >= from && n.date <= last)) refresh();
+    });
+  }
+
   findContext().then(showContext).catch(() => {});
   load();
 })();

@@ -121,7 +121,17 @@
   deptSelect.addEventListener("change", () => {
     state.department = (state.departments || []).find((d) => d.department_id === deptSelect.value) || null;
     if (state.department) loadSchedule(); else scheduleBox.replaceChildren();
+    if (live) live.update({ department: state.department ? state.department.department_id : null });
   });
+
+  /* Live: the chosen department's places change under the operator's eyes; re-read, debounced. */
+  const live = App.live ? App.live({}, (n) => {
+    const from = todayISO();
+    if (state.department && (n.type === "resync" || !n.date || (n.date >= from && n.date <= addDays(from, 13)))) {
+      refreshSchedule();
+    }
+  }) : null;
+  const refreshSchedule = App.live ? App.live.debounced(() => { if (state.department) loadSchedule(); }) : null;
 
   async function loadSchedule() {
     const from = todayISO();
