@@ -259,8 +259,18 @@
   $("#daylist-refresh").addEventListener("click", loadDayList);
   $("#daylist-print").addEventListener("click", () => window.print());
 
+  // Live: any booking change at this hospital on the shown day re-reads the list (debounced).
+  let liveSub = null;
+  const reloadSoon = window.App.live ? window.App.live.debounced(loadDayList, 200, 1000) : loadDayList;
+  function listen(hospitalId) {
+    if (!window.App.live) return;
+    const onNotice = (n) => { if (n.type === "resync" || !n.date || n.date === (dayInput.value || todayISO())) reloadSoon(); };
+    if (liveSub) liveSub.update({ hospital: hospitalId }); else liveSub = window.App.live({ hospital: hospitalId }, onNotice);
+  }
+
   async function chooseHospital(id) {
     st.hospitalId = id;
+    listen(id);
     const [ds, docs] = await Promise.all([
       get("/api/v1/hospitals/" + enc(id) + "/departments"), get("/api/v1/hospitals/" + enc(id) + "/doctors")]);
     st.departments = ds.departments || [];
