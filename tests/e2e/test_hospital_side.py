@@ -61,7 +61,13 @@ class Desk:
 def desk() -> Any:
     env = {"SMS_PER_CLIENT": "100", "SMS_BURST_CLIENT": "1000", "RATE_PER_CLIENT": "1000", "RATE_BURST_CLIENT": "5000"}
     with running_platform("hospital", ["demo/walking-skeleton.json"], env=env) as p:
-        yield Desk(p)
+        desk = Desk(p)
+        # more room than the demo's 2 web places: several tests book here
+        hadmin = desk.as_("hebmu2-admin", "admin-pass-2024")
+        status, answer = hadmin.call("POST", "/api/v1/admin/schedule/change_session_quota",
+                                     {"session_id": SESSION, "quota": {"web": 20, "phone": 5, "window": 5}})
+        assert status == 200, answer
+        yield desk
 
 
 def test_staff_accounts_are_managed_by_role_and_a_disable_ends_sessions_at_once(desk):

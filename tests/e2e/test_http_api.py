@@ -317,7 +317,7 @@ def test_unknown_paths_and_wrong_methods_answer_the_json_error_shape(api):
                             timeout=30)
     assert wrong.status_code == 405 and wrong.headers["Content-Type"].startswith("application/json")
     assert wrong.json()["error"]["code"] == "method_not_allowed" and "GET" in wrong.headers["Allow"]
-    assert api.post("/api/v1/hospitals", {}).status_code == 405
+    assert api.post("/api/v1/openapi.json", {}).status_code == 405
     page = requests.get(api.url("/no/such/page"), timeout=30)
     assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html")
     assert "页面不存在" in page.text
