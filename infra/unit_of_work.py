@@ -65,11 +65,11 @@ def execute(
     """Run `decide` until its events are stored. It returns its key event (staged in the world
     it was given) or None for "nothing to change", and raises a DomainError to refuse."""
     if check_first and (prior := store.get_event(key_id)) is not None:
-        return _repeat(prior)
+        return _repeat(prior, actor)
     read: Load = load or store.read_streams
     loaded: dict[str, Sequence[Stored]] = dict(read(list(prefetch))) if prefetch else {}
     for _ in range(attempts):
-        w, key = _decide(store, decide, world, loaded, read, key_id)
+        w, key = _decide(store, decide, world, loaded, read, key_id, actor)
         if isinstance(key, Outcome):
             return key
         if key is None:
@@ -83,24 +83,27 @@ def execute(
             continue
         except PartialDuplicate:
             if (prior := store.get_event(key_id)) is not None:
-                return _repeat(prior)
+                return _repeat(prior, actor)
             raise
         stored_key = next(e for e in result.events if e.event_id == key_id)
+        if result.duplicate:
+            return _repeat(stored_key, actor)
         return Outcome(key=stored_key, events=result.events, position=result.last_position,
                        duplicate=result.duplicate)
     raise on_busy()
 
 
-def repeat_or_raise(store: EventStore, key_id: uuid.UUID, error: DomainError) -> Outcome:
-    """A refusal decided before `execute` (a fast path): the first answer if this is a repeat."""
-    if (prior := store.get_event(key_id)) is not None:
-        return _repeat(prior)
+def repeat_or_raise(store: EventStore, key_id: uuid.UUID, error: DomainError, actor: Actor | None = None) -> Outcome:
+    """A refusal decided before `execute` (a fast path): the first answer if this is a repeat by
+    the same actor (`actor` None: the caller has checked who asks)."""
+    if (prior := store.get_event(key_id)) is not None and (actor is None or _same_actor(prior, actor)):
+        return _repeat(prior, prior.actor)
     raise error
 
 
 def _decide(store: EventStore, decide: Callable[[W], Event | None],
             world: Callable[[Mapping[str, Sequence[Stored]]], W], loaded: dict[str, Sequence[Stored]], read: Load,
-            key_id: uuid.UUID) -> tuple[W, Event | None | Outcome]:
+            key_id: uuid.UUID, actor: Actor) -> tuple[W, Event | None | Outcome]:
     for _ in range(READ_ROUNDS):
         w = world(loaded)
         try:
@@ -110,8 +113,8 @@ def _decide(store: EventStore, decide: Callable[[W], Event | None],
         except DomainError:
             # A repeat of a command that succeeded is refused by the state it left behind:
             # answer it from the key event instead. Looked up only here, off the happy path.
-            if (prior := store.get_event(key_id)) is not None:
-                return w, _repeat(prior)
+            if (prior := store.get_event(key_id)) is not None and _same_actor(prior, actor):
+                return w, _repeat(prior, actor)
             raise
     raise RuntimeError(f"a decision asked for streams more than {READ_ROUNDS} times")
 
@@ -136,5 +139,14 @@ def _envelopes(w: World, key: Event, key_id: uuid.UUID, source: str, correlation
     return batch
 
 
-def _repeat(prior: Envelope) -> Outcome:
+def _repeat(prior: Envelope, actor: Actor) -> Outcome:
+    """The first answer, to whoever asked first only: the same key from someone else is refused, as
+    the answer would tell them about another's booking, stop or schedule (the security issue)."""
+    if not _same_actor(prior, actor):
+        raise Conflict("此幂等键已被他人使用，请换一个 / this Idempotency-Key was used by someone else",
+                       field="Idempotency-Key", code="key_reused")
     return Outcome(key=prior, events=[prior], position=prior.position or 0, duplicate=True)
+
+
+def _same_actor(prior: Envelope, actor: Actor) -> bool:
+    return (prior.actor.kind, prior.actor.id, prior.actor.hospital_id) == (actor.kind, actor.id, actor.hospital_id)

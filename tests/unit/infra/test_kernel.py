@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contracts import AppointmentLapsed, Conflict, DoctorStopApproved, Envelope, InvalidInput, SessionStopApplied
+from contracts import Actor, AppointmentLapsed, Conflict, DoctorStopApproved, Envelope, InvalidInput, SessionStopApplied
 from contracts.envelope import Event
 from infra.application import Application, bind_reactions, source_of
 from infra.decisions import Missing, World
@@ -115,6 +115,31 @@ def test_a_refused_repeat_is_answered_with_the_first_answer():
     assert again.duplicate and again.data == {"n": 1}
     with pytest.raises(InvalidInput):
         execute(store, once, key_id=idempotent_event_id("t", "other"), source="test", check_first=False)
+
+
+@pytest.mark.parametrize("check_first", [True, False])
+def test_a_repeat_is_answered_to_its_first_actor_only(check_first):
+    """Another caller with the same key learns nothing of the first one's answer (the security issue)."""
+    store = InMemoryEventStore()
+    key = idempotent_event_id("t", "k6")
+    alice, bob = Actor(kind="patient", id="alice"), Actor(kind="patient", id="bob")
+
+    def once(w: World) -> Event:
+        if w.version("main") > 0:
+            raise InvalidInput("already done")
+        return w.stage("main", Counted(n=1))
+
+    def always(w: World) -> Event:
+        return w.stage("main", Counted(n=1))
+
+    execute(store, once, key_id=key, source="test", actor=alice, check_first=check_first)
+    assert execute(store, once, key_id=key, source="test", actor=alice, check_first=check_first).duplicate
+    with pytest.raises(InvalidInput if not check_first else Conflict) as refused:
+        execute(store, once, key_id=key, source="test", actor=bob, check_first=check_first)
+    assert refused.value.code in ("invalid_input", "key_reused")
+    with pytest.raises(Conflict, match="someone else"):
+        execute(store, always, key_id=key, source="test", actor=bob, check_first=False)
+    assert store.head() == 1
 
 
 def test_a_key_event_that_was_not_staged_is_a_bug():
