@@ -72,7 +72,16 @@ class Relay:
         )
 
     def _ensure_channel(self) -> Any:
-        if self._channel is None or self._channel.is_closed:
+        if self._connection is not None and self._connection.is_open:
+            # Heartbeats are only serviced when pika is called: after a quiet spell the broker may
+            # have dropped us. Find out now and reconnect at once, rather than fail the publish
+            # and wait for the retry.
+            try:
+                self._connection.process_data_events(time_limit=0)
+            except (AMQPError, OSError):
+                self.close_channel()
+        if self._channel is None or self._channel.is_closed or self._connection is None \
+                or not self._connection.is_open:
             self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_uri))
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
@@ -120,11 +129,14 @@ class Relay:
         self.subscription.stop()
 
     def close_channel(self) -> None:
+        """Forget the broker connection; closing one the broker or the kernel already broke may
+        fail with either kind of error (an OSError here once ended the relay: issue 14)."""
         try:
             if self._connection is not None and self._connection.is_open:
                 self._connection.close()
-        except AMQPError:
+        except (AMQPError, OSError):
             pass
+        self._connection = None
         self._channel = None
 
 
