@@ -29,7 +29,7 @@ def rid(n: int) -> str:
 def api() -> Any:
     with running_platform("api", ["demo/walking-skeleton.json"], env={
             "LOGIN_FAILURES": "3", "LOGIN_CLIENT_FAILURES": "1000", "SMS_PER_CLIENT": "100",
-            "SMS_BURST_CLIENT": "1000"}) as p:
+            "SMS_BURST_CLIENT": "1000", "RATE_PER_CLIENT": "1000", "RATE_BURST_CLIENT": "5000"}) as p:
         client = Client(p)
         client.wait_bookable()
         # More room than the demo's 2 web places, through the admin API: every test books here.
