@@ -59,12 +59,12 @@ def phone_booking(base_url: str) -> dict[str, Any]:
 
 
 def today_session(base_url: str) -> dict[str, Any] | None:
-    """A hospital of the test's own, open for booking on the day, with a session starting 40 minutes
-    from now, a clerk, and a paid phone booking in it: 退号 is for the visit day. None late in the
-    evening (Asia/Shanghai), when no session can start later today and end today."""
+    """A hospital of the test's own, open for booking on the day, with a session starting 15 minutes
+    from now, a clerk, and a paid phone booking in it: 退号 is for the visit day. None in the last
+    half hour of the day (Asia/Shanghai), when no session can start and end later today."""
     now = datetime.now(TZ)
-    start = (now + timedelta(minutes=40)).replace(second=0, microsecond=0)
-    end = start + timedelta(hours=2)
+    start = (now + timedelta(minutes=15)).replace(second=0, microsecond=0)
+    end = start + timedelta(minutes=15)
     if end.date() != now.date():
         return None
     tag = uuid.uuid4().hex[:5]
@@ -72,7 +72,8 @@ def today_session(base_url: str) -> dict[str, Any] | None:
     admin = Api(base_url)
     admin.login(*STAFF["platform_admin"])
     admin.post("/api/v1/hospitals", {"hospital_id": hospital, "name": "测试市第一医院",
-                                     "rules": {"cutoff_days_before": 0, "cutoff_time": "23:59"}}, expect=201,
+                                     "rules": {"cutoff_days_before": 0, "cutoff_time": "23:59",
+                                               "lapse_minutes_before_end": 0}}, expect=201,
                key=uuid.uuid4().hex)
     admin.command("create_department", {"department_id": department, "hospital_id": hospital, "name": "内科"})
     admin.command("register_doctor", {"doctor_id": doctor, "hospital_id": hospital, "department_id": department,
@@ -99,7 +100,7 @@ def today_session(base_url: str) -> dict[str, Any] | None:
 def test_the_window_desk_live(new_page: Any, base_url: str) -> None:
     made = today_session(base_url)
     if made is None:
-        pytest.skip("late in the evening (Asia/Shanghai): no session can start later today for 退号 on the day")
+        pytest.skip("the last half hour of the day (Asia/Shanghai): no session can start later today for 退号")
     code = made["booked"]["code"]
     page = new_page("desktop")
     login(page, made["clerk"], "window-pass-2024")

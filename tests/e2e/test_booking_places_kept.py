@@ -36,9 +36,11 @@ def resident_id(n: int) -> str:
 
 
 def session_times(now: datetime) -> tuple[str, str] | None:
-    """A session later today (booking closes at its start; check-in until an hour before its end)."""
-    start = (now + timedelta(minutes=40)).replace(second=0, microsecond=0)
-    end = start + timedelta(hours=3)
+    """A session later today: booking closes at its start, 15 minutes from now (time enough for the
+    test); check-in until its end (the rules lapse nothing before it). None only in the last half
+    hour of the day."""
+    start = (now + timedelta(minutes=15)).replace(second=0, microsecond=0)
+    end = start + timedelta(minutes=15)
     if end.date() != now.date():
         return None
     return start.strftime("%H:%M"), end.strftime("%H:%M")
@@ -48,7 +50,8 @@ def demo(path: Path, start: str, end: str) -> None:
     path.write_text(json.dumps({
         # Booking open until the session starts, so that a session of today can be booked at all.
         "hospitals": [{"hospital_id": HOSPITAL, "name": "河北医科大学第二医院", "level": "三级甲等",
-                       "rules": {"cutoff_days_before": 0, "cutoff_time": "23:59"}}],
+                       "rules": {"cutoff_days_before": 0, "cutoff_time": "23:59",
+                                 "lapse_minutes_before_end": 0}}],
         "departments": [{"department_id": DEPARTMENT, "hospital_id": HOSPITAL, "name": "神经内科"}],
         "doctors": [{"doctor_id": "hebmu2-places-zhao", "hospital_id": HOSPITAL, "department_id": DEPARTMENT,
                      "name": "赵医生", "title": "主治医师"}],
@@ -62,7 +65,7 @@ def demo(path: Path, start: str, end: str) -> None:
 def platform(tmp_path_factory):
     times = session_times(datetime.now(HOSPITAL_TZ))
     if times is None:
-        pytest.skip("too late in the day (Asia/Shanghai) for a session later today that ends today")
+        pytest.skip("the last half hour of the day (Asia/Shanghai): no session can start and end later today")
     path = tmp_path_factory.mktemp("places") / "places.json"
     demo(path, *times)
     with running_platform("places", [str(path)], env={"SMS_PER_CLIENT": "1000", "SMS_BURST_CLIENT": "1000"},
