@@ -28,7 +28,7 @@ from infra.db import drop_database
 from infra.settings import pg_dsn
 from scripts.launcher import ROOT, Platform
 from services.gateway.staff import ApiClient
-from tests.conftest import delete_vhost, ensure_vhost, free_port
+from tests.conftest import delete_vhost, ensure_vhost, free_port, with_check_digit
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -70,8 +70,7 @@ def new_id_number(rng: random.Random | None = None) -> str:
     """A resident ID with a valid GB 11643 check digit (Shijiazhuang, born in the 1980s)."""
     r = rng or random.SystemRandom()
     body = f"130102198{r.randint(0, 9)}{r.randint(1, 12):02d}{r.randint(1, 28):02d}{r.randint(0, 999):03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11]
+    return with_check_digit(body)
 
 
 def new_phone() -> str:

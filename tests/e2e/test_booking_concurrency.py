@@ -14,11 +14,11 @@ import pytest
 from bench.loadgen import post_json, proved, run
 from infra.eventstore import PostgresEventStore
 from infra.settings import pg_dsn
+from tests.conftest import with_check_digit
 from tests.e2e.conftest import running_platform
 
 pytestmark = pytest.mark.e2e
 
-W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 SESSION = "crowd-d3-am"
 QUOTA = 30
 PATIENTS = 300
@@ -26,7 +26,7 @@ PATIENTS = 300
 
 def resident_id(n: int) -> str:
     body = f"130102{1950 + n % 50:04d}{1 + n % 12:02d}{1 + n % 28:02d}{n % 1000:03d}"
-    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, W, strict=True)) % 11]
+    return with_check_digit(body)
 
 
 def demo(path: Path) -> None:
