@@ -69,15 +69,23 @@ class ApiClient:
     def read_code(self, phone: str) -> str:
         """The newest verification code sent to `phone`, from the outbox (this client is the platform admin)."""
         status, outbox = self.call("GET", f"/api/v1/dev/sms?phone={phone}")
-        for message in (outbox or {}).get("messages", []):
-            if message.get("template") == "verification_code":
-                return str(re.findall(r"\d{6}", message["text"])[0])
-        raise RuntimeError(f"no verification code in the outbox: {status} {outbox}")
+        code = verification_code_in(outbox)
+        if code is None:
+            raise RuntimeError(f"no verification code in the outbox: {status} {outbox}")
+        return code
 
     def register(self, person: dict[str, Any], operator: ApiClient) -> tuple[int, Any]:
         """Register a patient with a code read from the outbox by `operator` (the platform admin)."""
         code = self.sms_code(person["phone"], "register", operator)
         return self.call("POST", "/api/v1/patients", {**person, "sms_code": code})
+
+
+def verification_code_in(outbox: Any) -> str | None:
+    """The newest verification code in an answer of GET /api/v1/dev/sms (newest message first)."""
+    for message in (outbox or {}).get("messages", []):
+        if message.get("template") == "verification_code":
+            return str(re.findall(r"\d{6}", message["text"])[0])
+    return None
 
 
 def register_demo_patient(gateway: str) -> str:
