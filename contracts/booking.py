@@ -26,6 +26,7 @@ class RegisterPatient(Command):
     phone: str = Field(pattern=r"^1[3-9]\d{9}$")
     password: str | None = Field(default=None, min_length=8, max_length=128)
     guardian_patient_id: str | None = Field(default=None, max_length=64, description="a child under a guardian")
+    locale: Literal["zh", "en"] = Field(default="zh", description="the language of the patient's SMS")
 
 
 class ResetPatientPassword(Command):

@@ -185,6 +185,7 @@ def register_patient(cmd: RegisterPatient, store: EventStore, readmodel: ReadMod
             "phone_enc": vault.encrypt(cmd.phone), "id_masked": event.id_masked, "phone_masked": event.phone_masked,
             "birth_date": rid.birth_date, "sex": rid.sex, "password_hash": password_hash,
             "guardian_id": cmd.guardian_patient_id,
+            "locale": cmd.locale,
         }, settings.phone_max_patients)
         if not created:  # a concurrent registration of the same ID stored its row first
             existing = readmodel.patient_by_id_hash(id_hash)
@@ -296,7 +297,7 @@ def patient_contact(readmodel: ReadModel, vault: PiiVault, patient_id: str) -> d
     found = readmodel.patient_phone(patient_id)
     if found is None:
         raise NotFound("患者不存在 / unknown patient", field="patient_id")
-    return {"phone": vault.decrypt(found[0]), "phone_masked": found[1]}
+    return {"phone": vault.decrypt(found[0]), "phone_masked": found[1], "locale": found[2]}
 
 
 # --- the lifecycle ----------------------------------------------------------------------------

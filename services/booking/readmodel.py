@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS patients (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE patients ADD COLUMN IF NOT EXISTS password_hash text;
+ALTER TABLE patients ADD COLUMN IF NOT EXISTS locale text NOT NULL DEFAULT 'zh';
 ALTER TABLE patients ADD COLUMN IF NOT EXISTS guardian_id text;
 CREATE INDEX IF NOT EXISTS patients_by_phone ON patients (phone_hash);
 CREATE TABLE IF NOT EXISTS appointments (
@@ -308,9 +309,10 @@ class BookingReadModel:
                                    f"{phone_max_patients} patients", field="phone", code="phone_limit")
                 cur.execute(
                     "INSERT INTO patients (patient_id, id_hash, phone_hash, name_enc, id_enc, phone_enc, id_masked,"
-                    " phone_masked, birth_date, sex, password_hash, guardian_id)"
+                    " phone_masked, birth_date, sex, password_hash, guardian_id, locale)"
                     " VALUES (%(patient_id)s, %(id_hash)s, %(phone_hash)s, %(name_enc)s, %(id_enc)s, %(phone_enc)s,"
-                    " %(id_masked)s, %(phone_masked)s, %(birth_date)s, %(sex)s, %(password_hash)s, %(guardian_id)s)",
+                    " %(id_masked)s, %(phone_masked)s, %(birth_date)s, %(sex)s, %(password_hash)s, %(guardian_id)s,"
+                    " %(locale)s)",
                     row,
                 )
         except psycopg2.errors.UniqueViolation:
@@ -381,10 +383,11 @@ class BookingReadModel:
                 written += cur.rowcount
         return written
 
-    def patient_phone(self, patient_id: str) -> tuple[str, str] | None:
-        """(phone_enc, phone_masked)."""
-        row = self.db.fetchone("SELECT phone_enc, phone_masked FROM patients WHERE patient_id = %s", (patient_id,))
-        return (row[0], row[1]) if row else None
+    def patient_phone(self, patient_id: str) -> tuple[str, str, str] | None:
+        """(phone_enc, phone_masked, locale)."""
+        row = self.db.fetchone("SELECT phone_enc, phone_masked, locale FROM patients WHERE patient_id = %s",
+                               (patient_id,))
+        return (row[0], row[1], row[2]) if row else None
 
 
 def _window(row: Any) -> dict[str, Any]:

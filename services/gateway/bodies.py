@@ -37,6 +37,7 @@ class RegisterBody(_Body):
     phone: str = Field(pattern=PHONE.pattern)
     sms_code: str = Field(pattern=SMS_CODE, description="the code POST /api/v1/verification-codes sent to phone")
     password: str | None = Field(default=None, min_length=8, max_length=128)
+    locale: Literal["zh", "en"] = Field(default="zh", description="the language of the patient's SMS")
 
 
 class PasswordResetBody(_Body):

@@ -8,28 +8,127 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from contracts import InvalidInput, TooManyRequests
 
 PERIOD_ZH = {"morning": "上午", "afternoon": "下午", "evening": "晚间"}
 PERIOD_EN = {"morning": "morning", "afternoon": "afternoon", "evening": "evening"}
 SIGNATURE = "【河北预约挂号】"
+SIGNATURE_EN = "[Hebei Appointments] "
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+DEFAULT_WINDOW = "门诊大厅预约挂号窗口"
 
 
-def booking_confirmation(appt: dict[str, Any], names: dict[str, str], locale: str = "zh") -> str:
-    hospital = names.get(appt["hospital_id"], appt["hospital_id"])
-    department = names.get(appt["department_id"], appt["department_id"])
-    doctor = names.get(appt["doctor_id"], appt["doctor_id"])
-    if locale == "en":
-        return (f"[Hebei Appointments] Booked: {hospital} {department}, Dr {doctor}, {appt['date']} "
-                f"{PERIOD_EN.get(appt['period'], appt['period'])}, No. {appt['sequence_number']}, "
-                f"code {appt['code']}. Bring your ID card to the booking window on the day.")
-    return (f"{SIGNATURE}您已成功预约{hospital}{department}{doctor}医生{appt['date']}"
-            f"{PERIOD_ZH.get(appt['period'], appt['period'])}门诊，就诊序号{appt['sequence_number']}，"
-            f"预约码{appt['code']}。请于就诊当日携带身份证到预约窗口取号。")
+# --- a hospital's SMS settings and the rules on when a message may go ---------------------------
 
+@dataclass(frozen=True)
+class HospitalSms:
+    """What each hospital sets for its SMS (its admin, on the admin page): the hour of the
+    reminders for the next day, the quiet hours (nothing that can wait is sent in them) and the
+    place patients are sent to; the address comes from the hospital's registration."""
+
+    reminder_time: time = time(18, 0)
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(8, 0)
+    window_location: str = DEFAULT_WINDOW
+    address: str = ""
+
+
+def local(moment: datetime) -> datetime:
+    return moment.astimezone(HOSPITAL_TZ)
+
+
+def in_quiet_hours(moment: datetime, sms: HospitalSms) -> bool:
+    t = local(moment).time()
+    start, end = sms.quiet_start, sms.quiet_end
+    if start == end:
+        return False  # no quiet hours
+    if start < end:
+        return start <= t < end
+    return t >= start or t < end  # across midnight: 21:00-08:00
+
+
+def release_at(now: datetime, sms: HospitalSms, urgent: bool) -> datetime:
+    """When a message queued `now` may be sent: at once when it is urgent or outside the quiet
+    hours, otherwise at their end (the next morning)."""
+    if urgent or not in_quiet_hours(now, sms):
+        return now
+    here = local(now)
+    day = here.date()
+    if sms.quiet_start > sms.quiet_end and here.time() >= sms.quiet_start:
+        day += timedelta(days=1)  # in the evening part: the end is tomorrow morning
+    return datetime.combine(day, sms.quiet_end, HOSPITAL_TZ)
+
+
+def visit_is_soon(visit_date: str, now: datetime) -> bool:
+    """Today or tomorrow (hospital time): a change to such a visit must reach the patient now,
+    not after the quiet hours."""
+    try:
+        day = date.fromisoformat(visit_date)
+    except ValueError:
+        return True
+    return day <= local(now).date() + timedelta(days=1)
+
+
+def reminder_day(now: datetime, sms: HospitalSms) -> date | None:
+    """The visit day whose reminders are due at `now`: tomorrow, once the hospital's reminder
+    hour has come today; None before it."""
+    here = local(now)
+    return here.date() + timedelta(days=1) if here.time() >= sms.reminder_time else None
+
+
+def reminder_wanted(appt: dict[str, Any], visit_day: date) -> bool:
+    """A reminder only for a booking that still holds its place on that day: not cancelled,
+    moved away (its date is then the new one), refunded, checked in or lapsed."""
+    return appt.get("status", "active") == "active" and appt.get("date") == visit_day.isoformat()
+
+
+DOCTOR_NOTICES = ("none", "each", "digest")
+
+
+@dataclass(frozen=True)
+class DoctorNotice:
+    """A doctor's SMS choice: nothing, one SMS per booking, or one digest a day at `digest_time`
+    of the next session's bookings."""
+
+    notice: str = "none"
+    digest_time: time = time(7, 0)
+
+
+@dataclass(frozen=True)
+class Digest:
+    date: str
+    period: str
+    start: str
+    sequence_numbers: tuple[int, ...]
+
+
+def next_session_digest(appts: Sequence[dict[str, Any]], now: datetime) -> Digest | None:
+    """The doctor's next session that has not started yet and has active bookings: its day, half
+    and the sequence numbers booked in it. None when no booking is ahead."""
+    here = local(now).replace(tzinfo=None)
+    sessions: dict[tuple[str, str, str], list[int]] = {}
+    for a in appts:
+        if a.get("status", "active") != "active":
+            continue
+        try:
+            starts = datetime.combine(date.fromisoformat(a["date"]), time.fromisoformat(a.get("start") or "00:00"))
+        except (KeyError, ValueError):
+            continue
+        if starts <= here:
+            continue
+        sessions.setdefault((a["date"], a.get("start") or "", a.get("period") or ""), []).append(
+            int(a["sequence_number"]))
+    if not sessions:
+        return None
+    day, start, period = min(sessions)
+    return Digest(day, period, start, tuple(sorted(sessions[(day, start, period)])))
+
+
+# --- texts for patients -------------------------------------------------------------------------
 
 def _where(appt: dict[str, Any], names: dict[str, str], locale: str) -> tuple[str, str, str, str]:
     hospital = names.get(appt["hospital_id"], appt["hospital_id"])
@@ -39,6 +138,41 @@ def _where(appt: dict[str, Any], names: dict[str, str], locale: str) -> tuple[st
     return hospital, department, doctor, period
 
 
+def _arrival_zh(appt: dict[str, Any], sms: HospitalSms) -> str:
+    when = f"{appt['arrival_window']}" if appt.get("arrival_window") else "就诊当日"
+    where = f"请于{when}携带身份证到{sms.window_location or DEFAULT_WINDOW}取号"
+    return where + (f"，医院地址：{sms.address}。" if sms.address else "。")
+
+
+def _arrival_en(appt: dict[str, Any], sms: HospitalSms) -> str:
+    when = f"between {appt['arrival_window']}" if appt.get("arrival_window") else "on the day"
+    where = f"Please come {when} with your ID card to {sms.window_location or DEFAULT_WINDOW}"
+    return where + (f", address: {sms.address}." if sms.address else ".")
+
+
+def booking_confirmation(appt: dict[str, Any], names: dict[str, str], locale: str = "zh",
+                         sms: HospitalSms = HospitalSms()) -> str:
+    hospital, department, doctor, period = _where(appt, names, locale)
+    if locale == "en":
+        return (f"{SIGNATURE_EN}Booked: {hospital} {department}, Dr {doctor}, {appt['date']} {period}, "
+                f"No. {appt['sequence_number']}, code {appt['code']}. {_arrival_en(appt, sms)}")
+    return (f"{SIGNATURE}您已成功预约{hospital}{department}{doctor}医生{appt['date']}{period}门诊，"
+            f"就诊序号{appt['sequence_number']}，预约码{appt['code']}。{_arrival_zh(appt, sms)}")
+
+
+def reminder(appt: dict[str, Any], names: dict[str, str], locale: str = "zh",
+             sms: HospitalSms = HospitalSms()) -> str:
+    """The day before the visit."""
+    hospital, department, doctor, period = _where(appt, names, locale)
+    if locale == "en":
+        return (f"{SIGNATURE_EN}Reminder: tomorrow {appt['date']} {period}, {hospital} {department}, "
+                f"Dr {doctor}, No. {appt['sequence_number']}, code {appt['code']}. {_arrival_en(appt, sms)} "
+                f"If you cannot come, please cancel: missed visits suspend booking.")
+    return (f"{SIGNATURE}就诊提醒：您预约了明天（{appt['date']}）{period}{hospital}{department}{doctor}医生门诊，"
+            f"就诊序号{appt['sequence_number']}，预约码{appt['code']}。{_arrival_zh(appt, sms)}"
+            f"如不能就诊请及时取消，爽约将影响您今后预约。")
+
+
 def cancellation(appt: dict[str, Any], names: dict[str, str], reason: str, refund_due: str | None,
                  locale: str = "zh") -> str:
     """A booking was cancelled: by the patient or an operator, or by the hospital for a doctor stop."""
@@ -46,7 +180,7 @@ def cancellation(appt: dict[str, Any], names: dict[str, str], reason: str, refun
     if locale == "en":
         why = f"Dr {doctor} has stopped this session; " if reason == "doctor_stop" else ""
         refund = f"The fee of {refund_due} yuan will be refunded. " if refund_due else ""
-        return (f"[Hebei Appointments] {why}your booking at {hospital} {department}, {appt['date']} {period} "
+        return (f"{SIGNATURE_EN}{why}your booking at {hospital} {department}, {appt['date']} {period} "
                 f"(code {appt['code']}) is cancelled. {refund}").strip()
     why = f"因{doctor}医生停诊，" if reason == "doctor_stop" else ""
     refund = f"挂号费{refund_due}元将退还。" if refund_due else ""
@@ -55,15 +189,67 @@ def cancellation(appt: dict[str, Any], names: dict[str, str], reason: str, refun
             f"（预约码{appt['code']}）已取消。{refund}{sorry}")
 
 
-def moved(appt: dict[str, Any], names: dict[str, str], locale: str = "zh") -> str:
-    """A doctor stop moved the booking to the replacement session (补诊); the code stays."""
+def moved(appt: dict[str, Any], names: dict[str, str], locale: str = "zh",
+          previous: dict[str, Any] | None = None) -> str:
+    """A doctor stop moved the booking to the replacement session (补诊); the code and the fee
+    stay. When the replacement is another doctor's, the text says so."""
+    hospital, department, doctor, period = _where(appt, names, locale)
+    other = previous is not None and previous.get("doctor_id") not in (None, appt["doctor_id"])
+    before = names.get(previous["doctor_id"], previous["doctor_id"]) if other and previous else ""
+    fee = appt.get("fee")
+    if locale == "en":
+        change = f"Dr {before} has stopped; Dr {doctor} will see you instead. " if other else ""
+        return (f"{SIGNATURE_EN}Because of a doctor stop your booking moved to {hospital} {department}, "
+                f"Dr {doctor}, {appt['date']} {period}, No. {appt['sequence_number']}. {change}"
+                f"Your code {appt['code']} stays the same" + (f" and so does the fee ({fee} yuan)." if fee else "."))
+    change = f"原{before}医生停诊，改由{doctor}医生接诊。" if other else ""
+    return (f"{SIGNATURE}因医生停诊，您的预约已改至{hospital}{department}{doctor}医生{appt['date']}{period}门诊，"
+            f"就诊序号{appt['sequence_number']}。{change}预约码{appt['code']}不变"
+            + (f"，挂号费{fee}元不变，无需重新缴费。" if fee else "。"))
+
+
+def refunded(appt: dict[str, Any], names: dict[str, str], refund_due: str, locale: str = "zh") -> str:
+    """退号 at the window: the registration is cancelled and the fee goes back."""
     hospital, department, doctor, period = _where(appt, names, locale)
     if locale == "en":
-        return (f"[Hebei Appointments] Because of a doctor stop your booking moved to {hospital} {department}, "
-                f"Dr {doctor}, {appt['date']} {period}, No. {appt['sequence_number']}; your code {appt['code']} "
-                f"stays the same.")
-    return (f"{SIGNATURE}因医生停诊，您的预约已改至{hospital}{department}{doctor}医生{appt['date']}{period}门诊，"
-            f"就诊序号{appt['sequence_number']}，预约码{appt['code']}不变。")
+        return (f"{SIGNATURE_EN}Your registration at {hospital} {department}, Dr {doctor}, {appt['date']} {period} "
+                f"(code {appt['code']}) was cancelled at the window; {refund_due} yuan will be refunded.")
+    return (f"{SIGNATURE}您在{hospital}{department}{doctor}医生{appt['date']}{period}门诊的挂号（预约码{appt['code']}）"
+            f"已在窗口退号，挂号费{refund_due}元将退还。")
+
+
+def banned(until: str, no_shows: int, locale: str = "zh") -> str:
+    if locale == "en":
+        return (f"{SIGNATURE_EN}After {no_shows} missed appointments, booking is suspended until {until} "
+                f"(web and hotline). It resumes by itself the day after.")
+    return (f"{SIGNATURE}因您近期爽约{no_shows}次，网上及电话预约暂停至{until}（含当日），期满后自动恢复。"
+            f"如有疑问请致电{HOTLINE}。")
+
+
+def ban_lifted(locale: str = "zh") -> str:
+    if locale == "en":
+        return f"{SIGNATURE_EN}Your booking suspension has ended: you can book again on the web and the hotline."
+    return f"{SIGNATURE}您的预约限制已解除，可以重新通过网上及电话预约挂号。"
+
+
+def ban_lift_at(until: str, sms: HospitalSms = HospitalSms()) -> datetime:
+    """The morning after the last day of a ban (the end of the quiet hours that day)."""
+    return datetime.combine(date.fromisoformat(until) + timedelta(days=1), sms.quiet_end, HOSPITAL_TZ)
+
+
+# --- texts for doctors (no patient detail: numbers only) ----------------------------------------
+
+def doctor_new_booking(appt: dict[str, Any], names: dict[str, str], moved_here: bool = False) -> str:
+    doctor = names.get(appt["doctor_id"], appt["doctor_id"])
+    what = "补诊转入" if moved_here else "新增预约"
+    return (f"{SIGNATURE}{doctor}医生：您{appt['date']}{PERIOD_ZH.get(appt['period'], appt['period'])}门诊"
+            f"{what}，就诊序号{appt['sequence_number']}。")
+
+
+def doctor_digest(doctor: str, digest: Digest) -> str:
+    numbers = "、".join(str(n) for n in digest.sequence_numbers)
+    return (f"{SIGNATURE}{doctor}医生：您{digest.date}{PERIOD_ZH.get(digest.period, digest.period)}门诊"
+            f"已预约{len(digest.sequence_numbers)}人，就诊序号：{numbers}。")
 
 
 # --- account security: texts ------------------------------------------------------------------

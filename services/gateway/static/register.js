@@ -1,7 +1,7 @@
 /* Real-name registration: checked here first (ID check digit, mobile), then by the API; then log in. */
 (function () {
   "use strict";
-  const { t, post, setSession, showError, hideError, safeNext, smsCodeButton } = window.App;
+  const { LANG, t, post, setSession, showError, hideError, safeNext, smsCodeButton } = window.App;
   const form = document.getElementById("register-form");
   const button = document.getElementById("register-submit");
   const errorBox = document.getElementById("register-error");
@@ -41,6 +41,7 @@
     const body = {
       name: form.name.value.trim(), id_number: form.id_number.value.trim().toUpperCase(),
       phone: form.phone.value.trim(), sms_code: form.sms_code.value.trim(), password: form.password.value,
+      locale: LANG === "en" ? "en" : "zh",
     };
     button.disabled = true;
     button.textContent = t("register.busy");

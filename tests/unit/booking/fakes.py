@@ -149,9 +149,9 @@ class FakeReadModel:
             self.patients[row["patient_id"]].update({k: v for k, v in row.items() if k != "old_id_enc"})
         return len(rows)
 
-    def patient_phone(self, patient_id: str) -> tuple[str, str] | None:
+    def patient_phone(self, patient_id: str) -> tuple[str, str, str] | None:
         r = self.patients.get(patient_id)
-        return (r["phone_enc"], r["phone_masked"]) if r else None
+        return (r["phone_enc"], r["phone_masked"], r.get("locale", "zh")) if r else None
 
 
 class CountingStore:
