@@ -252,11 +252,11 @@ CREATE TABLE IF NOT EXISTS sms_receipts (
         message_id = uuid.uuid4()
         cur.execute(
             "INSERT INTO outbox (message_id, event_id, patient_id, phone_enc, phone_masked, phone_hash, template,"
-            " text, intent_key, recipient, hospital_id, urgent, not_before)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()))"
+            " text, intent_key, recipient, hospital_id, urgent, not_before, next_attempt_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
             " ON CONFLICT (intent_key) DO NOTHING",
             (message_id, event_id, patient_id, phone_enc, phone_masked, phone_hash, template, text,
-             intent_key or f"message:{message_id}", recipient, hospital_id, urgent, not_before),
+             intent_key or f"message:{message_id}", recipient, hospital_id, urgent, not_before, not_before),
         )
         return bool(cur.rowcount)
 
@@ -276,10 +276,12 @@ CREATE TABLE IF NOT EXISTS sms_receipts (
             "  WHERE status IN ('queued', 'sending') AND next_attempt_at <= %s AND not_before <= %s"
             "   AND (status = 'queued' OR lease_until < %s)"
             "  ORDER BY urgent DESC, next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " RETURNING message_id, phone_enc, text",
+            " RETURNING message_id, phone_enc, text, urgent, next_attempt_at",
             (now, lease_s, now, now, now, limit),
         )
-        return [(str(r[0]), r[1], r[2]) for r in cur.fetchall()]
+        # RETURNING keeps no order: urgent first, then the longest waiting.
+        rows = sorted(cur.fetchall(), key=lambda r: (not r[3], r[4]))
+        return [(str(r[0]), r[1], r[2]) for r in rows]
 
     def sent(self, cur: Any, message_id: str, provider: str, provider_ids: Sequence[str], now: datetime) -> None:
         """Taken by the provider; a receipt that overtook this answer is applied at once."""
