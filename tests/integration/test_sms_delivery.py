@@ -71,8 +71,8 @@ class Platform:
                 self.outbox.add(cur, event_id=None, patient_id="p1", phone_enc=self.vault.encrypt(PHONE),
                                 phone_masked="138****5678", phone_hash=self.vault.lookup_hash(PHONE),
                                 template=extra.get("template", "booking_confirmation"), text="【河北预约挂号】测试",
-                                intent_key=key, urgent=extra.get("urgent", False), not_before=extra.get("not_before", NOON),
-                                hospital_id="hb3")
+                                intent_key=key, urgent=extra.get("urgent", False),
+                                not_before=extra.get("not_before", NOON), hospital_id="hb3")
                 cur.execute("SELECT message_id FROM outbox WHERE intent_key = %s", (key,))
                 ids.append(str(cur.fetchone()[0]))
         return ids
@@ -349,4 +349,5 @@ def test_the_doctors_digest_comes_once_a_day_at_the_chosen_hour(platform):
     with platform.db.transaction() as cur:
         cur.execute("SELECT text, recipient FROM outbox WHERE template = 'doctor_digest'")
         text, recipient = cur.fetchone()
-    assert recipient == "doctor" and text == "【河北预约挂号】王建国医生：您2025-03-06上午门诊已预约2人，就诊序号：1、3。"
+    assert recipient == "doctor"
+    assert text == "【河北预约挂号】王建国医生：您2025-03-06上午门诊已预约2人，就诊序号：1、3。"
