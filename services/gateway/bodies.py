@@ -122,3 +122,26 @@ _ADMIN_COMMANDS: dict[str, type[Command]] = {
 }
 ADMIN_BODIES: dict[str, type[BaseModel]] = {name: _admin_body(command) for name, command in _ADMIN_COMMANDS.items()}
 HospitalBody = _admin_body(sc.RegisterHospital)
+
+
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class SmsSettingsBody(_Body):
+    """A hospital's SMS settings (notification.set_sms_settings); an absent field stays as it is."""
+
+    reminder_time: str | None = Field(default=None, pattern=HHMM, description="reminders of tomorrow's visits")
+    quiet_start: str | None = Field(default=None, pattern=HHMM, description="quiet hours: nothing that can wait")
+    quiet_end: str | None = Field(default=None, pattern=HHMM)
+    window_location: str | None = Field(default=None, max_length=60, description="where patients take their number")
+
+
+class DoctorContactBody(_Body):
+    phone: str = Field(default="", pattern=r"^(1[3-9]\d{9})?$", description="the doctor's mobile; empty removes it")
+    notice: Literal["none", "each", "digest"] = "none"
+    digest_time: str = Field(default="07:00", pattern=HHMM)
+
+
+class ReminderRunBody(_Body):
+    visit_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    hospital_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")

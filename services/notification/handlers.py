@@ -175,9 +175,19 @@ def tell_password_replaced(cur: Any, event: PatientPasswordReplaced, envelope: E
 
 # --- reactions: names and places ----------------------------------------------------------------
 
-@APP.on(HospitalRegistered, HospitalUpdated)
-def remember_hospital_name(cur: Any, event: HospitalRegistered | HospitalUpdated, envelope: Envelope, names: Names,
+# One reaction per event class where a reaction existed before: its queue and inbox consumer keep
+# their names (a handler of two classes gets a queue per class, named anew, and the old queue
+# would be left bound to the exchange, filling up).
+@APP.on(HospitalRegistered)
+def remember_hospital_name(cur: Any, event: HospitalRegistered, envelope: Envelope, names: Names,
                            hospitals: Hospitals) -> None:
+    names.remember(cur, event.hospital_id, event.name)
+    hospitals.remember_address(cur, event.hospital_id, event.address)
+
+
+@APP.on(HospitalUpdated)
+def remember_hospital_change(cur: Any, event: HospitalUpdated, envelope: Envelope, names: Names,
+                             hospitals: Hospitals) -> None:
     names.remember(cur, event.hospital_id, event.name)
     hospitals.remember_address(cur, event.hospital_id, event.address)
 
