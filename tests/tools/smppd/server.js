@@ -133,6 +133,7 @@ function onBind(session, pdu) {
   const password = String(pdu.password);
   if (systemId !== options.systemId || password !== options.password) {
     const status = systemId !== options.systemId ? smpp.ESME_RINVSYSID : smpp.ESME_RINVPASWD;
+    process.stdout.write(`bind refused: 0x${status.toString(16).padStart(2, '0')}\n`);
     session.send(pdu.response({ command_status: status }), () => session.close());
     return;
   }
