@@ -297,16 +297,14 @@ class SmppProvider:
 
     def _run(self) -> None:
         backoff = _Backoff(_BACKOFF_START_S, self.reconnect_max_s)
-        outage: _Outage | None = None
-        ever_bound = False
+        outage: _Outage | None = None  # since when, and why, nothing is bound
         while not self._stopping.is_set():
             try:
                 session = self._connect()
             except _ConnectFailed as failure:
-                if outage is None:
+                if outage is None:  # only at start: a lost connection has logged its outage already
                     outage = _Outage(time.monotonic(), str(failure))
-                    event = "smpp connection lost" if ever_bound else "smpp cannot bind"
-                    log.warning(event, host=self.host, port=self.port, reason=str(failure))
+                    log.warning("smpp cannot bind", host=self.host, port=self.port, reason=str(failure))
                 outage.attempts += 1
                 outage.last_error = str(failure)
                 self._stopping.wait(backoff.next())
@@ -317,7 +315,7 @@ class SmppProvider:
                 log.info("smpp bound again", host=self.host, port=self.port,
                          down_s=round(time.monotonic() - outage.since, 1), attempts=outage.attempts,
                          last_error=outage.last_error)
-            ever_bound = True
+            outage = None
             self._session = session
             reason = self._read(session)
             self._session = None
