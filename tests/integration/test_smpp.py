@@ -172,6 +172,17 @@ def test_a_short_text_is_one_part_without_udh(start_server: StartServer, start_p
     assert receipts.wait_for(set(accepted.provider_ids))[record["message_id"]].delivered
 
 
+def test_a_receipt_without_tlvs_is_read_from_its_text(start_server: StartServer, start_provider: StartProvider) -> None:
+    server = start_server("--receipt-text-only", "1")
+    provider, receipts = start_provider(server)
+
+    accepted = provider.send(Outgoing("msg-1", PHONE, "复诊提醒"))
+
+    [receipt] = receipts.wait_for(set(accepted.provider_ids)).values()
+    assert receipt.provider_id == accepted.provider_ids[0]
+    assert receipt.delivered and receipt.status == "DELIVRD"
+
+
 def test_wrong_password_is_refused_and_retried_quietly(
     start_server: StartServer, start_provider: StartProvider,
 ) -> None:

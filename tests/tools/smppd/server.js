@@ -3,7 +3,7 @@
 //
 //   node server.js --port 2775 --system-id hospital --password secret --log /tmp/submits.jsonl
 //                  [--host 127.0.0.1] [--receipt-delay-ms 50] [--throttle-first N]
-//                  [--refuse-destination 13800000000]
+//                  [--refuse-destination 13800000000] [--receipt-text-only 1]
 //
 // It accepts bind_transceiver with the given system_id and password only (others get
 // ESME_RINVPASWD / ESME_RINVSYSID and are closed), answers every submit_sm with a fresh message_id,
@@ -12,7 +12,8 @@
 // it, sends a deliver_sm delivery receipt after --receipt-delay-ms. It reassembles nothing: the
 // short_message is logged raw (hex) with its esm_class, and the test reads the UDH itself.
 // --throttle-first N answers the first N submit_sm with ESME_RTHROTTLED; --refuse-destination
-// answers ESME_RINVDSTADR for that number. SIGTERM and SIGINT stop it.
+// answers ESME_RINVDSTADR for that number; --receipt-text-only 1 leaves the receipted_message_id
+// and message_state TLVs out of the receipts (as SMPP 3.3-era SMSCs do). SIGTERM and SIGINT stop it.
 'use strict';
 
 const crypto = require('crypto');
@@ -32,6 +33,7 @@ function parseArgs(argv) {
     receiptDelayMs: 50,
     throttleFirst: 0,
     refuseDestination: null,
+    receiptTextOnly: false,
   };
   const names = {
     '--host': ['host', String],
@@ -42,6 +44,7 @@ function parseArgs(argv) {
     '--receipt-delay-ms': ['receiptDelayMs', Number],
     '--throttle-first': ['throttleFirst', Number],
     '--refuse-destination': ['refuseDestination', String],
+    '--receipt-text-only': ['receiptTextOnly', (value) => value === '1' || value === 'true'],
   };
   for (let i = 0; i < argv.length; i += 2) {
     const known = names[argv[i]];
@@ -71,6 +74,7 @@ function smppDate(date) {
 function sendReceipt(session, submit, messageId, submittedAt) {
   const text = `id:${messageId} sub:001 dlvr:001 submit date:${smppDate(submittedAt)} ` +
     `done date:${smppDate(new Date())} stat:DELIVRD err:000 text:`;
+  const tlvs = options.receiptTextOnly ? {} : { receipted_message_id: messageId, message_state: 2 };
   session.deliver_sm({
     source_addr_ton: submit.dest_addr_ton,
     source_addr_npi: submit.dest_addr_npi,
@@ -81,8 +85,7 @@ function sendReceipt(session, submit, messageId, submittedAt) {
     esm_class: 0x04,
     data_coding: 0,
     short_message: Buffer.from(text, 'ascii'),
-    receipted_message_id: messageId,
-    message_state: 2,
+    ...tlvs,
   });
 }
 
