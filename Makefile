@@ -58,6 +58,7 @@ bench: setup
 	$(PY) bench/flash_crowd.py
 	$(PY) bench/steady.py
 	$(PY) bench/live_streams.py
+	$(PY) bench/sms.py
 
 lint: setup lint-only
 

@@ -72,9 +72,20 @@ fi
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
   apt_install docker-compose
 fi
+# --- SMPP test server -------------------------------------------------------------------------
+# tests/tools/smppd is a small SMSC in Node (npm `smpp`, pinned by its package-lock.json) that the
+# SMPP adapter's tests and bench/sms.py run as a real process.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+smppd=tests/tools/smppd
+smppd_stamp="$smppd/node_modules/.installed-$(cat "$smppd/package.json" "$smppd/package-lock.json" | sha256sum | cut -c1-16)"
+if [ ! -f "$smppd_stamp" ]; then
+  say "installing the SMPP test server's node modules"
+  (cd "$smppd" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch "$smppd_stamp"
+fi
 # --- browser tests ----------------------------------------------------------------------------
 # Playwright drives Debian's chromium (its own browser download is not used); a CJK font makes the
 # screenshots show Chinese rather than empty boxes.
 if [ ! -x /usr/bin/chromium ]; then apt_install chromium fonts-wqy-microhei; fi
 if ! fc-list 2>/dev/null | grep -qiE "wenquanyi|noto sans cjk|source han"; then apt_install fonts-wqy-microhei; fi
-say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432, chromium for the browser tests"
+say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432, chromium for the browser tests, node for the SMPP test server"
