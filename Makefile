@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 export PYTHONPATH := $(CURDIR)
 GATEWAY_ADDRESS ?= 127.0.0.1:8000
 
-.PHONY: setup setup-test run stop status test test-unit test-unpatched test-nameko bench lint lint-only lock clean
+.PHONY: setup setup-test setup-bench run stop status test test-unit test-unpatched test-nameko bench lint lint-only lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,10 @@ setup:
 # The test tools too: Debian's chromium and a CJK font (browser tests), the compose client.
 setup-test:
 	@bash scripts/setup.sh --test-tools
+
+# The bench tools: node and the SMPP test server (bench/sms.py).
+setup-bench:
+	@bash scripts/setup.sh --bench-tools
 
 run: setup
 	@$(PY) -m scripts.launcher stop >/dev/null 2>&1 || true
@@ -52,7 +56,7 @@ test-unpatched:
 test-nameko:
 	$(PYTEST) -q -rs tests/nameko
 
-bench: setup
+bench: setup-bench
 	$(PY) bench/eventstore.py
 	$(PY) bench/rpc_echo.py
 	$(PY) bench/flash_crowd.py

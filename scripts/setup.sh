@@ -63,14 +63,13 @@ if ! "$VENV/bin/python" -c 'import psycopg2; psycopg2.connect("postgresql://post
   sleep 1
   "$VENV/bin/python" -c 'import psycopg2; psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres").close()'
 fi
-# --- test tools (make test only: `make run` needs neither the browser nor the compose client) ----
-if [ "${1:-}" != "--test-tools" ]; then
+# --- test and bench tools: `make run` needs none of them ------------------------------------------
+# --test-tools (make test): the SMPP test server, the compose client, the browser.
+# --bench-tools (make bench): the SMPP test server only (bench/sms.py runs against it).
+mode="${1:-}"
+if [ "$mode" != "--test-tools" ] && [ "$mode" != "--bench-tools" ]; then
   say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432"
   exit 0
-fi
-# `docker compose config` checks docker-compose.yml in the tests; no engine is needed for that.
-if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
-  apt_install docker-compose
 fi
 # --- SMPP test server -------------------------------------------------------------------------
 # tests/tools/smppd is a small SMSC in Node (npm `smpp`, pinned by its package-lock.json) that the
@@ -82,6 +81,14 @@ if [ ! -f "$smppd_stamp" ]; then
   say "installing the SMPP test server's node modules"
   (cd "$smppd" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   touch "$smppd_stamp"
+fi
+if [ "$mode" = "--bench-tools" ]; then
+  say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432, node for the SMPP test server"
+  exit 0
+fi
+# `docker compose config` checks docker-compose.yml in the tests; no engine is needed for that.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  apt_install docker-compose
 fi
 # --- browser tests ----------------------------------------------------------------------------
 # Playwright drives Debian's chromium (its own browser download is not used); a CJK font makes the
