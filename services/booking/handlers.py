@@ -86,6 +86,8 @@ class ReadModel(Protocol):
     def password_hash(self, patient_id: str) -> str | None: ...
     def set_password(self, patient_id: str, password_hash: str) -> None: ...
     def patient_phone(self, patient_id: str) -> tuple[str, str, str] | None: ...
+
+    def patient_identity(self, patient_id: str) -> dict[str, Any] | None: ...
     def window_row_by_code(self, code: str) -> dict[str, Any] | None: ...
     def window_rows_of_patient(self, patient_id: str, hospital_id: str) -> list[dict[str, Any]]: ...
     def hospital_day_rows(self, hospital_id: str, day: str, department_id: str | None = None,
@@ -298,6 +300,16 @@ def patient_contact(readmodel: ReadModel, vault: PiiVault, patient_id: str) -> d
     if found is None:
         raise NotFound("患者不存在 / unknown patient", field="patient_id")
     return {"phone": vault.decrypt(found[0]), "phone_masked": found[1], "locale": found[2]}
+
+
+def patient_for_his(readmodel: ReadModel, vault: PiiVault, patient_id: str) -> dict[str, str]:
+    """The real-name fields the hospital's HIS needs to register the patient (name, resident ID,
+    sex, birth date, phone), for his_sync only: it passes them to the hospital's own HIS."""
+    found = readmodel.patient_identity(patient_id)
+    if found is None:
+        raise NotFound("患者不存在 / unknown patient", field="patient_id")
+    return {"name": vault.decrypt(found["name_enc"]), "id_number": vault.decrypt(found["id_enc"]),
+            "phone": vault.decrypt(found["phone_enc"]), "sex": found["sex"], "birth_date": found["birth_date"]}
 
 
 # --- the lifecycle ----------------------------------------------------------------------------

@@ -383,6 +383,15 @@ class BookingReadModel:
                 written += cur.rowcount
         return written
 
+    def patient_identity(self, patient_id: str) -> dict[str, Any] | None:
+        """The sealed real-name fields of a patient, for the hospital's own HIS."""
+        row = self.db.fetchone("SELECT name_enc, id_enc, phone_enc, sex, birth_date FROM patients"
+                               " WHERE patient_id = %s", (patient_id,))
+        if row is None:
+            return None
+        return {"name_enc": row[0], "id_enc": row[1], "phone_enc": row[2], "sex": row[3],
+                "birth_date": row[4].isoformat()}
+
     def patient_phone(self, patient_id: str) -> tuple[str, str, str] | None:
         """(phone_enc, phone_masked, locale)."""
         row = self.db.fetchone("SELECT phone_enc, phone_masked, locale FROM patients WHERE patient_id = %s",

@@ -101,6 +101,13 @@ class BookingService:
     def patient_contact(self, patient_id: str) -> dict[str, str]:
         return handlers.patient_contact(self.readmodel, self.vault, patient_id)
 
+    @rpc
+    @contract()
+    def patient_for_his(self, patient_id: str) -> dict[str, str]:
+        """Name, resident ID, sex, birth date and phone in clear: for his_sync, which passes them
+        only to the hospital's own HIS (real-name registration). Never for the gateway."""
+        return handlers.patient_for_his(self.readmodel, self.vault, patient_id)
+
     # --- the lifecycle --------------------------------------------------------------------
 
     @rpc

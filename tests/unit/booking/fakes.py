@@ -149,6 +149,13 @@ class FakeReadModel:
             self.patients[row["patient_id"]].update({k: v for k, v in row.items() if k != "old_id_enc"})
         return len(rows)
 
+    def patient_identity(self, patient_id: str) -> dict[str, Any] | None:
+        r = self.patients.get(patient_id)
+        if r is None:
+            return None
+        return {"name_enc": r["name_enc"], "id_enc": r["id_enc"], "phone_enc": r["phone_enc"], "sex": r["sex"],
+                "birth_date": str(r["birth_date"])}
+
     def patient_phone(self, patient_id: str) -> tuple[str, str, str] | None:
         r = self.patients.get(patient_id)
         return (r["phone_enc"], r["phone_masked"], r.get("locale", "zh")) if r else None

@@ -230,3 +230,20 @@ def test_a_row_under_no_given_key_stops_the_rekey_and_writes_nothing_of_its_batc
         rekey(p.readmodel, PiiVault(Fernet.generate_key().decode()))
     assert next(iter(p.readmodel.patients.values())) == before
 
+
+
+# --- the patient's language and the HIS's real-name fields ---------------------------------------
+
+def test_the_patients_language_reaches_the_sms_and_the_real_name_fields_only_his_sync(p):
+    english = p.handle(RegisterPatient(name="Li Lei", id_number=resident_id(7), phone="13900000007",
+                                       locale="en", idempotency_key="reg-en-7"))["patient_id"]
+    chinese = register(p, 8, "reg-zh-8")["patient_id"]
+    assert handlers.patient_contact(p.readmodel, p.vault, english)["locale"] == "en"
+    assert handlers.patient_contact(p.readmodel, p.vault, chinese)["locale"] == "zh"
+    identity = handlers.patient_for_his(p.readmodel, p.vault, chinese)
+    assert identity == {"name": "患者8", "id_number": resident_id(8), "phone": "13900000008",
+                        "sex": identity["sex"], "birth_date": identity["birth_date"]}
+    assert identity["sex"] in ("M", "F") and identity["birth_date"] == resident_id(8)[6:10] + "-" + \
+        resident_id(8)[10:12] + "-" + resident_id(8)[12:14]
+    with pytest.raises(NotFound):
+        handlers.patient_for_his(p.readmodel, p.vault, "nobody")
