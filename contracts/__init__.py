@@ -58,6 +58,7 @@ from contracts.schedule import (
     DoctorStopApproved,
     DoctorStopRejected,
     DoctorStopRequested,
+    DoctorStopRetracted,
     DoctorUpdated,
     FeeChanged,
     GenerateSessions,
@@ -90,6 +91,7 @@ from contracts.schedule import (
     UpdateDoctor,
     UpdateHospital,
     WeeklyPlanChanged,
+    WithdrawDoctorStop,
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -105,6 +107,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DoctorStopRequested,
         DoctorStopApproved,
         DoctorStopRejected,
+        DoctorStopRetracted,
         HospitalUpdated,
         FeeChanged,
         HolidayDeclared,
@@ -137,6 +140,7 @@ __all__ = [
     "BookingRules",
     "DoctorStopApproved",
     "DoctorStopRejected",
+    "DoctorStopRetracted",
     "DoctorStopRequested",
     "HospitalRulesChanged",
     "SessionQuotaChanged",
@@ -160,6 +164,7 @@ __all__ = [
     "PlanImported",
     "PlanSlot",
     "RejectDoctorStop",
+    "WithdrawDoctorStop",
     "ReplacementSession",
     "RequestDoctorStop",
     "SessionsGenerated",

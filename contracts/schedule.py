@@ -242,6 +242,15 @@ class RejectDoctorStop(Command):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class WithdrawDoctorStop(Command):
+    """The requester takes a pending stop request back (the hospital's HIS unblocks the slot:
+    SIU^S24); not a decision of the admin, so not counted as a rejection."""
+
+    session_id: str
+    stop_id: str
+    reason: str = Field(min_length=1, max_length=200)
+
+
 ImportKind = Literal["hospital", "fee", "holiday", "department", "doctor", "plan_slot", "session"]
 
 
@@ -451,6 +460,14 @@ class DoctorStopRejected(Event):
     hospital_id: str
     reason: str
     rejected_by: str
+
+
+class DoctorStopRetracted(Event):
+    stop_id: str
+    session_id: str
+    hospital_id: str
+    reason: str
+    retracted_by: str
 
 
 class DoctorSessionAdded(Event):

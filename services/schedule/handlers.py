@@ -37,6 +37,7 @@ from contracts import (
     UpdateDepartment,
     UpdateDoctor,
     UpdateHospital,
+    WithdrawDoctorStop,
 )
 from infra.application import Application
 from infra.eventstore import EventStore, idempotent_event_id
@@ -238,6 +239,15 @@ def reject_doctor_stop(cmd: RejectDoctorStop, store: EventStore, now: datetime) 
         return w.stage(session_stream(cmd.session_id), domain.reject_doctor_stop(cmd, w.session(cmd.session_id), now))
 
     return _run(store, cmd, "reject_doctor_stop", decide)
+
+
+@APP.command(WithdrawDoctorStop)
+def withdraw_doctor_stop(cmd: WithdrawDoctorStop, store: EventStore, now: datetime) -> Answer:
+    def decide(w: ScheduleWorld) -> Event:
+        return w.stage(session_stream(cmd.session_id),
+                       domain.withdraw_doctor_stop(cmd, w.session(cmd.session_id), now))
+
+    return _run(store, cmd, "withdraw_doctor_stop", decide)
 
 
 COMMANDS = APP.commands

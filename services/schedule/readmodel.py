@@ -18,6 +18,7 @@ from contracts import (
     DoctorStopApproved,
     DoctorStopRejected,
     DoctorStopRequested,
+    DoctorStopRetracted,
     DoctorUpdated,
     Envelope,
     FeeChanged,
@@ -192,6 +193,12 @@ def _stop_approved(cur: Any, ev: DoctorStopApproved, env: Envelope) -> None:
 @PROJECTOR.on(DoctorStopRejected)
 def _stop_rejected(cur: Any, ev: DoctorStopRejected, env: Envelope) -> None:
     _stop_decided(cur, ev.stop_id, "rejected", ev.rejected_by, env, ev.reason, None)
+    cur.execute("UPDATE sessions SET stop_pending = false WHERE session_id = %s", (ev.session_id,))
+
+
+@PROJECTOR.on(DoctorStopRetracted)
+def _stop_withdrawn(cur: Any, ev: DoctorStopRetracted, env: Envelope) -> None:
+    _stop_decided(cur, ev.stop_id, "withdrawn", ev.retracted_by, env, ev.reason, None)
     cur.execute("UPDATE sessions SET stop_pending = false WHERE session_id = %s", (ev.session_id,))
 
 

@@ -34,6 +34,7 @@ from contracts import (
     UpdateDepartment,
     UpdateDoctor,
     UpdateHospital,
+    WithdrawDoctorStop,
     invalid_from_validation,
 )
 from infra.projections import ProjectionRunner
@@ -154,6 +155,10 @@ class ScheduleService:
     @rpc
     @contract(RejectDoctorStop)
     def reject_doctor_stop(self, cmd: RejectDoctorStop) -> dict[str, Any]: return self._command(cmd)
+
+    @rpc
+    @contract(WithdrawDoctorStop)
+    def withdraw_doctor_stop(self, cmd: WithdrawDoctorStop) -> dict[str, Any]: return self._command(cmd)
 
     # --- queries ----------------------------------------------------------------------------------
 

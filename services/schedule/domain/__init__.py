@@ -85,6 +85,7 @@ from services.schedule.domain.stops import (
     reject_doctor_stop,
     request_doctor_stop,
     stage_stop_without_replacement,
+    withdraw_doctor_stop,
 )
 
 __all__ = [
@@ -136,6 +137,7 @@ __all__ = [
     "register_doctor",
     "register_hospital",
     "reject_doctor_stop",
+    "withdraw_doctor_stop",
     "request_doctor_stop",
     "resolve_time_bands",
     "schedule_session",

@@ -189,8 +189,8 @@ class Session:
                 state.quota = dict(d["quota"])
             elif ev.type == "DoctorStopRequested":
                 state.stops.append({**d, "state": "requested"})
-            elif ev.type in ("DoctorStopApproved", "DoctorStopRejected"):
-                decided = "approved" if ev.type == "DoctorStopApproved" else "rejected"
+            elif ev.type in ("DoctorStopApproved", "DoctorStopRejected", "DoctorStopRetracted"):
+                decided = {"DoctorStopApproved": "approved", "DoctorStopRejected": "rejected"}.get(ev.type, "withdrawn")
                 for stop in state.stops:
                     if stop["stop_id"] == d["stop_id"]:
                         stop["state"] = decided

@@ -15,6 +15,7 @@ from contracts import (
     DoctorStopApproved,
     DoctorStopRejected,
     DoctorStopRequested,
+    DoctorStopRetracted,
     InvalidInput,
     NotFound,
     Quota,
@@ -22,6 +23,7 @@ from contracts import (
     RequestDoctorStop,
     SessionScheduled,
     TimeBand,
+    WithdrawDoctorStop,
 )
 from services.schedule.domain.rules import (
     authorize_hospital_change,
@@ -100,6 +102,22 @@ def reject_doctor_stop(cmd: RejectDoctorStop, session: Session, now: datetime) -
     _pending(session, cmd.session_id, cmd.stop_id, cmd.actor, now)
     return DoctorStopRejected(stop_id=cmd.stop_id, session_id=cmd.session_id, hospital_id=session.hospital_id,
                               reason=cmd.reason, rejected_by=cmd.actor.id)
+
+
+def withdraw_doctor_stop(cmd: WithdrawDoctorStop, session: Session, now: datetime) -> DoctorStopRetracted:
+    """A pending request taken back by whoever may ask for stops (the HIS sync, the platform, the
+    hospital's admin); a decided one cannot be."""
+    if not session.exists:
+        raise unknown_session(cmd.session_id)
+    authorize_hospital_change(cmd.actor, session.hospital_id)
+    stop = next((s for s in session.stops if s["stop_id"] == cmd.stop_id), None)
+    if stop is None:
+        raise NotFound(f"停诊申请 {cmd.stop_id} 不存在 / unknown stop request", field="stop_id")
+    if stop["state"] != "requested":
+        raise Conflict(f"停诊申请 {cmd.stop_id} 已处理，不能撤回 / the stop request was already decided",
+                       field="stop_id")
+    return DoctorStopRetracted(stop_id=cmd.stop_id, session_id=cmd.session_id, hospital_id=session.hospital_id,
+                               reason=cmd.reason, retracted_by=cmd.actor.id)
 
 
 def approve_doctor_stop(world: ScheduleWorld, cmd: ApproveDoctorStop, now: datetime) -> DoctorStopApproved:

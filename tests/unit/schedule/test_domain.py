@@ -29,6 +29,7 @@ from contracts import (
     DoctorStopApproved,
     DoctorStopRejected,
     DoctorStopRequested,
+    DoctorStopRetracted,
     Event,
     FeeChanged,
     Forbidden,
@@ -52,6 +53,7 @@ from contracts import (
     UpdateDepartment,
     UpdateDoctor,
     WeeklyPlanChanged,
+    WithdrawDoctorStop,
     invalid_from_validation,
 )
 from contracts.schedule import BookingRules
@@ -1014,6 +1016,27 @@ def test_a_rejected_stop_leaves_the_session_scheduled_and_a_new_request_possible
     session = h.world().session("s-1")
     assert (session.state, session.pending_stop) == ("scheduled", None)
     assert domain.request_doctor_stop(stop_request(), session, NOW).stop_id == "s-1.stop2"
+
+
+def test_a_withdrawn_stop_request_is_neither_approved_nor_rejected_and_cannot_be_decided_after():
+    h = requested_history()
+    his = Actor(kind="service", id="his_sync", hospital_id="hb3")
+    withdraw = WithdrawDoctorStop(idempotency_key=key("wd"), session_id="s-1", stop_id="s-1.stop1",
+                                  reason="HIS: block B1 lifted", actor=his)
+    ev = domain.withdraw_doctor_stop(withdraw, h.world().session("s-1"), NOW)
+    assert ev == DoctorStopRetracted(stop_id="s-1.stop1", session_id="s-1", hospital_id="hb3",
+                                     reason="HIS: block B1 lifted", retracted_by="his_sync")
+    h.add("session-s-1", ev)
+    session = h.world().session("s-1")
+    assert session.pending_stop is None and session.stops[0]["state"] == "withdrawn"
+    with pytest.raises(Conflict):
+        domain.approve_doctor_stop(h.world(), approve(), NOW)
+    with pytest.raises(Conflict):
+        domain.withdraw_doctor_stop(withdraw, session, NOW)
+    clerk = Actor(kind="clerk", id="c1", hospital_id="hb3")
+    with pytest.raises(Forbidden):
+        domain.withdraw_doctor_stop(withdraw.model_copy(update={"actor": clerk}),
+                                    requested_history().world().session("s-1"), NOW)
 
 
 def test_a_stop_decision_after_the_session_ended_is_refused():
