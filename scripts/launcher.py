@@ -45,7 +45,8 @@ class Platform:
     env: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
     gateway_address: str = "127.0.0.1:8000"
-    his_port: int = 2575
+    his_port: int = 2575          # the HIS simulator (the demo hospitals' HIS)
+    his_listen_port: int = 2576   # his_sync's MLLP listener: what a hospital's HIS sends to
 
     def components(self) -> list[Component]:
         py = sys.executable
@@ -71,6 +72,8 @@ class Platform:
         env.setdefault("LOG_FORMAT", "json")
         env["GATEWAY_ADDRESS"] = self.gateway_address
         env["HIS_PORT"] = str(self.his_port)
+        env.setdefault("HIS_HOST", "127.0.0.1")  # new hospitals connect to the simulator (development)
+        env["HIS_LISTEN_PORT"] = str(self.his_listen_port)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         platform.start()
         print(f"started {len(platform.pids())} processes; logs in {platform.run_dir / 'logs'}")
+        print(f"HIS: his_sync listens for MLLP on 127.0.0.1:{platform.his_listen_port}; "
+              f"the HIS simulator on 127.0.0.1:{platform.his_port}")
     elif args.action == "stop":
         platform.stop()
         print("stopped")

@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal, Protocol
 
 import eventlet
@@ -115,6 +116,23 @@ class _Gateway(Protocol):
     db: Any
     settings: Any
     vault: Any
+
+
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)  # any day the platform can have a session on
+
+
+def day_param(value: str | None, default: date, field: str) -> date:
+    """A query parameter that is a day: `default` when absent, 400 naming the field when not a day."""
+    if not value:
+        return default
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD", field=field) from None
+    if not EARLIEST <= day <= LATEST:  # 9999-12-31 + 6 days would overflow
+        raise InvalidInput(f"{field} 应在 {EARLIEST} 至 {LATEST} 之间 / {field} must lie between {EARLIEST} and "
+                           f"{LATEST}", field=field)
+    return day
 
 
 def api(method: str, path: str, summary: str, tag: str, **declared: Any) -> Callable[[Handler], Handler]:

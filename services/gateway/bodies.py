@@ -145,3 +145,19 @@ class DoctorContactBody(_Body):
 class ReminderRunBody(_Body):
     visit_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     hospital_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,40}$")
+
+
+class HisEndpointBody(_Body):
+    """A hospital's HIS connection (his_sync.set_endpoint)."""
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    receiving_application: str = Field(default="HIS", min_length=1, max_length=40)
+    receiving_facility: str | None = Field(default=None, min_length=1, max_length=40,
+                                           description="the hospital's code in its HIS (MSH-6)")
+    sending_facility: str | None = Field(default=None, min_length=1, max_length=40, description="MSH-4 we send")
+    charset: Literal["UNICODE UTF-8", "GB 18030-2000"] = "UNICODE UTF-8"
+    rate_per_s: float = Field(default=20, ge=0.1, le=1000, description="messages per second the HIS takes")
+    inbound_facility: str | None = Field(default=None, min_length=1, max_length=40,
+                                         description="MSH-4 the hospital's HIS sends from: only it is accepted")
+    enabled: bool = True

@@ -18,7 +18,7 @@ from contracts import Forbidden, InvalidInput, NotFound, SessionFull
 from infra.logging import mask_id
 from infra.pii import PiiVault
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
-from services.gateway import pages, readmodel, sms_api
+from services.gateway import his_api, pages, readmodel, sms_api
 from services.gateway.api import (
     ANYONE,
     acting_for,
@@ -28,6 +28,9 @@ from services.gateway.api import (
     idempotency_key,
     json_response,
     session_token,
+)
+from services.gateway.api import (
+    day_param as _day,
 )
 from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated
 from services.gateway.bodies import (
@@ -51,22 +54,6 @@ from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
 HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
 HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
-
-
-EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)  # any day the platform can have a session on
-
-
-def _day(value: str | None, default: date, field: str) -> date:
-    if not value:
-        return default
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{field} 应为 YYYY-MM-DD / {field} must be YYYY-MM-DD", field=field) from None
-    if not EARLIEST <= day <= LATEST:  # 9999-12-31 + 6 days would overflow
-        raise InvalidInput(f"{field} 应在 {EARLIEST} 至 {LATEST} 之间 / {field} must lie between {EARLIEST} and "
-                           f"{LATEST}", field=field)
-    return day
 
 
 def _today() -> date:
@@ -97,7 +84,7 @@ def _entry(s: dict[str, Any], avail: dict[str, Any], now: datetime) -> dict[str,
     }
 
 
-class GatewayService(pages.Pages, sms_api.SmsEndpoints):
+class GatewayService(pages.Pages, sms_api.SmsEndpoints, his_api.HisEndpoints):
     """Each endpoint is declared once with `@api` (route, roles, body model, limit class): the gate in
     api.py checks all of it before the handler runs, and openapi.py documents it from the same line."""
 
@@ -112,6 +99,7 @@ class GatewayService(pages.Pages, sms_api.SmsEndpoints):
     booking = RpcProxy("booking")
     notification = RpcProxy("notification")
     stats = RpcProxy("stats")
+    his_sync = RpcProxy("his_sync")
     live: LiveFeed = LiveFeed()
 
     # --- health and documents ---------------------------------------------------------------

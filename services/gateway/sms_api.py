@@ -6,18 +6,21 @@ outbox (/dev/sms) shows them."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from werkzeug.wrappers import Request, Response
 
 from contracts import InvalidInput
-from services.gateway.api import api, call, json_response
+from services.gateway.api import api, call, day_param, json_response
 from services.gateway.auth import Principal, Role
 from services.gateway.bodies import DoctorContactBody, ReminderRunBody, SmsSettingsBody
 from services.gateway.openapi import DAY, query
 
 ADMINS: tuple[Role, ...] = ("hospital_admin", "platform_admin")
 STATES = ("queued", "sending", "sent", "delivered", "failed", "withdrawn")
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class SmsEndpoints:
@@ -47,16 +50,21 @@ class SmsEndpoints:
     def sms_retry(self, request: Request, principal: Principal, message_id: str) -> Response:
         return json_response(call(self.notification.retry_message, message_id, principal.actor()))
 
-    @api("GET", "/api/v1/sms/counts", "SMS queued in a date range by template and state", "sms",
-         roles=("analyst", *ADMINS), query=(query("from", DAY, required=True), query("to", DAY, required=True),
-                                            query("hospital_id")))
+    @api("GET", "/api/v1/sms/counts", "SMS queued in a date range (default: the last 30 days) by template and "
+         "state", "sms", roles=("analyst", *ADMINS),
+         query=(query("from", DAY), query("to", DAY), query("hospital_id")))
     def sms_counts(self, request: Request, principal: Principal) -> Response:
         hospital_id = request.args.get("hospital_id") or None
         if principal.role == "hospital_admin":
             hospital_id = principal.hospital_id
-        first, last = request.args.get("from") or "", request.args.get("to") or ""
-        return json_response({"from": first, "to": last, "hospital_id": hospital_id,
-                              "counts": call(self.notification.delivery_counts, first, last, hospital_id)})
+        today = datetime.now(HOSPITAL_TZ).date()
+        last = day_param(request.args.get("to"), today, "to")
+        first = day_param(request.args.get("from"), last - timedelta(days=29), "from")
+        if first > last:
+            raise InvalidInput("开始日期晚于结束日期 / from is after to", field="from")
+        return json_response({"from": first.isoformat(), "to": last.isoformat(), "hospital_id": hospital_id,
+                              "counts": call(self.notification.delivery_counts, first.isoformat(), last.isoformat(),
+                                             hospital_id)})
 
     @api("POST", "/api/v1/sms/reminders", "queue the reminders of a visit day now (a second run queues nothing)",
          "sms", roles=ADMINS, body=ReminderRunBody)
@@ -98,5 +106,6 @@ def _doctor_actor(principal: Principal) -> dict[str, Any]:
     if principal.role == "doctor":
         actor["id"] = principal.doctor_id or ""
     return actor
+
 
 

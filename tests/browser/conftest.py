@@ -142,6 +142,7 @@ def platform() -> Iterator[Platform]:
              "SMS_PER_CLIENT": "100", "SMS_BURST_CLIENT": "1000"},
         gateway_address=f"127.0.0.1:{free_port()}",
         his_port=free_port(),
+        his_listen_port=free_port(),
     )
     try:
         p.start(wait=120)

@@ -1,0 +1,74 @@
+"""gateway: the HIS endpoints (a mixin of GatewayService): each hospital's HIS connection (the
+platform admin), each message's state and the retry or skip of a parked one (the hospital's
+admin too), the 16:00 hand-over per booking. No HL7 text is shown: it carries the patient's
+name and resident ID."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from werkzeug.wrappers import Request, Response
+
+from contracts import InvalidInput
+from services.gateway.api import api, call, day_param, json_response
+from services.gateway.auth import Principal, Role
+from services.gateway.bodies import HisEndpointBody
+from services.gateway.openapi import DAY, query
+
+ADMINS: tuple[Role, ...] = ("hospital_admin", "platform_admin")
+STATES = ("queued", "sending", "acked", "failed", "skipped")
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class HisEndpoints:
+    his_sync: Any  # RpcProxy("his_sync"), declared on GatewayService
+
+    @api("GET", "/api/v1/his/endpoints", "every hospital's HIS connection, its breaker and backlog", "his",
+         roles=("platform_admin",))
+    def his_endpoints(self, request: Request, principal: Principal) -> Response:
+        return json_response({"endpoints": call(self.his_sync.endpoints)})
+
+    @api("PUT", "/api/v1/hospitals/<string:hospital_id>/his", "set the hospital's HIS connection", "his",
+         roles=("platform_admin",), body=HisEndpointBody)
+    def set_his_endpoint(self, request: Request, principal: Principal, body: HisEndpointBody,
+                         hospital_id: str) -> Response:
+        return json_response(call(self.his_sync.set_endpoint,
+                                  {**body.model_dump(exclude_none=True), "hospital_id": hospital_id},
+                                  principal.actor()))
+
+    @api("GET", "/api/v1/his/messages", "messages to the HIS and their state, newest first (no HL7 text)", "his",
+         roles=ADMINS, query=(query("hospital_id"), query("status", {"type": "string", "enum": list(STATES)}),
+                              query("limit", {"type": "integer", "minimum": 1, "maximum": 500})))
+    def his_messages(self, request: Request, principal: Principal) -> Response:
+        hospital_id = request.args.get("hospital_id") or principal.hospital_id
+        if principal.role != "platform_admin":
+            principal.require_hospital(str(hospital_id))
+        status = request.args.get("status") or None
+        if status is not None and status not in STATES:
+            raise InvalidInput(f"status: one of {', '.join(STATES)}", field="status")
+        try:
+            limit = int(request.args.get("limit") or 100)
+        except ValueError:
+            raise InvalidInput("limit: a number", field="limit") from None
+        return json_response({"messages": call(self.his_sync.messages, hospital_id, status,
+                                               max(1, min(limit, 500)))})
+
+    @api("POST", "/api/v1/his/messages/<string:message_id>/<string:action>",
+         "send a parked message again (retry) or give it up (skip)", "his", roles=ADMINS)
+    def his_requeue(self, request: Request, principal: Principal, message_id: str, action: str) -> Response:
+        if action not in ("retry", "skip"):
+            raise InvalidInput("action: retry or skip", field="action")
+        return json_response(call(self.his_sync.requeue, message_id, principal.actor(), action == "skip"))
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/handover",
+         "the 16:00 hand-over of a visit day: each paid phone booking and what the HIS answered", "his",
+         roles=ADMINS, query=(query("date", DAY),))
+    def his_handover(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        day = day_param(request.args.get("date"), datetime.now(HOSPITAL_TZ).date() + timedelta(days=1), "date")
+        rows = call(self.his_sync.messages, hospital_id, None, 500, day.isoformat())
+        summary = {state: sum(1 for r in rows if r["status"] == state) for state in STATES}
+        return json_response({"hospital_id": hospital_id, "date": day.isoformat(), "summary": summary,
+                              "messages": rows})
