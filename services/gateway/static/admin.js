@@ -1,7 +1,7 @@
 /* Hospital administration: departments, doctors, weekly plan, quotas per channel, doctor stops with
-   replacement sessions, the day's lists, the 16:00 phone list, fees and booking rules, holidays, staff
-   accounts and the hospitals themselves. Every schedule change is one command:
-   POST /api/v1/admin/schedule/<command>. Staff never type an ASCII code: new departments and doctors
+   replacement sessions, the day's lists, the 16:00 phone list, fees and booking rules, holidays, SMS
+   (reminder and quiet hours, doctors' notices, delivery), staff accounts and the hospitals themselves.
+   Every schedule change is one command: POST /api/v1/admin/schedule/<command>. Staff never type an ASCII code: new departments and doctors
    get one derived from the hospital's, and every list shows names. */
 (function () {
   "use strict";
@@ -27,7 +27,7 @@
   }
 
   /* --- tabs --------------------------------------------------------------------------------- */
-  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules", "holidays", "accounts", "hospitals"];
+  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules", "holidays", "sms", "accounts", "hospitals"];
   const LOADERS = {};
   const tabSelect = $("#tab-select");
   function showTab() {
@@ -39,7 +39,8 @@
     tabSelect.value = name;
     const strip = $("#tab-" + name);
     if (strip.scrollIntoView && strip.offsetParent) strip.scrollIntoView({ block: "nearest", inline: "nearest" });
-    if (LOADERS[name]) LOADERS[name]().catch((err) => toast(errorText(err)));
+    // Until a hospital is chosen there is nothing to load: chooseHospital shows the tab again.
+    if (LOADERS[name] && st.hospitalId) LOADERS[name]().catch((err) => toast(errorText(err)));
   }
   window.addEventListener("hashchange", showTab);
   tabSelect.addEventListener("change", () => { location.hash = "#" + tabSelect.value; });
@@ -481,6 +482,197 @@
       await LOADERS.holidays();
     } catch (err) { toast(errorText(err)); }
   }
+
+  /* --- SMS: the hospital's reminder and quiet hours, each doctor's notices, what was sent ------- */
+  const smsForm = $("#sms-settings-form");
+  const runForm = $("#reminder-run-form");
+  const contactDialog = $("#sms-doctor-dialog");
+  const contactForm = $("#sms-doctor-form");
+  const SMS_STATES = ["queued", "sending", "sent", "delivered", "failed", "withdrawn"];
+  const SMS_BADGE = { queued: "badge-warn", sending: "badge-warn", sent: "badge-brand", delivered: "badge-ok", failed: "badge-danger", withdrawn: "" };
+  const TEMPLATES = ["booking_confirmation", "reminder", "cancelled", "cancelled_doctor_stop", "moved_by_doctor_stop", "refunded",
+    "patient_banned", "ban_lifted", "doctor_booking", "doctor_digest", "verification_code", "registration_refused", "password_replaced"];
+  const put = (path, body) => App.api("PUT", path, body);
+  const contacts = {};  // doctor_id -> the answer of GET /api/v1/doctors/<id>/contact (masked)
+  let editingDoctor = null;
+
+  /* A refusal names its field (the API's error.field, or the form's own check): mark that input. */
+  function refuse(form, field, err) {
+    $$("[aria-invalid]", form).forEach((n) => n.removeAttribute("aria-invalid"));
+    const input = field && form.elements[field];
+    if (input && input.setAttribute) { input.setAttribute("aria-invalid", "true"); input.focus(); }
+    showError(formError(form), err);
+  }
+  const showFieldError = (form, err) => refuse(form, err && err.field, err);
+  function clearFieldErrors(form) {
+    $$("[aria-invalid]", form).forEach((n) => n.removeAttribute("aria-invalid"));
+    hideError(formError(form));
+  }
+  function smsState(status) { return SMS_STATES.indexOf(status) >= 0 ? t("admin.sms.state." + status) : status; }
+  function templateText(name) { return TEMPLATES.indexOf(name) >= 0 ? t("admin.sms.tpl." + name) : name; }
+  function noticeText(c) {
+    if (!c) return t("admin.sms.unreadable");
+    return c.notice === "digest" ? t("admin.sms.notice.digest_at", { time: hm(c.digest_time) }) : t("admin.sms.notice." + (c.notice || "none"));
+  }
+
+  LOADERS.sms = async () => {
+    const current = ticket("sms");
+    if (!runForm.visit_date.value) runForm.visit_date.value = addDays(todayISO(), 1);
+    const [settings] = await Promise.all([
+      get("/api/v1/hospitals/" + enc(st.hospitalId) + "/sms-settings"),
+      loadContacts(current),
+      loadMessages(),
+    ]);
+    if (!current()) return;
+    fillSmsSettings(settings);
+  };
+
+  function fillSmsSettings(s) {
+    ["reminder_time", "quiet_start", "quiet_end"].forEach((k) => { smsForm.elements[k].value = hm(s[k]); });
+    smsForm.window_location.value = s.window_location || "";
+    $("#sms-address").hidden = !s.address;
+    $("#sms-address").textContent = s.address ? t("admin.sms.address_note", { address: s.address }) : "";
+  }
+  smsForm.addEventListener("input", () => { $("#sms-settings-saved").hidden = true; });
+  smsForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFieldErrors(smsForm);
+    $("#sms-settings-saved").hidden = true;
+    const body = {};
+    for (const k of ["reminder_time", "quiet_start", "quiet_end"]) {
+      body[k] = hm(smsForm.elements[k].value);
+      if (!/^\d{2}:\d{2}$/.test(body[k])) { refuse(smsForm, k, t("admin.sms.bad_time")); return; }
+    }
+    body.window_location = smsForm.window_location.value.trim();
+    try {
+      const saved = await put("/api/v1/hospitals/" + enc(st.hospitalId) + "/sms-settings", body);
+      fillSmsSettings(saved);
+      const done = $("#sms-settings-saved");
+      done.textContent = t("admin.sms.saved", { time: hm(saved.reminder_time) });
+      done.hidden = false;
+      toast(t("common.saved"));
+    } catch (err) { showFieldError(smsForm, err); }
+  });
+
+  /* --- each doctor's mobile (masked) and notice ---------------------------------------------- */
+  async function loadContacts(current) {
+    const doctors = st.doctors.slice();
+    const answers = await Promise.all(doctors.map((d) => get("/api/v1/doctors/" + enc(d.doctor_id) + "/contact").catch(() => null)));
+    if (!current()) return;
+    doctors.forEach((d, i) => { contacts[d.doctor_id] = answers[i]; });
+    drawContacts();
+  }
+  function drawContacts() {
+    $("#sms-doctor-table tbody").replaceChildren(...(st.doctors.length ? st.doctors.map((d) => {
+      const c = contacts[d.doctor_id];
+      return el("tr", { "data-doctor-id": d.doctor_id },
+        el("td", null, el("span", null, el("strong", null, d.name), " ", el("span", { class: "muted small" }, titleText(d.title)))),
+        el("td", null, deptName(d.department_id)),
+        el("td", { class: "doctor-phone" }, c && c.phone_masked ? c.phone_masked : el("span", { class: "muted" }, c ? t("admin.sms.no_phone") : "—")),
+        el("td", { class: "doctor-notice", "data-notice": c ? c.notice : null }, noticeText(c)),
+        el("td", null, c ? el("button", { type: "button", class: "btn btn-ghost btn-small sms-doctor-edit", onclick: () => editContact(d) }, t("admin.sms.edit")) : null));
+    }) : [emptyRow(5)]));
+  }
+  function showDigestField() { $("#sms-digest-field").hidden = contactForm.notice.value !== "digest"; }
+  function editContact(d) {
+    const c = contacts[d.doctor_id] || {};
+    editingDoctor = d;
+    contactForm.reset();
+    clearFieldErrors(contactForm);
+    contactForm.notice.value = c.notice || "none";
+    contactForm.digest_time.value = hm(c.digest_time) || "07:00";
+    showDigestField();
+    $("#sms-doctor-title").textContent = t("admin.sms.edit_title") + " · " + d.name;
+    facts($("#sms-doctor-facts"), [[t("admin.doc.department"), deptName(d.department_id)],
+      [t("admin.sms.current_phone"), c.phone_masked || t("admin.sms.no_phone")]]);
+    contactDialog.showModal();
+    contactForm.phone.focus();
+  }
+  contactForm.notice.addEventListener("change", showDigestField);
+  contactForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFieldErrors(contactForm);
+    const d = editingDoctor;
+    const body = { phone: contactForm.phone.value.replace(/\s+/g, ""), notice: contactForm.notice.value,
+      digest_time: hm(contactForm.digest_time.value) || "07:00" };
+    if (body.phone && !/^1[3-9]\d{9}$/.test(body.phone)) { refuse(contactForm, "phone", t("register.bad_phone")); return; }
+    if (body.notice !== "none" && !body.phone) { refuse(contactForm, "phone", t("admin.sms.phone_needed")); return; }
+    try {
+      const saved = await put("/api/v1/doctors/" + enc(d.doctor_id) + "/contact", body);
+      contacts[d.doctor_id] = saved;
+      contactForm.reset();  // the typed number leaves the page with the dialog
+      contactDialog.close();
+      drawContacts();
+      toast(t("admin.sms.contact_saved", { name: d.name }));
+    } catch (err) { showFieldError(contactForm, err); }
+  });
+  contactDialog.addEventListener("close", () => contactForm.reset());
+
+  /* --- delivery: the newest 100 messages, without their text ---------------------------------- */
+  async function loadMessages() {
+    const current = ticket("sms-messages");
+    const status = $("#sms-status").value;
+    const answer = await get("/api/v1/sms/messages?hospital_id=" + enc(st.hospitalId) + (status ? "&status=" + enc(status) : "") + "&limit=100");
+    if (!current()) return;
+    const rows = answer.messages || [];
+    $("#sms-count").textContent = t("admin.sms.count", { n: rows.length });
+    $("#sms-table tbody").replaceChildren(...(rows.length ? rows.map(messageRow) : [emptyRow(7, t("admin.sms.empty"))]));
+  }
+  function messageDetail(m) {
+    const now = Date.now();
+    const later = (iso) => iso && new Date(iso).getTime() > now + 1000;
+    switch (m.status) {
+      case "queued":
+        if (m.attempts > 0 && later(m.next_attempt_at)) return t("admin.sms.next_try", { n: m.attempts, time: moment(m.next_attempt_at) });
+        return later(m.not_before) ? t("admin.sms.held_until", { time: moment(m.not_before) }) : "";
+      case "sent": return t("admin.sms.sent_at", { time: moment(m.sent_at) });
+      case "delivered": return t("admin.sms.delivered_at", { time: moment(m.delivered_at) });
+      case "failed": return t("admin.sms.failed_at", { time: moment(m.failed_at), n: m.attempts });
+      default: return "";
+    }
+  }
+  function messageRow(m) {
+    const detail = messageDetail(m);
+    return el("tr", { "data-message-id": m.message_id, "data-status": m.status, "data-template": m.template },
+      el("td", null, moment(m.created_at)),
+      el("td", null, templateText(m.template), m.urgent ? [" ", el("span", { class: "badge badge-warn" }, t("admin.sms.urgent"))] : null),
+      el("td", null, t("admin.sms.recipient." + (m.recipient === "doctor" ? "doctor" : "patient"))),
+      el("td", null, m.phone_masked || ""),
+      el("td", null, el("span", { class: "badge sms-state " + (SMS_BADGE[m.status] || "") }, smsState(m.status))),
+      el("td", { class: "cell-wrap" }, el("div", null, el("div", { class: "small" }, detail || "—"),
+        m.last_error && (m.status === "failed" || m.status === "queued") ? el("div", { class: "small sms-error" }, m.last_error) : null)),
+      el("td", null, m.status === "failed" ? el("button", { type: "button", class: "btn btn-ghost btn-small sms-retry", onclick: (e) => retryMessage(m, e.target) }, t("admin.sms.retry")) : null));
+  }
+  async function retryMessage(m, button) {
+    button.disabled = true;
+    try {
+      await post("/api/v1/sms/messages/" + enc(m.message_id) + "/retry");
+      toast(t("admin.sms.retried"));
+      await loadMessages();
+    } catch (err) { button.disabled = false; toast(errorText(err)); }
+  }
+  $("#sms-status").addEventListener("change", () => loadMessages().catch((err) => toast(errorText(err))));
+  $("#sms-refresh").addEventListener("click", () => loadMessages().catch((err) => toast(errorText(err))));
+
+  /* The operator's run: a visit day's reminders now. A booking already reminded gets none again. */
+  runForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFieldErrors(runForm);
+    const result = $("#reminder-run-result");
+    result.hidden = true;
+    const day = runForm.visit_date.value;
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) { refuse(runForm, "visit_date", t("admin.sms.pick_date")); return; }
+    const button = $("#reminder-run");
+    button.disabled = true;
+    try {
+      const answer = await post("/api/v1/sms/reminders", { visit_date: day, hospital_id: st.hospitalId });
+      result.textContent = answer.queued ? t("admin.sms.queued", { n: answer.queued }) : t("admin.sms.queued_none");
+      result.dataset.queued = String(answer.queued || 0);
+      result.hidden = false;
+      await loadMessages();
+    } catch (err) { showFieldError(runForm, err); }
+    finally { button.disabled = false; }
+  });
 
   /* --- staff accounts --------------------------------------------------------------------------- */
   const staffForm = $("#staff-form");
