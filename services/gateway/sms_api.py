@@ -92,6 +92,12 @@ class SmsEndpoints:
     def doctor_contact(self, request: Request, principal: Principal, doctor_id: str) -> Response:
         return json_response(call(self.notification.doctor_contact, doctor_id, _doctor_actor(principal)))
 
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/doctor-contacts",
+         "every doctor's SMS contact (masked) and choice at the hospital", "sms", roles=ADMINS)
+    def doctor_contacts(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        return json_response({"contacts": call(self.notification.doctor_contacts, hospital_id, principal.actor())})
+
     @api("PUT", "/api/v1/doctors/<string:doctor_id>/contact", "set a doctor's mobile and SMS choice: none, each "
          "booking, or a daily digest of the next session", "sms", roles=ADMINS, body=DoctorContactBody)
     def change_doctor_contact(self, request: Request, principal: Principal, body: DoctorContactBody,

@@ -18,6 +18,7 @@ its reminder) and decrypted only by the dispatcher, for the send.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -256,6 +257,9 @@ def _minutes(rules: domain.VerificationRules) -> int:
 
 # --- each hospital's settings, each doctor's contact (RPC, through service.py) ---------------------
 
+MOBILE = re.compile(r"^1[3-9]\d{9}$")  # as the gateway's bodies and booking's registration
+
+
 def _may_manage(actor: Actor, hospital_id: str) -> None:
     """The hospital's own admin, or a platform admin."""
     if actor.kind == "platform_admin" or (actor.kind == "hospital_admin" and actor.hospital_id == hospital_id):
@@ -279,8 +283,9 @@ def sms_settings(db: Database, hospitals: Hospitals, hospital_id: str) -> dict[s
 def set_sms_settings(payload: dict[str, Any], actor: Actor, db: Database, hospitals: Hospitals) -> dict[str, Any]:
     hospital_id = str(payload.get("hospital_id") or "")
     _may_manage(actor, hospital_id)
-    window = str(payload.get("window_location") or "").strip()
-    if len(window) > 60:
+    given = payload.get("window_location")  # absent: kept; empty: back to the default
+    window = None if given is None else (str(given).strip() or domain.DEFAULT_WINDOW)
+    if window is not None and len(window) > 60:
         raise InvalidInput("取号地点最多60字 / window_location: at most 60 characters", field="window_location")
     with db.transaction() as cur:
         current = hospitals.settings(cur, hospital_id)
@@ -290,7 +295,7 @@ def set_sms_settings(payload: dict[str, Any], actor: Actor, db: Database, hospit
             quiet_start=_clock(payload["quiet_start"], "quiet_start") if payload.get("quiet_start")
             else current.quiet_start,
             quiet_end=_clock(payload["quiet_end"], "quiet_end") if payload.get("quiet_end") else current.quiet_end,
-            window_location=window or current.window_location, address=current.address)
+            window_location=current.window_location if window is None else window, address=current.address)
         if domain.in_quiet_hours(datetime.combine(date(2026, 1, 5), sms.reminder_time, domain.HOSPITAL_TZ), sms):
             raise InvalidInput("提醒时间不能在免打扰时段内 / the reminder hour falls in the quiet hours",
                                field="reminder_time")
@@ -315,6 +320,13 @@ def doctor_contact(doctor_id: str, actor: Actor, db: Database, doctors: Doctors)
     return _contact_answer(found)
 
 
+def doctor_contacts(hospital_id: str, actor: Actor, db: Database, doctors: Doctors) -> list[dict[str, Any]]:
+    """Every doctor's contact (masked) and choice at one hospital, for its admin's page."""
+    _may_manage(actor, hospital_id)
+    with db.transaction() as cur:
+        return [_contact_answer(found) for found in doctors.of_hospital(cur, hospital_id)]
+
+
 def set_doctor_contact(payload: dict[str, Any], actor: Actor, db: Database, vault: PiiVault,
                        doctors: Doctors) -> dict[str, Any]:
     """The doctor's mobile (encrypted at rest), and the SMS choice: none, each or digest (at an
@@ -324,7 +336,7 @@ def set_doctor_contact(payload: dict[str, Any], actor: Actor, db: Database, vaul
     if notice not in domain.DOCTOR_NOTICES:
         raise InvalidInput("通知方式应为 none、each 或 digest / notice: none, each or digest", field="notice")
     phone = str(payload.get("phone") or "").strip()
-    if phone and not (len(phone) == 11 and phone.isdigit() and phone.startswith("1")):
+    if phone and not MOBILE.match(phone):
         raise InvalidInput("请输入11位手机号 / phone: an 11-digit mainland mobile number", field="phone")
     if notice != "none" and not phone:
         raise InvalidInput("需要手机号才能发送通知 / a phone is needed for notices", field="phone")
@@ -484,17 +496,20 @@ def record_receipt(db: Database, sms_outbox: SmsOutbox, receipt: Receipt) -> Non
         sms_outbox.receipt(cur, receipt.provider_id, receipt.delivered, receipt.status, receipt.at)
 
 
-def retry_message(message_id: str, actor: Actor, db: Database, sms_outbox: SmsOutbox, now: datetime) -> dict[str, Any]:
-    """The operator sends a parked message again (platform admin, or its hospital's admin)."""
+def retry_message(message_id: str, actor: Actor, db: Database, sms_outbox: SmsOutbox, now: datetime,
+                  hospitals: Hospitals | None = None) -> dict[str, Any]:
+    """The operator sends a parked message again (platform admin, or its hospital's admin); one
+    that can wait still waits for the end of the hospital's quiet hours."""
     with db.transaction() as cur:
-        found, hospital_id = sms_outbox.hospital_of(cur, message_id)
+        found, hospital_id, urgent = sms_outbox.hospital_of(cur, message_id)
         if not found:
             raise NotFound("短信不存在 / unknown message", field="message_id")
         if actor.kind != "platform_admin":
             if hospital_id is None:
                 raise Forbidden("只有平台管理员可以重发 / only a platform admin may resend this", field="message_id")
             _may_manage(actor, hospital_id)
-        if not sms_outbox.requeue(cur, message_id, now):
+        sms = hospitals.settings(cur, hospital_id) if hospitals is not None and hospital_id else domain.HospitalSms()
+        if not sms_outbox.requeue(cur, message_id, now, domain.release_at(now, sms, urgent)):
             raise InvalidInput("只有发送失败的短信可以重发 / only a failed message can be sent again",
                                field="message_id", code="not_failed")
     _log.info("sms_requeued", message_id=message_id, actor=actor.id)

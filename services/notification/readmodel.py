@@ -142,6 +142,12 @@ CREATE TABLE IF NOT EXISTS doctors (
         keys = ("doctor_id", "hospital_id", "phone_enc", "phone_masked", "phone_hash", "notice", "digest_time")
         return None if row is None else dict(zip(keys, row, strict=True))
 
+    def of_hospital(self, cur: Any, hospital_id: str) -> list[dict[str, Any]]:
+        cur.execute("SELECT doctor_id, hospital_id, phone_masked, notice, digest_time FROM doctors"
+                    " WHERE hospital_id = %s ORDER BY doctor_id", (hospital_id,))
+        keys = ("doctor_id", "hospital_id", "phone_masked", "notice", "digest_time")
+        return [dict(zip(keys, r, strict=True)) for r in cur.fetchall()]
+
     def digest_due(self, cur: Any) -> list[dict[str, Any]]:
         """Doctors who chose the digest and have a phone: the ones whose hour may have come."""
         cur.execute("SELECT doctor_id, hospital_id, digest_time, digest_done FROM doctors"
@@ -303,16 +309,17 @@ CREATE TABLE IF NOT EXISTS sms_receipts (
         row = cur.fetchone()
         return 0 if row is None else int(row[0])
 
-    def requeue(self, cur: Any, message_id: str, now: datetime) -> bool:
-        """The operator sends a failed message again: queued now with a fresh count of attempts."""
+    def requeue(self, cur: Any, message_id: str, now: datetime, not_before: datetime) -> bool:
+        """The operator sends a failed message again: queued with a fresh count of attempts."""
         cur.execute("UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = %s, not_before = %s,"
-                    " failed_at = NULL WHERE message_id = %s AND status = 'failed'", (now, now, message_id))
+                    " failed_at = NULL WHERE message_id = %s AND status = 'failed'", (now, not_before, message_id))
         return bool(cur.rowcount)
 
-    def hospital_of(self, cur: Any, message_id: str) -> tuple[bool, str | None]:
-        cur.execute("SELECT hospital_id FROM outbox WHERE message_id = %s", (message_id,))
+    def hospital_of(self, cur: Any, message_id: str) -> tuple[bool, str | None, bool]:
+        """(found, its hospital, urgent)."""
+        cur.execute("SELECT hospital_id, urgent FROM outbox WHERE message_id = %s", (message_id,))
         row = cur.fetchone()
-        return (False, None) if row is None else (True, row[0])
+        return (False, None, False) if row is None else (True, row[0], bool(row[1]))
 
     # --- receipts ----------------------------------------------------------------------------
 

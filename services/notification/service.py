@@ -150,7 +150,8 @@ class NotificationService:
     @rpc
     @contract()
     def retry_message(self, message_id: str, actor: dict[str, Any]) -> dict[str, Any]:
-        return handlers.retry_message(message_id, Actor.model_validate(actor), self.db, self.sms_outbox, self.now())
+        return handlers.retry_message(message_id, Actor.model_validate(actor), self.db, self.sms_outbox, self.now(),
+                                      self.hospitals)
 
     @rpc
     @contract()
@@ -175,6 +176,11 @@ class NotificationService:
     @contract()
     def doctor_contact(self, doctor_id: str, actor: dict[str, Any]) -> dict[str, Any]:
         return handlers.doctor_contact(doctor_id, Actor.model_validate(actor), self.db, self.doctors)
+
+    @rpc
+    @contract()
+    def doctor_contacts(self, hospital_id: str, actor: dict[str, Any]) -> list[dict[str, Any]]:
+        return handlers.doctor_contacts(hospital_id, Actor.model_validate(actor), self.db, self.doctors)
 
     @rpc
     @contract()

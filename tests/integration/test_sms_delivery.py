@@ -351,3 +351,15 @@ def test_the_doctors_digest_comes_once_a_day_at_the_chosen_hour(platform):
         text, recipient = cur.fetchone()
     assert recipient == "doctor"
     assert text == "【河北预约挂号】王建国医生：您2025-03-06上午门诊已预约2人，就诊序号：1、3。"
+
+
+def test_a_message_sent_again_at_night_still_waits_for_the_morning_unless_urgent(platform):
+    [plain] = platform.queue()
+    [urgent] = platform.queue(urgent=True)
+    platform.dispatch(ScriptedProvider([SendFailed("bad", permanent=True)] * 2), NOON)
+    night = datetime(2025, 3, 5, 23, 0, tzinfo=TZ)
+    admin = handlers.Actor(kind="platform_admin", id="admin")
+    for mid in (plain, urgent):
+        handlers.retry_message(mid, admin, platform.db, platform.outbox, night, readmodel.HOSPITALS)
+    assert datetime.fromisoformat(platform.row(plain)["not_before"]) == datetime(2025, 3, 6, 8, 0, tzinfo=TZ)
+    assert datetime.fromisoformat(platform.row(urgent)["not_before"]) == night

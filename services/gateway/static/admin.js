@@ -556,10 +556,12 @@
 
   /* --- each doctor's mobile (masked) and notice ---------------------------------------------- */
   async function loadContacts(current) {
-    const doctors = st.doctors.slice();
-    const answers = await Promise.all(doctors.map((d) => get("/api/v1/doctors/" + enc(d.doctor_id) + "/contact").catch(() => null)));
+    // One request for the hospital's doctors, however many there are.
+    let answer = { contacts: [] };
+    try { answer = await get("/api/v1/hospitals/" + enc(st.hospitalId) + "/doctor-contacts"); } catch (err) { /* shown empty */ }
     if (!current()) return;
-    doctors.forEach((d, i) => { contacts[d.doctor_id] = answers[i]; });
+    Object.keys(contacts).forEach((k) => { delete contacts[k]; });
+    (answer.contacts || []).forEach((c) => { contacts[c.doctor_id] = c; });
     drawContacts();
   }
   function drawContacts() {
