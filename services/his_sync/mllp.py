@@ -1,7 +1,14 @@
 """MLLP (Minimal Lower Layer Protocol) framing and a blocking client for one HIS endpoint.
 
-A frame on the wire is ``0x0B <HL7 message, UTF-8> 0x1C 0x0D``; nothing may sit between frames. The
+A frame on the wire is ``0x0B <HL7 message> 0x1C 0x0D``; nothing may sit between frames. The
 sender writes one frame and waits for one frame back (the ACK) before sending the next.
+
+The message is encoded in the character set its MSH-18 declares: UTF-8 by default, GB18030 for a
+HIS that wants it (``encoding="gb18030"``; ``hl7.Facility.encoding`` names the codec). Neither
+codec ever produces the block bytes 0x0B or 0x1C inside a character (GB18030's multi-byte sequences
+use only bytes from 0x30 up), so framing works on bytes whatever the charset. A receiver that serves
+several charsets on one port reads raw payloads (:meth:`FrameDecoder.feed_bytes`) and picks the
+codec from MSH-18 (``hl7.encoding_of``).
 
 Only ``socket`` and ``time`` are used, so the same code cooperates with eventlet when nameko has
 monkey-patched the process, and runs unchanged in the threaded simulator.
@@ -9,6 +16,7 @@ monkey-patched the process, and runs unchanged in the threaded simulator.
 
 from __future__ import annotations
 
+import codecs
 import io
 import socket
 import time
@@ -37,8 +45,12 @@ class MllpError(Exception):
     """The transport failed: no connection, a timeout, or bytes that are not MLLP frames."""
 
 
-def encode_frame(message: str) -> bytes:
-    payload = message.encode("utf-8")
+def encode_frame(message: str, encoding: str = "utf-8") -> bytes:
+    encoding = _checked_codec(encoding)
+    try:
+        payload = message.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise MllpError(f"message cannot be encoded as {_label(encoding)}: {exc}") from exc
     if START_BLOCK in payload or END_BLOCK[:1] in payload:
         raise MllpError("message contains MLLP block characters (0x0B or 0x1C)")
     return START_BLOCK + payload + END_BLOCK
@@ -50,10 +62,11 @@ class FrameDecoder:
     After an MllpError the stream is out of step and the connection must be closed.
     """
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES, *, encoding: str = "utf-8") -> None:
         self._buffer = bytearray()
         self._in_frame = False
         self._max = max_frame_bytes
+        self.encoding = _checked_codec(encoding)
 
     @property
     def idle(self) -> bool:
@@ -61,8 +74,19 @@ class FrameDecoder:
         return not self._in_frame and not self._buffer
 
     def feed(self, data: bytes) -> list[str]:
-        self._buffer += data
+        """The messages completed by `data`, decoded with this decoder's encoding."""
         messages: list[str] = []
+        for payload in self.feed_bytes(data):
+            try:
+                messages.append(payload.decode(self.encoding))
+            except UnicodeDecodeError as exc:
+                raise MllpError(f"frame is not valid {_label(self.encoding)}: {exc}") from exc
+        return messages
+
+    def feed_bytes(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but the payloads undecoded: for a receiver that reads MSH-18 first."""
+        self._buffer += data
+        payloads: list[bytes] = []
         while self._buffer:
             if not self._in_frame:
                 if self._buffer[0] != START_BLOCK[0]:
@@ -82,20 +106,19 @@ class FrameDecoder:
             self._in_frame = False
             if START_BLOCK in payload:
                 raise MllpError("start block 0x0B inside a frame")
-            try:
-                messages.append(payload.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise MllpError(f"frame is not valid UTF-8: {exc}") from exc
-        return messages
+            payloads.append(payload)
+        return payloads
 
 
-def read_frames(source: bytes | bytearray | socket.socket | io.BufferedIOBase) -> Iterator[str]:
+def read_frames(
+    source: bytes | bytearray | socket.socket | io.BufferedIOBase, *, encoding: str = "utf-8"
+) -> Iterator[str]:
     """Yield each message from a byte string, a connected socket or a binary file, until EOF.
 
     Lazy: a server can answer each message before the next one is read. Raises MllpError on bad
-    framing and when the stream ends inside a frame.
+    framing, on bytes that are not `encoding`, and when the stream ends inside a frame.
     """
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(encoding=encoding)
     for chunk in _chunks(source):
         yield from decoder.feed(chunk)
     if not decoder.idle:
@@ -114,17 +137,18 @@ class MllpClient:
     (greenlet) its own client or hand clients out from a pool.
     """
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 10.0, *, encoding: str = "utf-8") -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.encoding = _checked_codec(encoding)
         self._sock: socket.socket | None = None
 
     def __repr__(self) -> str:
-        return f"MllpClient({self.host!r}, {self.port}, timeout={self.timeout})"
+        return f"MllpClient({self.host!r}, {self.port}, timeout={self.timeout}, encoding={self.encoding!r})"
 
     def send(self, message: str) -> str:
-        frame = encode_frame(message)
+        frame = encode_frame(message, self.encoding)
         reused = self._sock is not None
         try:
             return self._exchange(frame)
@@ -188,7 +212,7 @@ class MllpClient:
             raise MllpError(f"{self._where}: {exc}") from exc
 
     def _read_answer(self, sock: socket.socket, deadline: float) -> str:
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(encoding=self.encoding)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -213,6 +237,18 @@ class MllpClient:
 
 class _ConnectionDropped(Exception):
     """The peer closed or reset the connection before any byte of an answer arrived."""
+
+
+def _checked_codec(encoding: str) -> str:
+    # Fail when the client is configured, not on the first message hours later.
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise MllpError(f"unknown character encoding {encoding!r}") from exc
+
+
+def _label(encoding: str) -> str:
+    return codecs.lookup(encoding).name.upper()
 
 
 def _chunks(source: bytes | bytearray | socket.socket | io.BufferedIOBase) -> Iterator[bytes]:
