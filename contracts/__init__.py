@@ -40,6 +40,7 @@ from contracts.errors import (
     invalid_from_validation,
     to_wire,
 )
+from contracts.his_sync import OutpatientVisitsReported
 from contracts.notification import CheckVerificationCode, SendVerificationCode, VerificationPurpose, VerificationSent
 from contracts.schedule import (
     GENERAL_FEE_CLASS,
@@ -130,11 +131,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PatientAppointmentsChanged,
         PatientBanned,
         PhoneBookingsHandedOver,
+        OutpatientVisitsReported,
     )
 }
 
 __all__ = [
     "EVENT_TYPES",
+    "OutpatientVisitsReported",
     "SYSTEM",
     "Actor",
     "BookingRules",

@@ -47,6 +47,7 @@ class Platform:
     gateway_address: str = "127.0.0.1:8000"
     his_port: int = 2575          # the HIS simulator (the demo hospitals' HIS)
     his_listen_port: int = 2576   # his_sync's MLLP listener: what a hospital's HIS sends to
+    his_http_port: int = 2577     # his_sync's HTTP: FHIR bundles and visit totals from a HIS
 
     def components(self) -> list[Component]:
         py = sys.executable
@@ -74,6 +75,7 @@ class Platform:
         env["HIS_PORT"] = str(self.his_port)
         env.setdefault("HIS_HOST", "127.0.0.1")  # new hospitals connect to the simulator (development)
         env["HIS_LISTEN_PORT"] = str(self.his_listen_port)
+        env["HIS_HTTP_ADDRESS"] = f"127.0.0.1:{self.his_http_port}"
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -194,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         platform.start()
         print(f"started {len(platform.pids())} processes; logs in {platform.run_dir / 'logs'}")
-        print(f"HIS: his_sync listens for MLLP on 127.0.0.1:{platform.his_listen_port}; "
-              f"the HIS simulator on 127.0.0.1:{platform.his_port}")
+        print(f"HIS: his_sync takes MLLP on 127.0.0.1:{platform.his_listen_port} and HTTP (FHIR, visit totals) on "
+              f"127.0.0.1:{platform.his_http_port}; the HIS simulator listens on 127.0.0.1:{platform.his_port}")
     elif args.action == "stop":
         platform.stop()
         print("stopped")

@@ -160,4 +160,6 @@ class HisEndpointBody(_Body):
     rate_per_s: float = Field(default=20, ge=0.1, le=1000, description="messages per second the HIS takes")
     inbound_facility: str | None = Field(default=None, min_length=1, max_length=40,
                                          description="MSH-4 the hospital's HIS sends from: only it is accepted")
+    inbound_secret: str | None = Field(default=None, min_length=16, max_length=128,
+                                       description="the key the HIS signs its HTTP requests with (write-only)")
     enabled: bool = True

@@ -1,33 +1,70 @@
-"""his_sync's reactions: each booking event becomes one HL7 message, sent and acknowledged.
+"""his_sync's reactions and loops: each booking event becomes one HL7 message queued for the
+hospital's own HIS; a dispatcher per hospital sends them in order at the hospital's rate,
+waiting out a HIS that is down; a listener takes what a HIS sends us.
 
-A booking is an SIU^S12, a move by a doctor stop S14, a cancellation S15, a no-show S26 and a
-check-in ADT^A04; the later ones are built from the appointment as booked (or moved), remembered
-here. The MLLP exchange happens inside the reaction's transaction on purpose: the inbox claim and
-the record of the ACK commit only after the HIS accepted. Any failure (no connection, AE/AR, an
-ACK for another control id) raises, the transaction rolls back, and the reliable handler retries
-with back-off and finally parks the event for an operator. The control id is derived from the
-event id, so a resend after a crash carries the same id and the HIS can recognise the duplicate.
+Queueing. A reaction builds the message (SIU^S12 booked, S14 moved, S15 cancelled, S26 no-show,
+ADT^A04 checked in, A11 退号 at the window, A05 each paid phone booking of the 16:00 hand-over)
+from the appointment as booked, remembered here with the patient's real-name fields sealed, and
+adds it to `his_outbox` encrypted, in the transaction of its inbox claim. No HIS is called inside
+the reaction: a down HIS no longer holds events, retries them and parks them as dead letters.
+A hospital without an endpoint has nothing queued (its window works from the platform's lists).
+
+Sending (`drain`). One dispatcher per hospital at a time, whichever replica, by a lease on the
+hospital's endpoint row: the hospital's rate (a token bucket, `rate_per_s`) and its order hold.
+The next message is the oldest one whose appointment has nothing earlier unfinished: an S15
+never overtakes its S12, across restarts and replicas. Outcomes:
+- AA → acked;
+- AE (the HIS could not take it now) → retried with doubling back-off, parked as failed after
+  `max_attempts`; AR (it never will) → parked at once; a parked message holds its appointment's
+  later messages back until an operator sends it again or skips it;
+- no connection, no answer in time → the HIS is down: nothing is counted against the message, the
+  breaker opens (retried after 1 s, doubling to 30 s) and one line is logged per outage; every
+  hospital has its own dispatcher, so one HIS down or slow starves no other.
+
+Receiving (`receive`): SIU^S23 (a slot blocked) becomes a doctor stop request awaiting the
+admin's approval, S24 (unblocked) withdraws it; only the hospital's registered sender (MSH-4) is
+accepted; a duplicate control id is answered as the first time, without a second effect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol
+import hashlib
+import hmac
+import json
+import random
+import time as _time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, Protocol
 
 from contracts import (
+    Actor,
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentCheckedIn,
     AppointmentLapsed,
     AppointmentMoved,
+    AppointmentRefunded,
+    DomainError,
     Envelope,
+    Forbidden,
+    HospitalRegistered,
+    InvalidInput,
+    NotFound,
+    OutpatientVisitsReported,
+    PhoneBookingsHandedOver,
+    from_wire,
 )
 from infra.application import Application
+from infra.db import Database
+from infra.eventstore import idempotent_event_id, new_envelope
 from infra.logging import get_logger
 from infra.memory import JsonMemory
+from infra.pii import PiiVault
 from services.his_sync import hl7
-from services.his_sync.readmodel import HisMessages
+from services.his_sync.mllp import MllpError
+from services.his_sync.readmodel import HisEndpoints, HisInbound, HisOutbox
 
 APP = Application("his_sync")
 
@@ -35,73 +72,452 @@ _log = get_logger(__name__)
 
 
 class HisClient(Protocol):
-    """What a reaction needs of an MLLP connection (services.his_sync.mllp.MllpClient)."""
+    """What the dispatcher needs of an MLLP connection (services.his_sync.mllp.MllpClient)."""
 
     def send(self, message: str) -> str: ...
 
     def close(self) -> None: ...
 
 
-ConnectHis = Callable[[], HisClient]
+ConnectHis = Callable[[dict[str, Any]], HisClient]  # an endpoint row -> a client
 
 
-class HisRejected(Exception):
-    """The HIS answered AE or AR: retried, then parked."""
+def control_id_for(env: Envelope, part: str = "") -> str:
+    """MSH-10 from the event id (a resend carries the same id); a hand-over's messages, one per
+    booking of one event, add the appointment."""
+    if not part:
+        return env.event_id.hex[:20]
+    return hashlib.sha256(f"{env.event_id}:{part}".encode()).hexdigest()[:20]
 
 
-def control_id_for(env: Envelope) -> str:
-    return env.event_id.hex[:20]
+def facility_of(endpoint: dict[str, Any]) -> hl7.Facility:
+    return hl7.Facility(receiving_application=endpoint["receiving_application"],
+                        receiving_facility=endpoint["receiving_facility"],
+                        sending_facility=endpoint["sending_facility"], charset=endpoint["charset"])
 
+
+# --- reactions: queue a message per booking event --------------------------------------------------
 
 @APP.on(AppointmentBooked)
 def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appointments: JsonMemory,
-                 his_messages: HisMessages, connect_his: ConnectHis, now: datetime) -> None:
+                 his_endpoints: HisEndpoints, his_outbox: HisOutbox, booking: Any, vault: PiiVault,
+                 now: datetime) -> None:
     appt = event.model_dump(mode="json")
-    _send(cur, envelope, "SIU^S12", appt, his_messages, connect_his, now)
+    if his_endpoints.of(cur, event.hospital_id) is not None:
+        appt["patient_enc"] = vault.encrypt(json.dumps(_identity(booking, event.patient_id), ensure_ascii=False))
+    _queue(cur, envelope, "SIU^S12", appt, his_endpoints, his_outbox, vault, now)
     appointments.remember(cur, event.appointment_id, appt)
 
 
 @APP.on(AppointmentMoved)
 def send_move(cur: Any, event: AppointmentMoved, envelope: Envelope, appointments: JsonMemory,
-              his_messages: HisMessages, connect_his: ConnectHis, now: datetime) -> None:
-    appt = event.model_dump(mode="json")
-    _send(cur, envelope, "SIU^S14", appt, his_messages, connect_his, now)
+              his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+    previous = appointments.recall(cur, event.appointment_id)
+    appt = {**event.model_dump(mode="json"), "patient_enc": previous.get("patient_enc")}
+    _queue(cur, envelope, "SIU^S14", appt, his_endpoints, his_outbox, vault, now)
     appointments.remember(cur, event.appointment_id, appt)
 
 
 @APP.on(AppointmentCancelled)
 def send_cancellation(cur: Any, event: AppointmentCancelled, envelope: Envelope, appointments: JsonMemory,
-                      his_messages: HisMessages, connect_his: ConnectHis, now: datetime) -> None:
+                      his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     appt = {**appointments.recall(cur, event.appointment_id), "reason": event.reason}
-    _send(cur, envelope, "SIU^S15", appt, his_messages, connect_his, now)
+    _queue(cur, envelope, "SIU^S15", appt, his_endpoints, his_outbox, vault, now)
 
 
 @APP.on(AppointmentLapsed)
 def send_no_show(cur: Any, event: AppointmentLapsed, envelope: Envelope, appointments: JsonMemory,
-                 his_messages: HisMessages, connect_his: ConnectHis, now: datetime) -> None:
-    _send(cur, envelope, "SIU^S26", appointments.recall(cur, event.appointment_id), his_messages, connect_his, now)
+                 his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+    _queue(cur, envelope, "SIU^S26", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
+           vault, now)
 
 
 @APP.on(AppointmentCheckedIn)
 def send_check_in(cur: Any, event: AppointmentCheckedIn, envelope: Envelope, appointments: JsonMemory,
-                  his_messages: HisMessages, connect_his: ConnectHis, now: datetime) -> None:
-    _send(cur, envelope, "ADT^A04", appointments.recall(cur, event.appointment_id), his_messages, connect_his, now)
+                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+    _queue(cur, envelope, "ADT^A04", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
+           vault, now)
 
 
-def _send(cur: Any, envelope: Envelope, message_type: str, appointment: dict[str, Any], his_messages: HisMessages,
-          connect_his: ConnectHis, now: datetime) -> None:
-    control_id = control_id_for(envelope)
+@APP.on(AppointmentRefunded)
+def send_refund(cur: Any, event: AppointmentRefunded, envelope: Envelope, appointments: JsonMemory,
+                his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+    """退号 at the window: the HIS cancels the registration the check-in made (ADT^A11)."""
+    appt = {**appointments.recall(cur, event.appointment_id), "reason": event.reason}
+    _queue(cur, envelope, "ADT^A11", appt, his_endpoints, his_outbox, vault, now)
+
+
+@APP.on(PhoneBookingsHandedOver)
+def send_handover(cur: Any, event: PhoneBookingsHandedOver, envelope: Envelope, appointments: JsonMemory,
+                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+    """The 16:00 hand-over: each paid phone booking of the next day pre-registered in the HIS
+    (ADT^A05), one message per booking, each acknowledged (or refused) on its own."""
+    day = date.fromisoformat(event.visit_date)
+    for item in event.appointments:
+        appt = appointments.recall(cur, str(item["appointment_id"]))
+        _queue(cur, envelope, "ADT^A05", appt, his_endpoints, his_outbox, vault, now,
+               part=str(item["appointment_id"]), handover_date=day)
+
+
+@APP.on(HospitalRegistered)
+def connect_new_hospital(cur: Any, event: HospitalRegistered, envelope: Envelope, his_endpoints: HisEndpoints,
+                         default_his: tuple[str, int] | None) -> None:
+    """Where the deployment names a default HIS (`make run`: the simulator), a new hospital gets
+    an endpoint to it; otherwise a hospital has none until the platform admin sets one."""
+    if default_his is not None:
+        his_endpoints.add_default(cur, event.hospital_id, *default_his)
+
+
+def _identity(booking: Any, patient_id: str) -> dict[str, str]:
+    answer = booking.patient_for_his(patient_id)
+    if (err := from_wire(answer)) is not None:
+        raise err
+    return dict(answer)
+
+
+def _queue(cur: Any, envelope: Envelope, message_type: str, appt: dict[str, Any], his_endpoints: HisEndpoints,
+           his_outbox: HisOutbox, vault: PiiVault, now: datetime, part: str = "",
+           handover_date: date | None = None) -> None:
+    endpoint = his_endpoints.of(cur, appt["hospital_id"])
+    if endpoint is None:
+        _log.info("his_not_connected", hospital_id=appt["hospital_id"], message_type=message_type)
+        return
+    control_id = control_id_for(envelope, part)
+    message = build(message_type, appt, control_id, now, facility_of(endpoint), vault)
+    his_outbox.add(cur, hospital_id=appt["hospital_id"], appointment_id=appt["appointment_id"], control_id=control_id,
+                   event_id=envelope.event_id, message_type=message_type, raw_enc=vault.encrypt(message), now=now,
+                   handover_date=handover_date)
+    _log.info("his_queued", message_type=message_type, control_id=control_id, hospital_id=appt["hospital_id"])
+
+
+def build(message_type: str, appt: dict[str, Any], control_id: str, now: datetime, facility: hl7.Facility,
+          vault: PiiVault) -> str:
+    """The HL7 text of one message, the patient's real-name fields unsealed into PID."""
+    full = dict(appt)
+    sealed = full.pop("patient_enc", None)
+    if sealed:
+        full["patient"] = json.loads(vault.decrypt(sealed))
     if message_type == "ADT^A04":
-        message = hl7.build_adt_a04(appointment, control_id, now)
-    else:
-        message = hl7.build_siu(message_type.split("^")[1], appointment, control_id, now)
-    client = connect_his()
+        return hl7.build_adt_a04(full, control_id, now, facility=facility)
+    if message_type == "ADT^A11":
+        return hl7.build_adt_a11(full, control_id, now, facility=facility, reason=str(full.get("reason") or ""))
+    if message_type == "ADT^A05":
+        return hl7.build_adt_a05(full, control_id, now, facility=facility)
+    return hl7.build_siu(message_type.split("^")[1], full, control_id, now, facility=facility)
+
+
+# --- sending --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Delivery:
+    max_attempts: int = 5         # AE answers before a message is parked
+    base_delay_s: float = 2.0     # after an AE, doubling
+    max_delay_s: float = 300.0
+    breaker_base_s: float = 1.0   # a HIS that does not answer: retried after, doubling
+    breaker_max_s: float = 30.0
+    lease_s: float = 20.0
+    slice_s: float = 5.0          # a dispatcher's turn before it looks again at the lease
+
+
+def drain(hospital_id: str, owner: str, db: Database, vault: PiiVault, his_outbox: HisOutbox,
+          his_endpoints: HisEndpoints, connect: ConnectHis, clock: Callable[[], datetime],
+          delivery: Delivery = Delivery(), sleep: Callable[[float], None] = _time.sleep,
+          stopping: Callable[[], bool] = lambda: False) -> int:
+    """Send the hospital's due messages for one slice, in order, at its rate; answers how many
+    were acknowledged. Returns at once when another replica holds the hospital, the endpoint is
+    off, or its breaker is open."""
+    with db.transaction() as cur:
+        if not his_endpoints.take_lease(cur, hospital_id, owner, clock(), delivery.lease_s):
+            return 0
+        endpoint = his_endpoints.of(cur, hospital_id)
+        his_outbox.release_stale(cur, hospital_id)  # ours now: a dead dispatcher's `sending` rows go again
+    acked = 0
+    client: HisClient | None = None
     try:
-        ack = hl7.parse_ack(client.send(message), control_id)
+        if endpoint is None or not endpoint["enabled"]:
+            return 0
+        if endpoint["circuit"] == "open" and endpoint["open_until"] is not None and endpoint["open_until"] > clock():
+            return 0
+        interval = 1.0 / max(0.1, float(endpoint["rate_per_s"]))
+        started = _time.monotonic()
+        next_at = started
+        while not stopping() and _time.monotonic() - started < delivery.slice_s:
+            with db.transaction() as cur:
+                his_endpoints.take_lease(cur, hospital_id, owner, clock(), delivery.lease_s)
+                message = his_outbox.claim_next(cur, hospital_id, clock())
+            if message is None:
+                break
+            wait = next_at - _time.monotonic()
+            if wait > 0:
+                sleep(wait)
+            next_at = max(next_at, _time.monotonic()) + interval
+            try:
+                client = client or connect(endpoint)
+                answer = client.send(vault.decrypt(message["raw_enc"]))
+            except (MllpError, OSError) as exc:
+                _his_down(db, his_outbox, his_endpoints, hospital_id, message, str(exc), clock(), delivery)
+                break
+            outcome = _outcome(db, his_outbox, his_endpoints, hospital_id, message, answer, clock(), delivery)
+            acked += outcome == "AA"
     finally:
-        client.close()
-    if not ack.accepted:
-        raise HisRejected(f"HIS answered {ack.code} to {message_type} {control_id}: {ack.text}")
-    his_messages.record(cur, control_id=control_id, event_id=envelope.event_id,
-                        appointment_id=appointment["appointment_id"], message_type=message_type, ack_code=ack.code)
-    _log.info("his_acknowledged", message_type=message_type, control_id=control_id)
+        if client is not None:
+            client.close()
+        with db.transaction() as cur:
+            his_endpoints.drop_lease(cur, hospital_id, owner)
+    return acked
+
+
+def _outcome(db: Database, his_outbox: HisOutbox, his_endpoints: HisEndpoints, hospital_id: str,
+             message: dict[str, Any], answer: str, now: datetime, delivery: Delivery) -> str:
+    mid, what = message["message_id"], message["message_type"]
+    try:
+        ack = hl7.parse_ack(answer, message["control_id"])
+        code, text = ack.code, ack.text
+    except hl7.HL7Error as exc:  # an answer we cannot use: counted like an AE
+        code, text = "AE", f"unreadable answer: {exc}"
+    with db.transaction() as cur:
+        if his_endpoints.circuit_closed(cur, hospital_id):
+            _log.info("his_back", hospital_id=hospital_id)
+        if code == "AA":
+            his_outbox.acked(cur, mid, code, text, now)
+            _log.info("his_acknowledged", message_type=what, control_id=message["control_id"])
+        elif code == "AR" or message["attempts"] + 1 >= delivery.max_attempts:
+            his_outbox.park(cur, mid, f"HIS answered {code}: {text}", code, text)
+            _log.warning("his_parked", message_type=what, control_id=message["control_id"], code=code,
+                         attempts=message["attempts"] + 1)
+        else:
+            his_outbox.retry_later(cur, mid, f"HIS answered {code}: {text}", now + _backoff(
+                message["attempts"] + 1, delivery.base_delay_s, delivery.max_delay_s), counted=True, code=code,
+                text=text)
+    return code
+
+
+def _his_down(db: Database, his_outbox: HisOutbox, his_endpoints: HisEndpoints, hospital_id: str,
+              message: dict[str, Any], reason: str, now: datetime, delivery: Delivery) -> None:
+    """Not the message's fault: it goes back in its place, uncounted; the breaker opens."""
+    with db.transaction() as cur:
+        his_outbox.retry_later(cur, message["message_id"], reason, now, counted=False)
+        endpoint = his_endpoints.of(cur, hospital_id) or {}
+        failures = int(endpoint.get("failures") or 0) + 1
+        his_endpoints.circuit_opened(cur, hospital_id, now + _backoff(failures, delivery.breaker_base_s,
+                                                                      delivery.breaker_max_s), reason)
+    if failures == 1:  # one line per outage, not one per retry
+        _log.warning("his_down", hospital_id=hospital_id, reason=reason)
+
+
+def _backoff(attempts: int, base: float, ceiling: float) -> timedelta:
+    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=delay * (1 + random.random() * 0.2))  # noqa: S311 - jitter
+
+
+def requeue(message_id: str, actor: Actor, db: Database, his_outbox: HisOutbox, now: datetime,
+            skip: bool = False) -> dict[str, Any]:
+    """An operator sends a parked message again, or gives it up (its appointment's later
+    messages may then go): the platform admin, or the hospital's admin."""
+    with db.transaction() as cur:
+        hospital_id = his_outbox.hospital_of(cur, message_id)
+        if hospital_id is None:
+            raise NotFound("消息不存在 / unknown message", field="message_id")
+        _may_manage(actor, hospital_id)
+        done = his_outbox.skip(cur, message_id) if skip else his_outbox.requeue(cur, message_id, now)
+        if done is None:
+            raise InvalidInput("只有被搁置的消息可以重发或跳过 / only a parked message can be resent or skipped",
+                               field="message_id", code="not_parked")
+    _log.info("his_message_skipped" if skip else "his_message_requeued", message_id=message_id, actor=actor.id)
+    return {"message_id": message_id, "status": "skipped" if skip else "queued"}
+
+
+def _may_manage(actor: Actor, hospital_id: str) -> None:
+    if actor.kind == "platform_admin" or (actor.kind == "hospital_admin" and actor.hospital_id == hospital_id):
+        return
+    raise Forbidden("只有本院管理员可以操作 / only this hospital's admin may do this", field="hospital_id")
+
+
+# --- endpoints ----------------------------------------------------------------------------------
+
+CHARSETS = ("UNICODE UTF-8", "GB 18030-2000")
+
+
+def set_endpoint(payload: dict[str, Any], actor: Actor, db: Database, his_endpoints: HisEndpoints,
+                 vault: PiiVault) -> dict[str, Any]:
+    """A hospital's HIS connection (platform admin only): where it listens, the codes, the rate,
+    and the key its HIS signs HTTP requests with (write-only: kept encrypted, never answered)."""
+    if actor.kind != "platform_admin":
+        raise Forbidden("只有平台管理员可以设置HIS接口 / only a platform admin sets HIS connections", field="actor")
+    hospital_id = str(payload.get("hospital_id") or "")
+    if not hospital_id:
+        raise InvalidInput("hospital_id is required", field="hospital_id")
+    row = {
+        "hospital_id": hospital_id,
+        "host": str(payload.get("host") or "").strip(),
+        "port": payload.get("port"),
+        "receiving_application": str(payload.get("receiving_application") or "HIS"),
+        "receiving_facility": str(payload.get("receiving_facility") or hospital_id.upper()),
+        "sending_facility": str(payload.get("sending_facility") or hl7.SENDING_FACILITY),
+        "charset": str(payload.get("charset") or "UNICODE UTF-8"),
+        "rate_per_s": payload.get("rate_per_s", 20),
+        "inbound_facility": str(payload.get("inbound_facility") or f"{hospital_id.upper()}-HIS"),
+        "enabled": bool(payload.get("enabled", True)),
+    }
+    if not row["host"] or len(row["host"]) > 255:
+        raise InvalidInput("请填写HIS地址 / host is required", field="host")
+    if not isinstance(row["port"], int) or not 1 <= row["port"] <= 65535:
+        raise InvalidInput("端口应为1-65535 / port: 1 to 65535", field="port")
+    if row["charset"] not in CHARSETS:
+        raise InvalidInput(f"字符集 / charset: one of {', '.join(CHARSETS)}", field="charset")
+    try:
+        rate = float(row["rate_per_s"])
+    except (TypeError, ValueError):
+        rate = 0.0
+    if not 0.1 <= rate <= 1000:
+        raise InvalidInput("速率应在0.1到1000条/秒 / rate_per_s: 0.1 to 1000", field="rate_per_s")
+    row["rate_per_s"] = rate
+    for key in ("receiving_application", "receiving_facility", "sending_facility", "inbound_facility"):
+        if not 1 <= len(row[key]) <= 40 or any(c in row[key] for c in "|^~\\&\r\n"):
+            raise InvalidInput(f"{key}: 1 to 40 characters, no HL7 delimiters", field=key)
+    with db.transaction() as cur:
+        other = his_endpoints.by_inbound_facility(cur, row["inbound_facility"])
+        if other is not None and other["hospital_id"] != hospital_id:
+            raise InvalidInput("该发送方代码已被其他医院使用 / inbound_facility belongs to another hospital",
+                               field="inbound_facility", code="taken")
+        his_endpoints.put(cur, row)
+        secret = payload.get("inbound_secret")
+        if secret:
+            if not 16 <= len(str(secret)) <= 128:
+                raise InvalidInput("密钥长度16-128 / inbound_secret: 16 to 128 characters", field="inbound_secret")
+            his_endpoints.set_secret(cur, hospital_id, vault.encrypt(str(secret)))
+        found = his_endpoints.of(cur, hospital_id)
+        found = {**(found or row), "inbound_secret_set": bool(his_endpoints.secret_of(cur, hospital_id))}
+    _log.info("his_endpoint_set", hospital_id=hospital_id, actor=actor.id)
+    return _endpoint_answer(found)
+
+
+def _endpoint_answer(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+# --- receiving ------------------------------------------------------------------------------------
+
+def receive(raw: str, db: Database, his_endpoints: HisEndpoints, his_inbound: HisInbound, schedule: Any,
+            now: datetime) -> str:
+    """The answer to one message from a HIS: AA when done, AE when the platform refused what it
+    asks (with the reason), AR when it cannot be read or its sender is not registered."""
+    try:
+        info = hl7.describe(raw)
+    except hl7.HL7Error as exc:
+        return hl7.build_inbound_ack(hl7.MessageInfo(), "AR", now, f"unreadable message: {exc}")
+    with db.transaction() as cur:
+        endpoint = his_endpoints.by_inbound_facility(cur, info.sending_facility)
+        if endpoint is None:
+            _log.warning("his_inbound_refused", sending_facility=info.sending_facility, reason="unknown sender")
+            return hl7.build_inbound_ack(info, "AR", now, f"unknown sending facility {info.sending_facility!r}",
+                                         error_field="MSH-4")
+        hospital_id = endpoint["hospital_id"]
+        answered = his_inbound.lock(cur, hospital_id, info.control_id)
+        if answered is not None:
+            return answered  # a duplicate: the same answer, no second effect
+        code, text, field = _act(raw, hospital_id, info, schedule)
+        answer = hl7.build_inbound_ack(info, code, now, text, error_field=field)
+        his_inbound.record(cur, hospital_id, info.control_id, info.message_type, code, answer)
+    _log.info("his_inbound", hospital_id=hospital_id, message_type=info.message_type, code=code)
+    return answer
+
+
+AckCode = Literal["AA", "AE", "AR"]
+
+
+def _act(raw: str, hospital_id: str, info: hl7.MessageInfo, schedule: Any) -> tuple[AckCode, str, str]:
+    """(ACK code, text, erroneous field). For an accepted S23 the text is the stop id."""
+    try:
+        inbound = hl7.parse_inbound(raw)
+    except hl7.HL7Error as exc:
+        return "AR", str(exc), ""
+    actor = {"kind": "service", "id": f"his:{hospital_id}", "hospital_id": hospital_id}
+    session = schedule.get_session(inbound.session_id) if inbound.session_id else None
+    if session is None or from_wire(session) is not None:
+        return "AE", f"unknown session {inbound.session_id!r}", "SCH-5"
+    if session.get("hospital_id") != hospital_id:
+        return "AE", f"session {inbound.session_id} is not at this hospital", "SCH-5"
+    key = f"his-{hospital_id}-{info.control_id}"
+    if inbound.kind == "block":
+        answer = schedule.request_doctor_stop({"session_id": inbound.session_id,
+                                               "reason": (inbound.reason or "HIS")[:200],
+                                               "requested_by": f"HIS {hospital_id}"[:64], "idempotency_key": key,
+                                               "correlation_id": key, "actor": actor})
+    else:
+        stop_id = _pending_stop_of(schedule, hospital_id, inbound.session_id)
+        if stop_id is None:
+            return "AE", f"no pending stop request for session {inbound.session_id}", "SCH-5"
+        answer = schedule.withdraw_doctor_stop({"session_id": inbound.session_id, "stop_id": stop_id,
+                                                "reason": (inbound.reason or "HIS unblocked the slot")[:200],
+                                                "idempotency_key": key, "correlation_id": key, "actor": actor})
+    if (err := from_wire(answer)) is not None:
+        return "AE", _refusal(err), getattr(err, "field", "") or ""
+    return "AA", str(answer.get("stop_id") or "ok"), ""
+
+
+def _pending_stop_of(schedule: Any, hospital_id: str, session_id: str) -> str | None:
+    stops = schedule.list_doctor_stops(hospital_id, "requested")
+    if (err := from_wire(stops)) is not None:
+        raise err
+    return next((str(s["stop_id"]) for s in stops if s["session_id"] == session_id), None)
+
+
+def _refusal(err: DomainError) -> str:
+    return f"{err.code}: {err}"[:200]
+
+
+# --- receiving over HTTP: signed requests of a hospital's HIS -------------------------------------
+
+SIGNATURE_WINDOW_S = 300
+
+
+class Unauthorized(Exception):
+    """A request whose signature, key or timestamp does not check out (401, nothing done)."""
+
+
+def check_signature(headers: Any, body: bytes, db: Database, his_endpoints: HisEndpoints,
+                    vault: PiiVault, now: datetime) -> str:
+    """The hospital whose HIS signed this request, or Unauthorized. The HIS sends `X-Hospital`,
+    `X-Timestamp` (unix seconds, within 5 minutes), `X-Nonce` and `X-Signature` = hex
+    HMAC-SHA256(secret, "<timestamp>\\n<nonce>\\n<sha256 hex of the body>"): the signing of
+    services/notification/providers/http.py, the other way round."""
+    hospital_id = str(headers.get("X-Hospital", ""))
+    timestamp, nonce, signature = headers.get("X-Timestamp", ""), headers.get("X-Nonce", ""), \
+        headers.get("X-Signature", "")
+    try:
+        age = abs(now.timestamp() - int(timestamp))
+    except ValueError:
+        raise Unauthorized("X-Timestamp: unix seconds required") from None
+    if age > SIGNATURE_WINDOW_S:
+        raise Unauthorized("X-Timestamp: more than 5 minutes away from the platform's clock")
+    with db.transaction() as cur:
+        sealed = his_endpoints.secret_of(cur, hospital_id) if hospital_id else None
+    if not sealed:
+        raise Unauthorized("unknown hospital or no key registered for its HIS")
+    expected = hmac.new(vault.decrypt(sealed).encode(), f"{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}"
+                        .encode(), hashlib.sha256).hexdigest()
+    if not nonce or not hmac.compare_digest(expected, signature):
+        raise Unauthorized("signature does not match")
+    return hospital_id
+
+
+def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now: datetime) -> dict[str, Any]:
+    """The day's outpatient visits as the HIS counts them (the booking share's denominator), an
+    event in the store; the same report again is a duplicate, a different total a correction."""
+    try:
+        day = date.fromisoformat(str(payload.get("date")))
+        visits = int(payload["visits"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("需要 date (YYYY-MM-DD) 和 visits (整数) / date and visits are required",
+                           field="visits") from None
+    if day > now.date():
+        raise InvalidInput("不能报告未来的门诊量 / a future day cannot have visits yet", field="date")
+    event = OutpatientVisitsReported(hospital_id=hospital_id, date=day, visits=visits, reported_by=f"HIS {hospital_id}")
+    stream = f"his-visits-{hospital_id}-{day.isoformat()}"
+    result = store.append_to(stream, None, new_envelope(
+        event, stream, "his_sync", actor=Actor(kind="service", id=f"his:{hospital_id}", hospital_id=hospital_id),
+        event_id=idempotent_event_id("outpatient-visits", f"{hospital_id}:{day.isoformat()}:{visits}")))
+    _log.info("his_visits_reported", hospital_id=hospital_id, date=day.isoformat(), visits=visits)
+    return {"hospital_id": hospital_id, "date": day.isoformat(), "visits": visits,
+            "duplicate": bool(getattr(result, "duplicate", False))}

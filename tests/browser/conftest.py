@@ -143,6 +143,7 @@ def platform() -> Iterator[Platform]:
         gateway_address=f"127.0.0.1:{free_port()}",
         his_port=free_port(),
         his_listen_port=free_port(),
+        his_http_port=free_port(),
     )
     try:
         p.start(wait=120)

@@ -122,17 +122,37 @@ def test_his_sync_sends_a_booking_and_its_cancellation_once_each(
     )
     try:
         wait_for(lambda: listening(port), 10, "the simulator to listen")
+        booking_name = unique_name("booking")
+
+        class FakeBooking:
+            name = booking_name
+
+            @rpc
+            def patient_for_his(self, patient_id):
+                return {"name": "王小明", "id_number": "130105199001011237", "sex": "M", "birth_date": "1990-01-01",
+                        "phone": "13812345678"}
 
         class HisSync(HisSyncService):
             name = unique_name("his_sync")
+            booking = RpcProxy(booking_name)
 
-        his_sync = container_factory(HisSync, {**rabbit_config, "HIS_PORT": port})
+        container_factory(FakeBooking, rabbit_config).start()
+        with socket.socket() as probe:  # its HTTP entrypoints (FHIR, visit totals) need a port of their own
+            probe.bind(("127.0.0.1", 0))
+            web = int(probe.getsockname()[1])
+        his_sync = container_factory(HisSync, {**rabbit_config, "HIS_HOST": "127.0.0.1", "HIS_PORT": port,
+                                               "WEB_SERVER_ADDRESS": f"127.0.0.1:{web}"})
         his_sync.start()
+        # The hospital registered: the deployment's default HIS becomes its endpoint.
+        broker.publish_event("schedule", body(HospitalRegistered(hospital_id="hb3", name="河北医科大学第三医院",
+                                                                 level="3A", address="石家庄"), "schedule"))
+        wait_for(lambda: rows(his_sync, "SELECT 1 FROM his_endpoints"), 30, "the hospital's endpoint")
         booked = body(BOOKED, "booking")
         broker.publish_event("booking", booked, copies=2)
-        wait_for(lambda: len(rows(his_sync, "SELECT 1 FROM his_messages")) == 1, 30, "the S12 to be acknowledged")
+        wait_for(lambda: rows(his_sync, "SELECT status FROM his_outbox") == [("acked",)], 30, "the S12 acknowledged")
         broker.publish_event("booking", body(CANCELLED, "booking"))
-        wait_for(lambda: len(rows(his_sync, "SELECT 1 FROM his_messages")) == 2, 30, "the S15 to be acknowledged")
+        wait_for(lambda: sorted(rows(his_sync, "SELECT status FROM his_outbox")) == [("acked",), ("acked",)], 30,
+                 "the S15 acknowledged")
         time.sleep(0.5)  # an absence check: the second copy of the booking must not reach the HIS
 
         with entrypoint_hook(his_sync, "sent") as sent:
@@ -143,6 +163,9 @@ def test_his_sync_sends_a_booking_and_its_cancellation_once_each(
         records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
         assert [(r["message_type"], r["ack_code"]) for r in records] == [("SIU^S12", "AA"), ("SIU^S15", "AA")]
         assert "AIP|1||dr-wang" in records[1]["raw"]  # the cancellation is built from the booking as booked
+        assert "130105199001011237" not in log.read_text(encoding="utf-8")  # the simulator's log masks it
+        [(raw_enc,)] = rows(his_sync, "SELECT raw_enc FROM his_outbox LIMIT 1")
+        assert "王小明" not in raw_enc  # encrypted at rest
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)

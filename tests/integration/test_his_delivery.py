@@ -1,0 +1,227 @@
+"""The HIS dispatcher on the real his_sync tables (PostgreSQL): order per appointment, AE retried
+then parked, AR parked at once, a HIS that is down waited out without a counted attempt (the
+breaker), the lease that keeps two replicas off one hospital, the rate, and a parked message
+sent again or skipped by an operator. The HIS is scripted here (the boundary); the real MLLP
+exchange with the simulator is in tests/nameko and tests/e2e."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from contracts import Actor, Forbidden, InvalidInput
+from infra.db import Database, apply_schema, ensure_database
+from infra.handling import INBOX_SCHEMA
+from infra.pii import PiiVault
+from services.his_sync import handlers, hl7, readmodel
+from services.his_sync.mllp import MllpError
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2025, 3, 9, 8, 0, tzinfo=UTC)
+APPT = {"appointment_id": "a1", "hospital_id": "hb3", "department_id": "card", "doctor_id": "dr-wang",
+        "patient_id": "p1", "session_id": "s1", "code": "K7M2QX9P", "channel": "web", "sequence_number": 1,
+        "date": "2025-03-10", "period": "morning", "start": "08:00:00"}
+
+
+class ScriptedHis:
+    """Answers each message from a script: an ACK code, "down" (cannot connect) or "silent"."""
+
+    def __init__(self, script: list[str] | None = None) -> None:
+        self.script = list(script or [])
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.down = False
+        self.connects = 0
+
+    def connect(self, endpoint: dict[str, Any]) -> Any:
+        with self.lock:
+            self.connects += 1
+            if self.down:
+                raise MllpError("cannot connect to HIS: connection refused")
+        return self
+
+    def send(self, message: str) -> str:
+        with self.lock:
+            outcome = self.script.pop(0) if self.script else "AA"
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if outcome == "silent":
+                raise MllpError("no ACK within 5s")
+            self.received.append(message)
+            info = hl7.describe(message)
+            return hl7.build_ack(info, outcome, f"A{info.control_id}"[:20], NOW, "" if outcome == "AA" else "busy")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def close(self) -> None:
+        pass
+
+    def types(self) -> list[tuple[str, str]]:
+        return [(hl7.describe(m).message_type, hl7.describe(m).appointment_id) for m in self.received]
+
+
+class His:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.vault = PiiVault(Fernet.generate_key().decode())
+        self.clock = NOW
+        with db.transaction() as cur:
+            readmodel.HIS_ENDPOINTS.put(cur, {
+                "hospital_id": "hb3", "host": "127.0.0.1", "port": 9, "receiving_application": "HIS",
+                "receiving_facility": "HB3", "sending_facility": "HEBEI-APPT", "charset": "UNICODE UTF-8",
+                "rate_per_s": 1000, "inbound_facility": "HB3-HIS", "enabled": True})
+
+    def queue(self, trigger: str, appointment_id: str = "a1") -> str:
+        control_id = uuid.uuid4().hex[:20]
+        appt = {**APPT, "appointment_id": appointment_id}
+        raw = hl7.build_siu(trigger, appt, control_id, NOW)
+        with self.db.transaction() as cur:
+            readmodel.HIS_OUTBOX.add(cur, hospital_id="hb3", appointment_id=appointment_id, control_id=control_id,
+                                     event_id=uuid.uuid4(), message_type=f"SIU^{trigger}",
+                                     raw_enc=self.vault.encrypt(raw), now=self.clock)
+        return control_id
+
+    def drain(self, his: ScriptedHis, owner: str = "me", **kw: Any) -> int:
+        return handlers.drain("hb3", owner, self.db, self.vault, readmodel.HIS_OUTBOX, readmodel.HIS_ENDPOINTS,
+                              his.connect, lambda: self.clock, handlers.Delivery(max_attempts=3, slice_s=2), **kw)
+
+    def states(self) -> dict[str, tuple[str, int]]:
+        with self.db.transaction() as cur:
+            return {m["control_id"]: (m["status"], m["attempts"]) for m in readmodel.HIS_OUTBOX.messages(cur, 100)}
+
+    def endpoint(self) -> dict[str, Any]:
+        with self.db.transaction() as cur:
+            return readmodel.HIS_ENDPOINTS.of(cur, "hb3") or {}
+
+
+@pytest.fixture
+def his(fresh_dsn) -> Iterator[His]:
+    dsn = fresh_dsn("his")
+    ensure_database(dsn)
+    db = Database(dsn, size=6)
+    apply_schema(db, INBOX_SCHEMA + readmodel.SCHEMA)
+    apply_schema(db, INBOX_SCHEMA + readmodel.SCHEMA)
+    yield His(db)
+    db.close()
+
+
+def test_messages_go_in_order_and_each_is_acknowledged_once(his):
+    ids = [his.queue("S12", "a1"), his.queue("S12", "a2"), his.queue("S15", "a1")]
+    scripted = ScriptedHis()
+    assert his.drain(scripted) == 3
+    assert scripted.types() == [("SIU^S12", "a1"), ("SIU^S12", "a2"), ("SIU^S15", "a1")]
+    assert his.states() == {i: ("acked", 1) for i in ids}
+    assert his.drain(scripted) == 0 and len(scripted.received) == 3
+
+
+def test_an_ae_is_retried_with_back_off_holding_back_its_appointment_only_then_parked(his):
+    s12, other, s15 = his.queue("S12", "a1"), his.queue("S12", "a2"), his.queue("S15", "a1")
+    scripted = ScriptedHis(["AE"])
+    his.drain(scripted)
+    # a1's S12 waits for its retry; a2 went on; a1's S15 did not overtake its S12.
+    assert his.states() == {s12: ("queued", 1), other: ("acked", 1), s15: ("queued", 0)}
+    his.clock = NOW + timedelta(seconds=1)
+    his.drain(scripted)
+    assert his.states()[s12] == ("queued", 1)  # its back-off (2 s) has not passed
+    scripted.script = ["AE", "AE"]
+    for step in (3, 10):
+        his.clock = NOW + timedelta(seconds=step)
+        his.drain(scripted)
+    assert his.states()[s12] == ("failed", 3) and his.states()[s15] == ("queued", 0)  # parked holds it back
+
+    admin = Actor(kind="hospital_admin", id="adm", hospital_id="hb3")
+    with pytest.raises(Forbidden):
+        handlers.requeue(_message_id(his, s12), Actor(kind="hospital_admin", id="x", hospital_id="hb4"), his.db,
+                         readmodel.HIS_OUTBOX, his.clock)
+    handlers.requeue(_message_id(his, s12), admin, his.db, readmodel.HIS_OUTBOX, his.clock)
+    his.drain(scripted)
+    assert his.states()[s12] == ("acked", 1) and his.states()[s15] == ("acked", 1)
+    with pytest.raises(InvalidInput):
+        handlers.requeue(_message_id(his, s12), admin, his.db, readmodel.HIS_OUTBOX, his.clock)
+
+
+def test_an_ar_is_parked_at_once_and_skipping_it_lets_the_appointment_go_on(his):
+    s12, s15 = his.queue("S12"), his.queue("S15")
+    his.drain(ScriptedHis(["AR"]))
+    assert his.states() == {s12: ("failed", 1), s15: ("queued", 0)}
+    handlers.requeue(_message_id(his, s12), Actor(kind="platform_admin", id="root"), his.db, readmodel.HIS_OUTBOX,
+                     his.clock, skip=True)
+    his.drain(ScriptedHis())
+    assert his.states() == {s12: ("skipped", 1), s15: ("acked", 1)}
+
+
+def test_a_his_that_is_down_is_waited_out_in_order_however_long_with_no_attempt_counted(his):
+    ids = [his.queue("S12", f"a{i}") for i in range(3)]
+    scripted = ScriptedHis()
+    scripted.down = True
+    for second in range(0, 300, 5):  # five minutes of outage, far beyond any retry budget
+        his.clock = NOW + timedelta(seconds=second)
+        his.drain(scripted)
+    assert his.states() == {i: ("queued", 0) for i in ids}
+    endpoint = his.endpoint()
+    assert endpoint["circuit"] == "open" and endpoint["failures"] >= 5 and "refused" in endpoint["last_error"]
+    # The breaker spaces the tries (doubling to 30 s): far fewer than one per drain.
+    assert 5 <= scripted.connects <= 20
+    scripted.down = False
+    his.clock = NOW + timedelta(minutes=10)
+    assert his.drain(scripted) == 3
+    assert [t[1] for t in scripted.types()] == ["a0", "a1", "a2"]
+    assert his.endpoint()["circuit"] == "closed" and his.endpoint()["failures"] == 0
+
+
+def test_a_silent_his_opens_the_breaker_and_the_message_keeps_its_place(his):
+    first, second = his.queue("S12", "a1"), his.queue("S12", "a2")
+    his.drain(ScriptedHis(["silent"]))
+    assert his.states() == {first: ("queued", 0), second: ("queued", 0)}
+    assert his.drain(ScriptedHis()) == 0  # the breaker is open: not yet
+    his.clock = NOW + timedelta(minutes=1)
+    assert his.drain(ScriptedHis()) == 2
+
+
+def test_two_replicas_never_drain_one_hospital_at_once(his):
+    for i in range(40):
+        his.queue("S12", f"a{i}")
+    scripted = ScriptedHis()
+    barrier = threading.Barrier(3)
+    done: list[int] = []
+
+    def replica(owner: str) -> None:
+        barrier.wait()
+        for _ in range(5):
+            done.append(his.drain(scripted, owner=owner))
+
+    threads = [threading.Thread(target=replica, args=(f"r{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(done) == 40 and scripted.most_in_flight == 1
+    assert len({hl7.describe(m).control_id for m in scripted.received}) == 40 == len(scripted.received)
+
+
+def test_the_hospitals_rate_is_kept(his):
+    with his.db.transaction() as cur:
+        cur.execute("UPDATE his_endpoints SET rate_per_s = 20")
+    for i in range(10):
+        his.queue("S12", f"a{i}")
+    started = time.monotonic()
+    assert his.drain(ScriptedHis()) == 10
+    assert time.monotonic() - started >= 9 / 20 * 0.9  # 10 messages at 20/s: 0.45 s at least
+
+
+def _message_id(his: His, control_id: str) -> str:
+    with his.db.transaction() as cur:
+        cur.execute("SELECT message_id FROM his_outbox WHERE control_id = %s", (control_id,))
+        return str(cur.fetchone()[0])
