@@ -521,3 +521,82 @@ def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now:
     _log.info("his_visits_reported", hospital_id=hospital_id, date=day.isoformat(), visits=visits)
     return {"hospital_id": hospital_id, "date": day.isoformat(), "visits": visits,
             "duplicate": bool(getattr(result, "duplicate", False))}
+
+
+def receive_bundle(hospital_id: str, body: bytes, db: Database, his_inbound: HisInbound, schedule: Any,
+                   now: datetime) -> dict[str, Any]:
+    """A week's plan or a changed session from the hospital's HIS as a FHIR R4 Bundle of Schedule
+    and Slot (services.his_sync.fhir): each free slot published as a session (or its quota
+    changed), each busy-unavailable slot a stop request; what was refused is answered entry by
+    entry. The same bundle (its id) again is answered as the first time, with no second effect."""
+    from services.his_sync import fhir  # fhir.resources is large: loaded on the first bundle
+
+    try:
+        bundle = fhir.parse_bundle(body)
+    except fhir.FhirError as exc:
+        raise InvalidInput(f"FHIR: {exc.reason}", field=exc.location or "bundle") from None
+    key = f"fhir:{bundle.id or hashlib.sha256(body).hexdigest()[:32]}"
+    with db.transaction() as cur:
+        answered = his_inbound.lock(cur, hospital_id, key)
+        if answered is not None:
+            return dict(json.loads(answered))
+        doctors = schedule.list_doctors(hospital_id)
+        if (err := from_wire(doctors)) is not None:
+            raise err
+        plan = fhir.commands_of(bundle, hospital_id, {d["doctor_id"]: hospital_id for d in doctors})
+        actor = {"kind": "service", "id": f"his:{hospital_id}", "hospital_id": hospital_id}
+        outcome: dict[str, Any] = {"bundle": key, "created": [], "changed": [], "unchanged": [], "stops": [],
+                                   "refused": [{"index": r.index, "location": r.location, "reason": r.reason}
+                                               for r in plan.refused]}
+        for session in plan.sessions:
+            _publish(session, hospital_id, key, actor, schedule, outcome)
+        for stop in plan.stops:
+            _stop_from_bundle(stop, hospital_id, key, actor, schedule, outcome)
+        his_inbound.record(cur, hospital_id, key, "FHIR^Bundle", "AE" if outcome["refused"] else "AA",
+                           json.dumps(outcome, ensure_ascii=False))
+    _log.info("his_bundle", hospital_id=hospital_id, created=len(outcome["created"]), changed=len(outcome["changed"]),
+              stops=len(outcome["stops"]), refused=len(outcome["refused"]))
+    return outcome
+
+
+def _publish(session: dict[str, Any], hospital_id: str, key: str, actor: dict[str, Any], schedule: Any,
+             outcome: dict[str, Any]) -> None:
+    sid = session["session_id"]
+    existing = schedule.get_session(sid)
+    idem = hashlib.sha256(f"{key}:{json.dumps(session, sort_keys=True)}".encode()).hexdigest()[:40]
+    if from_wire(existing) is None:
+        if existing.get("hospital_id") != hospital_id:
+            outcome["refused"].append({"index": None, "location": sid, "reason": "the session is another hospital's"})
+            return
+        if dict(existing.get("quota") or {}) == session["quota"]:
+            outcome["unchanged"].append(sid)
+            return
+        answer = schedule.change_session_quota({"session_id": sid, "quota": session["quota"], "idempotency_key": idem,
+                                                "correlation_id": key[:100], "actor": actor})
+        bucket = "changed"
+    else:
+        answer = schedule.schedule_session({**session, "idempotency_key": idem, "correlation_id": key[:100],
+                                            "actor": actor})
+        bucket = "created"
+    if (err := from_wire(answer)) is not None:
+        outcome["refused"].append({"index": None, "location": sid, "reason": _refusal(err)})
+    else:
+        outcome[bucket].append(sid)
+
+
+def _stop_from_bundle(stop: dict[str, Any], hospital_id: str, key: str, actor: dict[str, Any], schedule: Any,
+                      outcome: dict[str, Any]) -> None:
+    sid = stop["session_id"]
+    existing = schedule.get_session(sid)
+    if from_wire(existing) is not None or existing.get("hospital_id") != hospital_id:
+        outcome["refused"].append({"index": None, "location": sid, "reason": "unknown session at this hospital"})
+        return
+    answer = schedule.request_doctor_stop({"session_id": sid, "reason": str(stop.get("reason") or "HIS")[:200],
+                                           "requested_by": f"HIS {hospital_id}"[:64],
+                                           "idempotency_key": hashlib.sha256(f"{key}:{sid}".encode()).hexdigest()[:40],
+                                           "correlation_id": key[:100],
+                                           "actor": actor})
+    if (err := from_wire(answer)) is not None:
+        outcome["refused"].append({"index": None, "location": sid, "reason": _refusal(err)})
+    else:
+        outcome["stops"].append(str(answer.get("stop_id") or sid))

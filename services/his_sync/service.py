@@ -199,6 +199,7 @@ class HisSyncService:
     settings: HisSettings = SettingsProvider(HisSettings)
     vault = Vault()
     booking = RpcProxy("booking")
+    schedule = RpcProxy("schedule")
     now = Clock(HOSPITAL_TZ)
     default_his = DefaultHis()
     dispatcher = HisDispatcher()
@@ -260,6 +261,12 @@ class HisSyncService:
         """{"date": "YYYY-MM-DD", "visits": n}: the day's outpatient visits (the booking share)."""
         return self._signed(request, lambda hospital_id, body: handlers.report_visits(
             hospital_id, json.loads(body or b"{}"), self.store, self.now()))
+
+    @http("POST", "/his/v1/fhir/Bundle")
+    def fhir_bundle(self, request: Request) -> Response:
+        """A FHIR R4 Bundle of Schedule and Slot: sessions published or changed, stop requests."""
+        return self._signed(request, lambda hospital_id, body: handlers.receive_bundle(
+            hospital_id, body, self.db, readmodel.HIS_INBOUND, self.schedule, self.now()))
 
     def _signed(self, request: Request, act: Any) -> Response:
         body = request.get_data(cache=False)

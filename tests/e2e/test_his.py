@@ -195,3 +195,52 @@ def test_visit_totals_arrive_over_signed_http_and_a_bad_signature_is_refused(his
     assert accepted.status_code == 200 and accepted.json()["visits"] == 4321, accepted.text
     repeat = requests.post(url, data=payload, headers=signed(secret), timeout=30)
     assert repeat.status_code == 200 and repeat.json()["duplicate"] is True, repeat.text
+
+
+def test_a_fhir_bundle_from_the_his_publishes_sessions_and_says_what_it_refused(his):
+    from services.his_sync import fhir
+
+    secret = "hebmu2-his-secret-for-fhir-42"
+    status, endpoints = his.admin.call("GET", "/api/v1/his/endpoints")
+    [mine] = [e for e in endpoints["endpoints"] if e["hospital_id"] == "hebmu2"]
+    body = {k: mine[k] for k in ("host", "port", "charset", "rate_per_s", "inbound_facility")}
+    assert his.admin.call("PUT", "/api/v1/hospitals/hebmu2/his", {**body, "inbound_secret": secret})[0] == 200
+    day = (datetime.now(TZ) + timedelta(days=5)).date()
+    bundle = fhir.bundle_example(DOCTOR, day)
+    url = f"http://127.0.0.1:{his.platform.his_http_port}/his/v1/fhir/Bundle"
+
+    def post(document: dict[str, Any]) -> requests.Response:
+        payload = json.dumps(document).encode()
+        ts, nonce = str(int(time.time())), uuid.uuid4().hex
+        sig = hmac.new(secret.encode(), f"{ts}\n{nonce}\n{hashlib.sha256(payload).hexdigest()}".encode(),
+                       hashlib.sha256).hexdigest()
+        return requests.post(url, data=payload, timeout=60, headers={
+            "X-Hospital": "hebmu2", "X-Timestamp": ts, "X-Nonce": nonce, "X-Signature": sig,
+            "Content-Type": "application/fhir+json"})
+
+    first = post(bundle)
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    pm = f"{DOCTOR}-{day:%Y%m%d}-pm"
+    assert answer["created"] == [pm], answer  # the slot with its fee
+    reasons = " ".join(r["reason"] for r in answer["refused"])
+    assert "fee" in reasons and "unknown session" in reasons, answer  # no fee for 主任医师; no such session to stop
+    again = post(bundle)
+    assert again.json() == answer  # the same bundle: the same answer, nothing published twice
+
+    status, session = his.hadmin.call("GET", "/api/v1/departments/hebmu2-xnk/schedule?from=" + day.isoformat())
+    assert status == 200 and pm in [s["session_id"] for s in session["sessions"]], session
+
+    changed = json.loads(json.dumps(bundle))
+    changed["id"] = "bundle-quota-change"
+    for entry in changed["entry"]:
+        resource = entry["resource"]
+        for ext in resource.get("extension", []):
+            if ext["url"].endswith("session-quota"):
+                for sub in ext["extension"]:
+                    if sub["url"] == "web":
+                        sub["valueInteger"] = 8
+    second = post(changed).json()
+    assert pm in second["changed"], second
+    invalid = post({"resourceType": "Bundle", "type": "searchset"})
+    assert invalid.status_code == 400 and "FHIR" in invalid.json()["error"]["message"], invalid.text
