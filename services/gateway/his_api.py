@@ -72,3 +72,21 @@ class HisEndpoints:
         summary = {state: sum(1 for r in rows if r["status"] == state) for state in STATES}
         return json_response({"hospital_id": hospital_id, "date": day.isoformat(), "summary": summary,
                               "messages": rows})
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/his/reconciliation",
+         "对账: a day's messages to the HIS, sent vs acknowledged, every difference listed", "his", roles=ADMINS,
+         query=(query("date", DAY),))
+    def his_reconciliation(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        day = day_param(request.args.get("date"), datetime.now(HOSPITAL_TZ).date(), "date")
+        return json_response(call(self.his_sync.reconciliation, hospital_id, day.isoformat()))
+
+    @api("GET", "/api/v1/hospitals/<string:hospital_id>/his/reconciliation.csv",
+         "the reconciliation as CSV (UTF-8 with BOM, Chinese and English headers)", "his", roles=ADMINS,
+         query=(query("date", DAY),))
+    def his_reconciliation_csv(self, request: Request, principal: Principal, hospital_id: str) -> Response:
+        principal.require_hospital(hospital_id)
+        day = day_param(request.args.get("date"), datetime.now(HOSPITAL_TZ).date(), "date")
+        text = call(self.his_sync.reconciliation_csv, hospital_id, day.isoformat())
+        return Response(text, mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="his-reconciliation-{hospital_id}-{day}.csv"'})

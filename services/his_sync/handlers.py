@@ -600,3 +600,65 @@ def _stop_from_bundle(stop: dict[str, Any], hospital_id: str, key: str, actor: d
         outcome["refused"].append({"index": None, "location": sid, "reason": _refusal(err)})
     else:
         outcome["stops"].append(str(answer.get("stop_id") or sid))
+
+
+# --- reconciliation (对账) ----------------------------------------------------------------------
+
+MESSAGE_LABELS = {
+    "SIU^S12": ("预约", "booking"), "SIU^S14": ("改约", "move"), "SIU^S15": ("取消", "cancellation"),
+    "SIU^S26": ("爽约", "no-show"), "ADT^A04": ("取号登记", "check-in"), "ADT^A11": ("退号", "refund at the window"),
+    "ADT^A05": ("电话预约交接", "phone hand-over"),
+}
+
+
+def reconciliation(hospital_id: str, day: date, db: Database, his_outbox: HisOutbox,
+                   tz: Any) -> dict[str, Any]:
+    """A hospital day's messages (queued that day, hospital time): per kind what the platform sent
+    and what the HIS acknowledged, refused, still has to take or was skipped, and every message
+    that is not acknowledged, listed with its reason."""
+    since = datetime.combine(day, datetime.min.time(), tz)
+    with db.transaction() as cur:
+        rows = his_outbox.of_day(cur, hospital_id, since, since + timedelta(days=1))
+    kinds: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        zh, en = MESSAGE_LABELS.get(row["message_type"], (row["message_type"], row["message_type"]))
+        kind = kinds.setdefault(row["message_type"], {"message_type": row["message_type"], "label_zh": zh,
+                                                      "label_en": en, "sent": 0, "acked": 0, "refused": 0,
+                                                      "waiting": 0, "skipped": 0})
+        kind["sent"] += 1
+        bucket = {"acked": "acked", "failed": "refused", "skipped": "skipped"}.get(row["status"], "waiting")
+        kind[bucket] += 1
+    differences = [{"appointment_id": r["appointment_id"], "message_type": r["message_type"], "status": r["status"],
+                    "control_id": r["control_id"], "attempts": r["attempts"],
+                    "reason": r["ack_text"] or r["last_error"] or "", "created_at": r["created_at"]}
+                   for r in rows if r["status"] != "acked"]
+    return {"hospital_id": hospital_id, "date": day.isoformat(), "kinds": sorted(kinds.values(),
+            key=lambda k: list(MESSAGE_LABELS).index(k["message_type"]) if k["message_type"] in MESSAGE_LABELS
+            else 99), "differences": differences, "balanced": not differences}
+
+
+RECONCILIATION_CSV_HEADER = ("类型 kind", "消息 message", "平台发送 sent", "HIS确认 acknowledged", "HIS拒绝 refused",
+                             "待发送 waiting", "已跳过 skipped")
+DIFFERENCE_CSV_HEADER = ("预约 appointment", "消息 message", "状态 state", "控制号 control id", "尝试 attempts",
+                         "原因 reason", "时间 queued at")
+
+
+def reconciliation_csv(report: Mapping[str, Any]) -> str:
+    """The report as CSV for Excel: UTF-8 with a BOM, Chinese and English headers, ISO dates."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(["医院 hospital", report["hospital_id"], "日期 date", report["date"]])
+    writer.writerow(RECONCILIATION_CSV_HEADER)
+    for k in report["kinds"]:
+        writer.writerow([f"{k['label_zh']} {k['label_en']}", k["message_type"], k["sent"], k["acked"], k["refused"],
+                         k["waiting"], k["skipped"]])
+    writer.writerow([])
+    writer.writerow(DIFFERENCE_CSV_HEADER)
+    for d in report["differences"]:
+        writer.writerow([d["appointment_id"], d["message_type"], d["status"], d["control_id"], d["attempts"],
+                         d["reason"], d["created_at"]])
+    return out.getvalue()

@@ -264,6 +264,12 @@ CREATE INDEX IF NOT EXISTS his_outbox_status ON his_outbox (status, created_at D
                     (*params, limit))
         return [{k: _plain(v) for k, v in zip(_MESSAGE_COLUMNS, row, strict=True)} for row in cur.fetchall()]
 
+    def of_day(self, cur: Any, hospital_id: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The hospital's messages queued in [since, until), in queue order (the reconciliation)."""
+        cur.execute(f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM his_outbox WHERE hospital_id = %s"
+                    " AND created_at >= %s AND created_at < %s ORDER BY seq", (hospital_id, since, until))
+        return [{k: _plain(v) for k, v in zip(_MESSAGE_COLUMNS, row, strict=True)} for row in cur.fetchall()]
+
     def backlog(self, cur: Any) -> dict[str, dict[str, int]]:
         """Per hospital: messages waiting (queued, sending) and parked (failed)."""
         cur.execute("SELECT hospital_id, status, count(*) FROM his_outbox WHERE status IN ('queued', 'sending',"

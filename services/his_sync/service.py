@@ -250,6 +250,18 @@ class HisSyncService:
 
     @rpc
     @contract()
+    def reconciliation(self, hospital_id: str, day: str) -> dict[str, Any]:
+        """对账: a hospital day's messages, sent vs acknowledged, and every difference."""
+        return handlers.reconciliation(hospital_id, _day(day), self.db, readmodel.HIS_OUTBOX, HOSPITAL_TZ)
+
+    @rpc
+    @contract()
+    def reconciliation_csv(self, hospital_id: str, day: str) -> str:
+        return handlers.reconciliation_csv(
+            handlers.reconciliation(hospital_id, _day(day), self.db, readmodel.HIS_OUTBOX, HOSPITAL_TZ))
+
+    @rpc
+    @contract()
     def inbound(self, limit: int = 50, hospital_id: str | None = None) -> list[dict[str, Any]]:
         with self.db.transaction() as cur:
             return readmodel.HIS_INBOUND.latest(cur, limit, hospital_id)
@@ -285,6 +297,13 @@ class HisSyncService:
         except DomainError as exc:
             wire = to_wire(exc)["domain_error"]
             return _json({"error": wire}, int(wire.get("status") or 400))
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("date: YYYY-MM-DD", field="date") from None
 
 
 MAX_HTTP_BODY = 4 * 1024 * 1024  # a whole week's plan of a big hospital fits

@@ -123,6 +123,20 @@ def test_the_handover_reaches_the_his_per_booking_and_the_admin_sees_each_answer
     raw = "".join(r["raw"] for r in his.journal())
     assert "13040519700101" not in raw  # the simulator's log is masked; the HIS itself got PID
 
+    # 对账: today's messages to the HIS, all acknowledged; the CSV opens in Excel (BOM, two languages).
+    today = datetime.now(TZ).date().isoformat()
+    status, report = his.hadmin.call("GET", f"/api/v1/hospitals/hebmu2/his/reconciliation?date={today}")
+    assert status == 200 and report["balanced"] is True, report
+    kinds = {k["message_type"]: k for k in report["kinds"]}
+    assert kinds["ADT^A05"]["sent"] == kinds["ADT^A05"]["acked"] == 2 and kinds["SIU^S12"]["acked"] >= 2
+    csv_answer = requests.get(f"{his.base}/api/v1/hospitals/hebmu2/his/reconciliation.csv?date={today}",
+                              headers={"Authorization": f"Bearer {his.hadmin.token}"}, timeout=30)
+    assert csv_answer.status_code == 200 and csv_answer.content.startswith("\ufeff".encode())
+    assert "HIS确认 acknowledged" in csv_answer.content.decode("utf-8-sig")
+    cli = subprocess.run([sys.executable, "-m", "services.his_sync.reconcile", "--hospital", "hebmu2", "--date", today],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env=his.platform.process_env())
+    assert cli.returncode == 0 and "balanced" in cli.stdout, cli.stdout + cli.stderr
+
 
 def _try_book(his: His, session_id: str, patient_id: str) -> dict[str, Any] | None:
     r = requests.post(his.base + "/api/v1/appointments", json={"session_id": session_id, "patient_id": patient_id},

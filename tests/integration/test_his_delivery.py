@@ -225,3 +225,24 @@ def _message_id(his: His, control_id: str) -> str:
     with his.db.transaction() as cur:
         cur.execute("SELECT message_id FROM his_outbox WHERE control_id = %s", (control_id,))
         return str(cur.fetchone()[0])
+
+
+def test_the_days_reconciliation_lists_what_the_his_did_not_acknowledge(his, tmp_path):
+    from zoneinfo import ZoneInfo
+
+    for trigger, appointment in (("S12", "a1"), ("S12", "a2"), ("S15", "a1")):
+        his.queue(trigger, appointment)
+    his.drain(ScriptedHis(["AA", "AR"]))  # a1's S12 acked, a2's refused; a1's S15 was sent next: acked
+    his.queue("S15", "a2")  # waits behind a2's parked S12
+    tz = ZoneInfo("Asia/Shanghai")
+    report = handlers.reconciliation("hb3", NOW.astimezone(tz).date(), his.db, readmodel.HIS_OUTBOX, tz)
+    kinds = {k["message_type"]: k for k in report["kinds"]}
+    s12 = kinds["SIU^S12"]
+    assert (s12["sent"], s12["acked"], s12["refused"], s12["waiting"], s12["label_zh"]) == (2, 1, 1, 0, "预约")
+    assert kinds["SIU^S15"]["sent"] == 2 and kinds["SIU^S15"]["acked"] == 1 and kinds["SIU^S15"]["waiting"] == 1
+    assert {(d["appointment_id"], d["message_type"], d["status"]) for d in report["differences"]} == {
+        ("a2", "SIU^S12", "failed"), ("a2", "SIU^S15", "queued")}
+    assert report["balanced"] is False and "busy" in next(
+        d["reason"] for d in report["differences"] if d["status"] == "failed")
+    text = handlers.reconciliation_csv(report)
+    assert text.startswith("\ufeff") and "HIS确认 acknowledged" in text and "a2" in text
