@@ -246,3 +246,16 @@ def test_the_days_reconciliation_lists_what_the_his_did_not_acknowledge(his, tmp
         d["reason"] for d in report["differences"] if d["status"] == "failed")
     text = handlers.reconciliation_csv(report)
     assert text.startswith("\ufeff") and "HIS确认 acknowledged" in text and "a2" in text
+
+
+def test_a_dispatcher_that_died_mid_send_is_taken_over_after_its_lease_in_order(his):
+    s12, s15 = his.queue("S12", "a1"), his.queue("S15", "a1")
+    with his.db.transaction() as cur:  # replica A takes the hospital and claims the S12, then dies
+        assert readmodel.HIS_ENDPOINTS.take_lease(cur, "hb3", "replica-a", his.clock, 20)
+        assert readmodel.HIS_OUTBOX.claim_next(cur, "hb3", his.clock)["control_id"] == s12
+    scripted = ScriptedHis()
+    assert his.drain(scripted, owner="replica-b") == 0  # A's lease still holds: B waits
+    assert his.states() == {s12: ("sending", 0), s15: ("queued", 0)}
+    his.clock = NOW + timedelta(seconds=21)
+    assert his.drain(scripted, owner="replica-b") == 2
+    assert [hl7.describe(m).control_id for m in scripted.received] == [s12, s15]
