@@ -1,6 +1,7 @@
 /* Hospital administration: departments, doctors, weekly plan, quotas per channel, doctor stops with
-   replacement sessions, the day's lists, the 16:00 phone list, fees and booking rules, holidays, SMS
-   (reminder and quiet hours, doctors' notices, delivery), staff accounts and the hospitals themselves.
+   replacement sessions, the day's lists, the 16:00 phone list and what the HIS answered for it, fees and
+   booking rules, holidays, SMS (reminder and quiet hours, doctors' notices, delivery), the HIS interface
+   (messages and, for the platform, the connection), staff accounts and the hospitals themselves.
    Every schedule change is one command: POST /api/v1/admin/schedule/<command>. Staff never type an ASCII code: new departments and doctors
    get one derived from the hospital's, and every list shows names. */
 (function () {
@@ -27,7 +28,7 @@
   }
 
   /* --- tabs --------------------------------------------------------------------------------- */
-  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules", "holidays", "sms", "accounts", "hospitals"];
+  const TABS = ["departments", "doctors", "plan", "quota", "stops", "lists", "phone", "rules", "holidays", "sms", "his", "accounts", "hospitals"];
   const LOADERS = {};
   const tabSelect = $("#tab-select");
   function showTab() {
@@ -384,9 +385,14 @@
     const day = $("#phone-date").value || addDays(todayISO(), 1);
     $("#phone-date").value = day;
     const current = ticket("phone");
+    // What the HIS answered is read alongside: the list is drawn even when his_sync cannot answer.
+    const handover = fetchHandover(day);
     const answer = await get("/api/v1/hospitals/" + enc(st.hospitalId) + "/phone-list?date=" + day);
     if (!current()) return;
     const rows = answer.appointments || [];
+    st.phoneRows = {};
+    st.phoneOrder = {};
+    rows.forEach((a, i) => { if (a.appointment_id) { st.phoneRows[a.appointment_id] = a; st.phoneOrder[a.appointment_id] = i; } });
     const index = rows.some((a) => !a.doctor_name) ? await sessionIndex(day, day) : {};
     if (!current()) return;
     $("#phone-count").textContent = t("admin.phone.count", { n: rows.length });
@@ -396,8 +402,49 @@
       el("td", null, a.period ? periodText(a.period) + (a.start ? " " + hm(a.start) : "") : index[a.session_id] ? periodText(index[a.session_id].period) + " " + hm(index[a.session_id].start) : ""),
       el("td", null, a.id_masked || ""), el("td", null, a.phone_masked || ""), el("td", null, a.fee ? money(a.fee) : ""),
       el("td", null, t("status." + (a.status || "booked"))))) : [emptyRow(8, t("admin.lists.empty"))]));
+    drawHandover(await handover);
   };
   $("#phone-date").addEventListener("change", () => LOADERS.phone());
+
+  /* --- what the HIS answered for the day's hand-over: one ADT^A05 per paid phone booking ------- */
+  function fetchHandover(day) {
+    return get("/api/v1/hospitals/" + enc(st.hospitalId) + "/handover?date=" + day).catch((err) => ({ error: err }));
+  }
+  async function loadHandover() {
+    const current = ticket("handover");
+    const hospital = st.hospitalId;
+    const answer = await fetchHandover($("#phone-date").value);
+    if (current() && hospital === st.hospitalId) drawHandover(answer);
+  }
+  function drawHandover(answer) {
+    const summary = $("#handover-summary");
+    const box = $("#handover-error");
+    hideError(box);
+    if (answer.error) {
+      summary.hidden = true;
+      showError(box, answer.error);
+      $("#handover-table tbody").replaceChildren();
+      return;
+    }
+    // In the phone list's order (session, then number) where it has the booking; the rest newest first.
+    const order = (m) => ((st.phoneOrder || {})[m.appointment_id] ?? Infinity);
+    const rows = (answer.messages || []).slice().sort((a, b) => (order(a) === order(b) ? 0 : order(a) < order(b) ? -1 : 1));
+    const n = answer.summary || {};
+    summary.hidden = !rows.length;
+    summary.textContent = t("admin.handover.summary", { acked: n.acked || 0, failed: n.failed || 0, waiting: (n.queued || 0) + (n.sending || 0) })
+      + (n.skipped ? " / " + t("admin.handover.skipped", { n: n.skipped }) : "");
+    $("#handover-table tbody").replaceChildren(...(rows.length ? rows.map((m) => {
+      const a = (st.phoneRows || {})[m.appointment_id];
+      return el("tr", { "data-message-id": m.message_id, "data-appointment-id": m.appointment_id, "data-status": m.status },
+        el("td", { class: "cell-wrap" }, el("div", null,
+          a ? el("div", null, el("strong", null, t("admin.handover.seq", { seq: a.sequence_number, code: a.code }))) : null,
+          el("div", { class: "small muted his-id" }, m.appointment_id))),
+        el("td", null, hisStateBadge(m.status)),
+        el("td", { class: "cell-wrap" }, hisAnswer(m)),
+        el("td", null, moment(m.acked_at) || "—"),
+        el("td", null, hisActions(m, loadHandover)));
+    }) : [emptyRow(5, t("admin.handover.empty"))]));
+  }
   $$("[data-print]").forEach((b) => b.addEventListener("click", () => window.print()));
 
   /* --- fees and rules ------------------------------------------------------------------------- */
@@ -674,6 +721,156 @@
       await loadMessages();
     } catch (err) { showFieldError(runForm, err); }
     finally { button.disabled = false; }
+  });
+
+  /* --- HIS interface: the messages to the hospital's HIS; its connection for the platform -------- */
+  const hisForm = $("#his-endpoint-form");
+  const HIS_STATES = ["queued", "sending", "acked", "failed", "skipped"];
+  const HIS_BADGE = { queued: "badge-warn", sending: "badge-warn", acked: "badge-ok", failed: "badge-danger", skipped: "" };
+  const HIS_TYPES = ["SIU^S12", "SIU^S14", "SIU^S15", "SIU^S26", "ADT^A04", "ADT^A11", "ADT^A05"];
+  const HIS_TEXT_FIELDS = ["host", "receiving_application", "receiving_facility", "sending_facility", "inbound_facility"];
+  let hisEndpoint = null;  // the selected hospital's row of GET /api/v1/his/endpoints, or null when it has none
+
+  function hisStateBadge(status) {
+    return el("span", { class: "badge " + (HIS_BADGE[status] || ""), "data-state": status },
+      HIS_STATES.indexOf(status) >= 0 ? t("admin.his.state." + status) : status);
+  }
+  function hisTypeText(type) { return HIS_TYPES.indexOf(type) >= 0 ? t("admin.his.type." + type) : type; }
+  /* The HIS's own answer (MSA-1 and its text) when there is one; else why it is still waiting or parked. */
+  function hisAnswer(m) {
+    const lines = [];
+    if (m.ack_code) lines.push(el("div", { class: "small" }, el("strong", { class: "code-ish" }, m.ack_code), m.ack_text ? " " + m.ack_text : ""));
+    if (m.status === "queued" && m.attempts > 0 && m.next_attempt_at && new Date(m.next_attempt_at).getTime() > Date.now())
+      lines.push(el("div", { class: "small" }, t("admin.his.next_try", { n: m.attempts, time: moment(m.next_attempt_at) })));
+    if (m.last_error && (m.status === "failed" || m.status === "queued") && !(m.ack_text && m.last_error.indexOf(m.ack_text) >= 0))
+      lines.push(el("div", { class: "small sms-error" }, m.last_error));
+    if (m.status === "failed" && m.attempts) lines.push(el("div", { class: "small muted" }, t("admin.his.attempts", { n: m.attempts })));
+    return lines.length ? el("div", null, lines) : "—";
+  }
+  function hisActions(m, reload) {
+    if (m.status !== "failed") return null;
+    return el("div", { class: "row-actions" },
+      el("button", { type: "button", class: "btn btn-ghost btn-small his-retry", onclick: (e) => requeueHis(m, "retry", e.target, reload) }, t("admin.his.retry")),
+      el("button", { type: "button", class: "btn btn-ghost btn-small his-skip", onclick: (e) => requeueHis(m, "skip", e.target, reload) }, t("admin.his.skip")));
+  }
+  async function requeueHis(m, action, button, reload) {
+    if (action === "skip" && !window.confirm(t("admin.his.skip_ask"))) return;
+    button.disabled = true;
+    try {
+      await post("/api/v1/his/messages/" + enc(m.message_id) + "/" + action);
+      toast(t(action === "skip" ? "admin.his.skipped" : "admin.his.retried"));
+      await reload();
+    } catch (err) { button.disabled = false; toast(errorText(err)); }
+  }
+
+  /* The form is filled when the tab opens or the hospital changes; 刷新 keeps what is being typed. */
+  function loadHis(refill) {
+    return Promise.all([loadHisMessages(), st.me.role === "platform_admin" ? loadEndpoint(refill) : null]);
+  }
+  LOADERS.his = () => loadHis(true);
+  async function loadHisMessages() {
+    const current = ticket("his-messages");
+    const hospital = st.hospitalId;
+    const status = $("#his-status").value;
+    const answer = await get("/api/v1/his/messages?hospital_id=" + enc(hospital) + (status ? "&status=" + enc(status) : "") + "&limit=100");
+    if (!current() || hospital !== st.hospitalId) return;
+    const rows = answer.messages || [];
+    $("#his-count").textContent = t("admin.his.count", { n: rows.length });
+    $("#his-table tbody").replaceChildren(...(rows.length ? rows.map((m) => el("tr",
+      { "data-message-id": m.message_id, "data-status": m.status, "data-type": m.message_type, "data-appointment-id": m.appointment_id },
+      el("td", null, moment(m.created_at)),
+      el("td", null, el("div", null, el("div", null, hisTypeText(m.message_type)), el("div", { class: "small muted code-ish" }, m.message_type))),
+      el("td", { class: "cell-wrap" }, el("span", { class: "small his-id" }, m.appointment_id || "—")),
+      el("td", null, hisStateBadge(m.status)),
+      el("td", { class: "cell-wrap" }, hisAnswer(m)),
+      el("td", null, moment(m.acked_at) || "—"),
+      el("td", null, hisActions(m, loadHisMessages)))) : [emptyRow(7, t("admin.his.empty"))]));
+  }
+  $("#his-status").addEventListener("change", () => loadHisMessages().catch((err) => toast(errorText(err))));
+  $("#his-refresh").addEventListener("click", () => loadHis(false).catch((err) => toast(errorText(err))));
+
+  async function loadEndpoint(refill) {
+    const current = ticket("his-endpoint");
+    // A hospital chosen meanwhile loads again: an answer for the one before must not fill the form.
+    const hospital = st.hospitalId;
+    const answer = await get("/api/v1/his/endpoints");
+    if (!current() || hospital !== st.hospitalId) return;
+    drawEndpoint((answer.endpoints || []).find((e) => e.hospital_id === hospital) || null, refill);
+  }
+  function drawEndpoint(row, refill) {
+    hisEndpoint = row;
+    const box = $("#his-endpoint-state");
+    box.dataset.hospitalId = st.hospitalId;
+    if (!row) {
+      box.replaceChildren(el("p", { class: "empty his-none" }, t("admin.his.no_endpoint")));
+    } else {
+      const open = row.circuit === "open";
+      const state = el("span", null,
+        el("span", { class: "badge " + (open ? "badge-danger" : "badge-ok"), id: "his-circuit", "data-circuit": row.circuit },
+          t(open ? "admin.his.circuit.open" : "admin.his.circuit.closed")),
+        open && row.open_until ? [" ", el("span", { class: "small" }, t("admin.his.open_until", { time: moment(row.open_until) }))] : null,
+        row.enabled === false ? [" ", el("span", { class: "badge badge-warn" }, t("admin.his.disabled"))] : null);
+      const dl = el("dl", { class: "facts", id: "his-endpoint-facts" });
+      facts(dl, [
+        [t("admin.his.connection"), state],
+        [t("admin.his.address"), row.host + ":" + row.port, "code-ish his-address"],
+        [t("admin.his.waiting"), String(row.waiting || 0), "his-waiting"],
+        [t("admin.his.parked"), String(row.parked || 0), "his-parked"],
+        // The last error matters while the link is down or failing; an old one after recovery would alarm.
+        [t("admin.his.last_error"), open || row.failures ? row.last_error : null, "sms-error cell-wrap"],
+        [t("admin.his.updated"), moment(row.updated_at)],
+      ]);
+      box.replaceChildren(dl);
+    }
+    const secret = $("#his-secret-state");
+    // Known only from an answer that says so: the list of endpoints does not tell.
+    const known = row && typeof row.inbound_secret_set === "boolean";
+    secret.hidden = !known;
+    secret.className = "badge " + (known && row.inbound_secret_set ? "badge-ok" : "");
+    secret.dataset.set = known ? String(row.inbound_secret_set) : "";
+    secret.textContent = known ? t(row.inbound_secret_set ? "admin.his.secret_set" : "admin.his.secret_unset") : "";
+    if (refill) fillEndpointForm(row);
+  }
+  function fillEndpointForm(row) {
+    clearFieldErrors(hisForm);
+    $("#his-endpoint-saved").hidden = true;
+    const r = row || {};
+    hisForm.dataset.hospitalId = st.hospitalId;
+    HIS_TEXT_FIELDS.forEach((k) => { hisForm.elements[k].value = r[k] || ""; });
+    hisForm.port.value = r.port ?? "";
+    hisForm.charset.value = r.charset || "UNICODE UTF-8";
+    hisForm.rate_per_s.value = r.rate_per_s ?? 20;
+    hisForm.enabled.checked = r.enabled !== false;
+    hisForm.inbound_secret.value = "";
+  }
+  hisForm.addEventListener("input", () => { $("#his-endpoint-saved").hidden = true; });
+  hisForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearFieldErrors(hisForm);
+    $("#his-endpoint-saved").hidden = true;
+    const body = {};
+    HIS_TEXT_FIELDS.forEach((k) => { const v = hisForm.elements[k].value.trim(); if (v) body[k] = v; });
+    if (!body.host) { refuse(hisForm, "host", t("admin.his.bad_host")); return; }
+    const port = Number(hisForm.port.value);
+    if (!hisForm.port.value.trim() || !Number.isInteger(port) || port < 1 || port > 65535) { refuse(hisForm, "port", t("admin.his.bad_port")); return; }
+    const rate = Number(hisForm.rate_per_s.value);
+    if (!hisForm.rate_per_s.value.trim() || !Number.isFinite(rate) || rate < 0.1 || rate > 1000) { refuse(hisForm, "rate_per_s", t("admin.his.bad_rate")); return; }
+    const secret = hisForm.inbound_secret.value;
+    if (secret && (secret.length < 16 || secret.length > 128)) { refuse(hisForm, "inbound_secret", t("admin.his.bad_secret")); return; }
+    Object.assign(body, { port: port, rate_per_s: rate, charset: hisForm.charset.value, enabled: hisForm.enabled.checked });
+    if (secret) body.inbound_secret = secret;
+    const button = $("#his-endpoint-save");
+    button.disabled = true;
+    try {
+      const saved = await put("/api/v1/hospitals/" + enc(st.hospitalId) + "/his", body);
+      // The answer has no backlog: keep the one read before.
+      drawEndpoint(Object.assign({ waiting: 0, parked: 0 }, hisEndpoint || {}, saved), true);
+      const done = $("#his-endpoint-saved");
+      done.textContent = t("admin.his.saved", { rate: saved.rate_per_s });
+      done.hidden = false;
+      toast(t("common.saved"));
+    } catch (err) { showFieldError(hisForm, err); }
+    finally { button.disabled = false; hisForm.inbound_secret.value = ""; }
   });
 
   /* --- staff accounts --------------------------------------------------------------------------- */
