@@ -514,7 +514,7 @@ def report(rows: list[Row], facts: dict[str, Any], base: Baseline, ceiling: Base
           f"{ceiling.seconds:.2f} | {ceiling.rate:.0f} | {top / ceiling.rate:.2f} | |")
     print()
     print("| hospital | cap/s | messages | acked | delivered/s | ÷ cap | | busiest 1 s | longest pause | "
-          f"during the outage /s | the {facts['after_window']:.1f} s after it /s | during ÷ after |")
+          f"during the outage /s | the {max(0.0, facts['after_window']):.1f} s after it /s | during ÷ after |")
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = r.rate / r.cap
