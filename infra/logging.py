@@ -14,7 +14,7 @@ import structlog
 # also inside Chinese text where \b does not separate words.
 _ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
 # Also +86 / 0086 prefixed and written in groups (138-0013-8000, 138 0013 8000).
-_PHONE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[- ]?)?(1[3-9]\d)[- ]?\d{4}[- ]?(\d{4})(?!\d)")
+_PHONE = re.compile(r"(?<![0-9A-Za-z])(?:(?:\+|00)?86[- ]?)?(1[3-9]\d)[- ]?\d{4}[- ]?(\d{4})(?![0-9A-Za-z])")
 
 
 def mask_text(text: str) -> str:

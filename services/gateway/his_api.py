@@ -68,10 +68,12 @@ class HisEndpoints:
     def his_handover(self, request: Request, principal: Principal, hospital_id: str) -> Response:
         principal.require_hospital(hospital_id)
         day = day_param(request.args.get("date"), datetime.now(HOSPITAL_TZ).date() + timedelta(days=1), "date")
-        rows = call(self.his_sync.messages, hospital_id, None, 500, day.isoformat())
+        found = call(self.his_sync.handover, hospital_id, day.isoformat())
+        rows = found["messages"]
         summary = {state: sum(1 for r in rows if r["status"] == state) for state in STATES}
         return json_response({"hospital_id": hospital_id, "date": day.isoformat(), "summary": summary,
-                              "messages": rows})
+                              "handed_over": found["handed_over"], "bookings": found["bookings"],
+                              "handed_over_at": found["handed_over_at"], "messages": rows})
 
     @api("GET", "/api/v1/hospitals/<string:hospital_id>/his/reconciliation",
          "对账: a day's messages to the HIS, sent vs acknowledged, every difference listed", "his", roles=ADMINS,

@@ -64,7 +64,7 @@ from infra.memory import JsonMemory
 from infra.pii import PiiVault
 from services.his_sync import hl7
 from services.his_sync.mllp import MllpError
-from services.his_sync.readmodel import HisEndpoints, HisInbound, HisOutbox
+from services.his_sync.readmodel import HisEndpoints, HisHandovers, HisInbound, HisOutbox
 
 APP = Application("his_sync")
 
@@ -149,10 +149,12 @@ def send_refund(cur: Any, event: AppointmentRefunded, envelope: Envelope, appoin
 
 @APP.on(PhoneBookingsHandedOver)
 def send_handover(cur: Any, event: PhoneBookingsHandedOver, envelope: Envelope, appointments: JsonMemory,
-                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
+                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, his_handovers: HisHandovers, vault: PiiVault,
+                  now: datetime) -> None:
     """The 16:00 hand-over: each paid phone booking of the next day pre-registered in the HIS
     (ADT^A05), one message per booking, each acknowledged (or refused) on its own."""
     day = date.fromisoformat(event.visit_date)
+    his_handovers.record(cur, event.hospital_id, day, len(event.appointments), envelope.occurred_at)
     for item in event.appointments:
         appt = appointments.recall(cur, str(item["appointment_id"]))
         _queue(cur, envelope, "ADT^A05", appt, his_endpoints, his_outbox, vault, now,
@@ -214,9 +216,9 @@ class Delivery:
     base_delay_s: float = 2.0     # after an AE, doubling
     max_delay_s: float = 300.0
     breaker_base_s: float = 1.0   # a HIS that does not answer: retried after, doubling
-    breaker_max_s: float = 30.0
+    breaker_max_s: float = 10.0
     lease_s: float = 20.0
-    slice_s: float = 5.0          # a dispatcher's turn before it looks again at the lease
+    slice_s: float = 30.0         # a dispatcher's turn before it lets go of the lease (and starts again)
 
 
 def drain(hospital_id: str, owner: str, db: Database, vault: PiiVault, his_outbox: HisOutbox,
@@ -225,7 +227,8 @@ def drain(hospital_id: str, owner: str, db: Database, vault: PiiVault, his_outbo
           stopping: Callable[[], bool] = lambda: False) -> int:
     """Send the hospital's due messages for one slice, in order, at its rate; answers how many
     were acknowledged. Returns at once when another replica holds the hospital, the endpoint is
-    off, or its breaker is open."""
+    off, or its breaker is open. Each message costs one transaction: its outcome is recorded in
+    the one that claims the next."""
     with db.transaction() as cur:
         if not his_endpoints.take_lease(cur, hospital_id, owner, clock(), delivery.lease_s):
             return 0
@@ -233,49 +236,75 @@ def drain(hospital_id: str, owner: str, db: Database, vault: PiiVault, his_outbo
         his_outbox.release_stale(cur, hospital_id)  # ours now: a dead dispatcher's `sending` rows go again
     acked = 0
     client: HisClient | None = None
+    record: Callable[[Any], str] | None = None  # the last outcome, written with the next claim
     try:
         if endpoint is None or not endpoint["enabled"]:
             return 0
         if endpoint["circuit"] == "open" and endpoint["open_until"] is not None and endpoint["open_until"] > clock():
             return 0
-        interval = 1.0 / max(0.1, float(endpoint["rate_per_s"]))
+        bucket = TokenBucket(float(endpoint["rate_per_s"]))
         started = _time.monotonic()
-        next_at = started
-        while not stopping() and _time.monotonic() - started < delivery.slice_s:
+        while True:
             with db.transaction() as cur:
+                if record is not None:
+                    acked += record(cur) == "AA"
+                    record = None
+                if stopping() or _time.monotonic() - started >= delivery.slice_s:
+                    break
                 his_endpoints.take_lease(cur, hospital_id, owner, clock(), delivery.lease_s)
                 message = his_outbox.claim_next(cur, hospital_id, clock())
             if message is None:
                 break
-            wait = next_at - _time.monotonic()
-            if wait > 0:
-                sleep(wait)
-            next_at = max(next_at, _time.monotonic()) + interval
+            bucket.take(sleep)
             try:
                 client = client or connect(endpoint)
                 answer = client.send(vault.decrypt(message["raw_enc"]))
             except (MllpError, OSError) as exc:
                 _his_down(db, his_outbox, his_endpoints, hospital_id, message, str(exc), clock(), delivery)
                 break
-            outcome = _outcome(db, his_outbox, his_endpoints, hospital_id, message, answer, clock(), delivery)
-            acked += outcome == "AA"
+            record = _outcome(his_outbox, his_endpoints, hospital_id, message, answer, clock(), delivery)
     finally:
         if client is not None:
             client.close()
         with db.transaction() as cur:
+            if record is not None:
+                acked += record(cur) == "AA"
             his_endpoints.drop_lease(cur, hospital_id, owner)
     return acked
 
 
-def _outcome(db: Database, his_outbox: HisOutbox, his_endpoints: HisEndpoints, hospital_id: str,
-             message: dict[str, Any], answer: str, now: datetime, delivery: Delivery) -> str:
+class TokenBucket:
+    """At most `rate` sends a second, with a burst of a tenth of a second's worth: a send delayed
+    by a slow database or answer is made up for, yet no second carries more than 1.1 × the rate."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = max(0.1, rate)
+        self.capacity = max(1.0, self.rate / 10)
+        self.tokens = 1.0
+        self.at = _time.monotonic()
+
+    def take(self, sleep: Callable[[float], None]) -> None:
+        now = _time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            sleep((1 - self.tokens) / self.rate)
+            self.at = _time.monotonic()
+            self.tokens = 1.0
+        self.tokens -= 1
+
+
+def _outcome(his_outbox: HisOutbox, his_endpoints: HisEndpoints, hospital_id: str, message: dict[str, Any],
+             answer: str, now: datetime, delivery: Delivery) -> Callable[[Any], str]:
+    """What to record of the HIS's answer, as a function of the cursor that records it."""
     mid, what = message["message_id"], message["message_type"]
     try:
         ack = hl7.parse_ack(answer, message["control_id"])
         code, text = ack.code, ack.text
     except hl7.HL7Error as exc:  # an answer we cannot use: counted like an AE
         code, text = "AE", f"unreadable answer: {exc}"
-    with db.transaction() as cur:
+
+    def record(cur: Any) -> str:
         if his_endpoints.circuit_closed(cur, hospital_id):
             _log.info("his_back", hospital_id=hospital_id)
         if code == "AA":
@@ -289,7 +318,9 @@ def _outcome(db: Database, his_outbox: HisOutbox, his_endpoints: HisEndpoints, h
             his_outbox.retry_later(cur, mid, f"HIS answered {code}: {text}", now + _backoff(
                 message["attempts"] + 1, delivery.base_delay_s, delivery.max_delay_s), counted=True, code=code,
                 text=text)
-    return code
+        return code
+
+    return record
 
 
 def _his_down(db: Database, his_outbox: HisOutbox, his_endpoints: HisEndpoints, hospital_id: str,
@@ -387,7 +418,7 @@ def set_endpoint(payload: dict[str, Any], actor: Actor, db: Database, his_endpoi
                 raise InvalidInput("密钥长度16-128 / inbound_secret: 16 to 128 characters", field="inbound_secret")
             his_endpoints.set_secret(cur, hospital_id, vault.encrypt(str(secret)))
         found = his_endpoints.of(cur, hospital_id)
-        found = {**(found or row), "inbound_secret_set": bool(his_endpoints.secret_of(cur, hospital_id))}
+        found = found or row
     _log.info("his_endpoint_set", hospital_id=hospital_id, actor=actor.id)
     return _endpoint_answer(found)
 

@@ -24,12 +24,14 @@ from typing import Any
 
 from infra.memory import JsonMemory
 
-__all__ = ["APPOINTMENTS", "HIS_ENDPOINTS", "HIS_INBOUND", "HIS_OUTBOX", "SCHEMA", "HisEndpoints", "HisInbound",
-           "HisOutbox"]
+__all__ = ["APPOINTMENTS", "HIS_ENDPOINTS", "HIS_HANDOVERS", "HIS_INBOUND", "HIS_OUTBOX", "SCHEMA", "HisEndpoints",
+           "HisHandovers", "HisInbound", "HisOutbox"]
 
 ENDPOINT_COLUMNS = ("hospital_id", "host", "port", "receiving_application", "receiving_facility",
                     "sending_facility", "charset", "rate_per_s", "inbound_facility", "enabled", "circuit",
-                    "open_until", "failures", "last_error", "updated_at")
+                    "open_until", "failures", "last_error", "updated_at", "inbound_secret_set")
+# Every column as selected; the key itself is never read out, only whether there is one.
+_ENDPOINT_SELECT = ", ".join(ENDPOINT_COLUMNS[:-1]) + ", inbound_secret_enc IS NOT NULL"
 MESSAGE_STATES = ("queued", "sending", "acked", "failed", "skipped")
 _MESSAGE_COLUMNS = ("message_id", "seq", "hospital_id", "appointment_id", "control_id", "message_type", "status",
                     "attempts", "next_attempt_at", "last_error", "ack_code", "ack_text", "created_at", "acked_at",
@@ -110,17 +112,17 @@ ALTER TABLE his_endpoints ADD COLUMN IF NOT EXISTS inbound_secret_enc text;
         return bool(cur.rowcount)
 
     def of(self, cur: Any, hospital_id: str) -> dict[str, Any] | None:
-        cur.execute(f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM his_endpoints WHERE hospital_id = %s",
+        cur.execute(f"SELECT {_ENDPOINT_SELECT} FROM his_endpoints WHERE hospital_id = %s",
                     (hospital_id,))
         row = cur.fetchone()
         return None if row is None else dict(zip(ENDPOINT_COLUMNS, row, strict=True))
 
     def all(self, cur: Any) -> list[dict[str, Any]]:
-        cur.execute(f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM his_endpoints ORDER BY hospital_id")
+        cur.execute(f"SELECT {_ENDPOINT_SELECT} FROM his_endpoints ORDER BY hospital_id")
         return [dict(zip(ENDPOINT_COLUMNS, row, strict=True)) for row in cur.fetchall()]
 
     def by_inbound_facility(self, cur: Any, facility: str) -> dict[str, Any] | None:
-        cur.execute(f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM his_endpoints WHERE inbound_facility = %s",
+        cur.execute(f"SELECT {_ENDPOINT_SELECT} FROM his_endpoints WHERE inbound_facility = %s",
                     (facility,))
         row = cur.fetchone()
         return None if row is None else dict(zip(ENDPOINT_COLUMNS, row, strict=True))
@@ -191,8 +193,11 @@ CREATE INDEX IF NOT EXISTS his_outbox_status ON his_outbox (status, created_at D
         return bool(cur.rowcount)
 
     def due_hospitals(self, cur: Any, now: datetime) -> list[str]:
-        cur.execute("SELECT DISTINCT hospital_id FROM his_outbox WHERE status = 'queued' AND next_attempt_at <= %s",
-                    (now,))
+        """Hospitals with a due message whose HIS is not known to be down (its breaker open):
+        no dispatcher is started just to find it down again."""
+        cur.execute("SELECT DISTINCT m.hospital_id FROM his_outbox m JOIN his_endpoints e USING (hospital_id)"
+                    " WHERE m.status = 'queued' AND m.next_attempt_at <= %s AND e.enabled"
+                    " AND (e.circuit = 'closed' OR e.open_until IS NULL OR e.open_until <= %s)", (now, now))
         return [r[0] for r in cur.fetchall()]
 
     def claim_next(self, cur: Any, hospital_id: str, now: datetime) -> dict[str, Any] | None:
@@ -288,6 +293,31 @@ CREATE INDEX IF NOT EXISTS his_outbox_status ON his_outbox (status, created_at D
         return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
 
 
+class HisHandovers:
+    """Each 16:00 hand-over his_sync received: a day handed over with no paid phone booking is not
+    a day not handed over yet."""
+
+    schema = """
+CREATE TABLE IF NOT EXISTS his_handovers (
+    hospital_id    text NOT NULL,
+    visit_date     date NOT NULL,
+    bookings       integer NOT NULL,
+    handed_over_at timestamptz NOT NULL,
+    PRIMARY KEY (hospital_id, visit_date)
+);
+"""
+
+    def record(self, cur: Any, hospital_id: str, visit_date: date, bookings: int, at: datetime) -> None:
+        cur.execute("INSERT INTO his_handovers VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (hospital_id, visit_date, bookings, at))
+
+    def of(self, cur: Any, hospital_id: str, visit_date: date) -> dict[str, Any] | None:
+        cur.execute("SELECT bookings, handed_over_at FROM his_handovers WHERE hospital_id = %s AND visit_date = %s",
+                    (hospital_id, visit_date))
+        row = cur.fetchone()
+        return None if row is None else {"bookings": int(row[0]), "handed_over_at": row[1].isoformat()}
+
+
 class HisInbound:
     schema = """
 CREATE TABLE IF NOT EXISTS his_inbound (
@@ -335,4 +365,6 @@ APPOINTMENTS = JsonMemory("appointments", "appointment_id")
 HIS_ENDPOINTS = HisEndpoints()
 HIS_OUTBOX = HisOutbox()
 HIS_INBOUND = HisInbound()
-SCHEMA = APPOINTMENTS.schema + LEGACY_SCHEMA + HIS_ENDPOINTS.schema + HIS_OUTBOX.schema + HIS_INBOUND.schema
+HIS_HANDOVERS = HisHandovers()
+SCHEMA = (APPOINTMENTS.schema + LEGACY_SCHEMA + HIS_ENDPOINTS.schema + HIS_OUTBOX.schema + HIS_INBOUND.schema
+          + HIS_HANDOVERS.schema)

@@ -46,7 +46,7 @@ class HisSettings(Settings):
     his_listen_port: int = Field(default=0, ge=0, le=65535, alias="HIS_LISTEN_PORT")  # 0: no listener
     his_max_attempts: int = Field(default=5, ge=1, le=100, alias="HIS_MAX_ATTEMPTS")
     his_retry_base_s: float = Field(default=2.0, gt=0, alias="HIS_RETRY_BASE_S")
-    his_breaker_max_s: float = Field(default=30.0, gt=0, alias="HIS_BREAKER_MAX_S")
+    his_breaker_max_s: float = Field(default=10.0, gt=0, alias="HIS_BREAKER_MAX_S")
     schedule_service: str = Field(default="schedule", alias="SCHEDULE_SERVICE")
 
     def delivery(self) -> handlers.Delivery:
@@ -104,10 +104,14 @@ class HisDispatcher(DependencyProvider):
             time.sleep(0.5)
 
     def _drain(self, hospital_id: str) -> None:
+        """Slice after slice while the hospital's messages keep coming (no pause between them); a
+        slice that sent nothing (nothing due, the breaker open, another replica's lease) ends it."""
         try:
-            handlers.drain(hospital_id, self.owner, self.db, self.vault, readmodel.HIS_OUTBOX,
-                           readmodel.HIS_ENDPOINTS, self.connect, lambda: datetime.now(HOSPITAL_TZ),
-                           self.settings.delivery(), stopping=lambda: self.stopping)
+            while not self.stopping and handlers.drain(
+                    hospital_id, self.owner, self.db, self.vault, readmodel.HIS_OUTBOX, readmodel.HIS_ENDPOINTS,
+                    self.connect, lambda: datetime.now(HOSPITAL_TZ), self.settings.delivery(),
+                    stopping=lambda: self.stopping):
+                pass
         except Exception:  # noqa: BLE001 - logged; the supervisor starts a new one on the next tick
             _log.exception("his_drain_failed", hospital_id=hospital_id)
 
@@ -208,6 +212,7 @@ class HisSyncService:
     appointments = readmodel.APPOINTMENTS
     his_endpoints = readmodel.HIS_ENDPOINTS
     his_outbox = readmodel.HIS_OUTBOX
+    his_handovers = readmodel.HIS_HANDOVERS
 
     @rpc
     @contract()
@@ -247,6 +252,18 @@ class HisSyncService:
     @contract()
     def set_endpoint(self, payload: dict[str, Any], actor: dict[str, Any]) -> dict[str, Any]:
         return handlers.set_endpoint(payload, Actor.model_validate(actor), self.db, readmodel.HIS_ENDPOINTS, self.vault)
+
+    @rpc
+    @contract()
+    def handover(self, hospital_id: str, day: str) -> dict[str, Any]:
+        """The hand-over of a visit day: whether it happened (and with how many bookings), and
+        each booking's A05 with the HIS's answer."""
+        visit_day = _day(day)
+        with self.db.transaction() as cur:
+            done = readmodel.HIS_HANDOVERS.of(cur, hospital_id, visit_day)
+            rows = readmodel.HIS_OUTBOX.messages(cur, 500, None, hospital_id, visit_day)
+        return {"handed_over": done is not None, **(done or {"bookings": 0, "handed_over_at": None}),
+                "messages": rows}
 
     @rpc
     @contract()

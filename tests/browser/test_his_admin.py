@@ -202,11 +202,6 @@ def test_the_platform_admin_sets_the_connection_and_the_key_is_never_shown(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /api/v1/his/endpoints does not say whether a hospital's inbound key is "
-    "set (no inbound_secret_set in his_sync.endpoints); only the PUT's answer does",
-)
 def test_the_key_is_shown_as_set_after_a_reload(
     new_page: Any, platform_api: Api, endpoint_restored: dict[str, Any]
 ) -> None:

@@ -443,7 +443,7 @@
         el("td", { class: "cell-wrap" }, hisAnswer(m)),
         el("td", null, moment(m.acked_at) || "—"),
         el("td", null, hisActions(m, loadHandover)));
-    }) : [emptyRow(5, t("admin.handover.empty"))]));
+    }) : [emptyRow(5, t(answer.handed_over ? "admin.handover.none" : "admin.handover.empty"))]));
   }
   $$("[data-print]").forEach((b) => b.addEventListener("click", () => window.print()));
 
