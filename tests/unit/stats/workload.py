@@ -320,3 +320,52 @@ EXPECTED_ACCOUNTS = {D1: {"registrations": 3, "bans": 0}, D2: {"registrations": 
 # sessions that sold out, and minutes from opening to the booking that took the last place
 EXPECTED_SELLOUT_MINUTES = {"s1": 210.0, "s5": 2.0}
 EXPECTED_TAKEN = {"s1": 5, "s2": 1, "s3": 0, "s4": 2, "s5": 0, "s6": 0}
+
+
+def random_bulk(w: Workload, seed: int = 7, sessions: int = 30) -> None:
+    """More of the same at random (seeded): sessions on D1..D3 over both hospitals, each with bookings
+    on every channel, some cancelled (patient or operator), refunded, checked in or lapsed; every
+    fifth session stopped, alternately with and without a replacement."""
+    import random
+
+    rnd = random.Random(seed)
+    doctors = [("hosp-a", "dept-a1", "doc-a1"), ("hosp-a", "dept-a1", "doc-a2"), ("hosp-b", "dept-b1", "doc-b1")]
+    for n in range(sessions):
+        hospital, department, doctor = doctors[n % 3]
+        day = (D1, D2, D3)[n % 3]
+        sid = f"r{n}"
+        quota = {"web": rnd.randint(1, 6), "phone": rnd.randint(0, 3), "window": rnd.randint(0, 2)}
+        w.session(sid, hospital, department, doctor, day, **quota)
+        opens = at(day - timedelta(days=7), 8)
+        held: list[str] = []
+        for channel, places in quota.items():
+            for k in range(rnd.randint(0, places)):
+                appointment = f"{sid}-{channel}-{k}"
+                w.book(appointment, sid, channel, opens + timedelta(minutes=rnd.randint(1, 5000)))
+                held.append(appointment)
+        if n % 5 == 4:
+            w.stop(sid, f"stop-{sid}", "approved", at(day - timedelta(days=1), 9),
+                   replacement=f"{sid}-x" if n % 10 == 4 else None)
+            if n % 10 == 4:
+                w.session(f"{sid}-x", hospital, department, doctor, day + timedelta(days=7), web=10, phone=10,
+                          window=10, replaces=sid)
+                w.apply_stop(sid, f"stop-{sid}", at(day - timedelta(days=1), 10), moves=dict.fromkeys(held, f"{sid}-x"),
+                             cancels=[])
+            else:
+                w.apply_stop(sid, f"stop-{sid}", at(day - timedelta(days=1), 10), moves={}, cancels=held)
+            continue
+        for appointment in held:
+            fate = rnd.random()
+            if fate < 0.15:
+                w.cancel(appointment, rnd.choice(["patient", "operator"]), at(day - timedelta(days=2), 12))
+            elif fate < 0.6:
+                w.check_in(appointment, at(day, 7, 30))
+                if fate < 0.2:
+                    w.refund(appointment, False, at(day, 9))
+            elif fate < 0.65 and w.appointments[appointment].channel == "phone":
+                w.refund(appointment, True, at(day, 7, 45))
+            else:
+                w.lapse(appointment, at(day, 11))
+    for i in range(sessions):
+        w.register(f"rp-{i}", at(D1, rnd.randint(0, 23)) + timedelta(days=rnd.randint(-3, 3)))
+    w.visits("hosp-b", D2, 25, at(D2, 18))
