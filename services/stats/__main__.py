@@ -6,8 +6,13 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
-from services.stats import rebuild
+# nameko (imported with the projection kernel) imports eventlet, which announces its deprecation:
+# noise on an operator's terminal.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+from services.stats import rebuild  # noqa: E402
 
 COMMANDS = {"rebuild": rebuild.main}
 
