@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS stats_sessions (
     sold_out_at   timestamptz
 );
 CREATE INDEX IF NOT EXISTS stats_sessions_day ON stats_sessions (day);
+-- Rows in the order the sell-out percentiles group them, with what they need (index-only scans).
+CREATE INDEX IF NOT EXISTS stats_sessions_department ON stats_sessions (hospital_id, department_id, day)
+    INCLUDE (opens_at, sold_out_at);
 CREATE TABLE IF NOT EXISTS stats_bookings (
     day                date    NOT NULL,
     hospital_id        text    NOT NULL,
@@ -85,6 +88,8 @@ CREATE TABLE IF NOT EXISTS stats_leads (
     starts_at      timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stats_leads_day ON stats_leads (day);
+CREATE INDEX IF NOT EXISTS stats_leads_department ON stats_leads (hospital_id, department_id, day)
+    INCLUDE (booked_at, starts_at);
 CREATE TABLE IF NOT EXISTS stats_accounts (
     day           date    PRIMARY KEY,
     registrations integer NOT NULL,
@@ -317,9 +322,12 @@ def _accounts_sql(q: Query) -> tuple[str, dict[str, Any]]:
     return _grouped(q, "stats_accounts", _sums(figures.ACCOUNT_COUNTS), where), params
 
 
-def _percentiles(expr: str, prefix: str, unit: str) -> str:
-    return ", ".join(f"round(percentile_cont({p}) WITHIN GROUP (ORDER BY {expr})::numeric, 2)::float8 "
-                     f"AS {prefix}_{label}_{unit}" for p, label in ((0.5, "median"), (0.9, "p90")))
+def _percentiles(interval: str, prefix: str, unit: str, seconds: int) -> str:
+    """Median and p90 of an interval (percentile_cont interpolates; NULLs are left out), in units of
+    `seconds`. Ordered by the interval itself: cheaper than by a number computed per row."""
+    return ", ".join(
+        f"round((extract(epoch FROM percentile_cont({p}) WITHIN GROUP (ORDER BY {interval})) / {seconds})"
+        f"::numeric, 2)::float8 AS {prefix}_{label}_{unit}" for p, label in ((0.5, "median"), (0.9, "p90")))
 
 
 def _sellout_sql(q: Query) -> tuple[str, dict[str, Any]]:
@@ -328,11 +336,11 @@ def _sellout_sql(q: Query) -> tuple[str, dict[str, Any]]:
     sellout = _grouped(
         q, "stats_sessions",
         "count(*)::bigint AS sessions, count(sold_out_at)::bigint AS sold_out, "
-        + _percentiles("extract(epoch FROM sold_out_at - opens_at) / 60", "sellout", "minutes"), where)
+        + _percentiles("sold_out_at - opens_at", "sellout", "minutes", 60), where)
     leads = _grouped(
         q, "stats_leads",
         "count(*)::bigint AS bookings, "
-        + _percentiles("extract(epoch FROM starts_at - booked_at) / 86400", "lead", "days"), where)
+        + _percentiles("starts_at - booked_at", "lead", "days", 86400), where)
     columns = ", ".join([*(f"coalesce(s.{c}, l.{c}) AS {c}" for c in _sellout_dim_columns(q)),
                          "coalesce(s.sessions, 0) AS sessions", "coalesce(s.sold_out, 0) AS sold_out",
                          "s.sellout_median_minutes", "s.sellout_p90_minutes", "coalesce(l.bookings, 0) AS bookings",

@@ -63,6 +63,7 @@ def rebuild(store: EventStore, copy_dsn: str, upto: int | None = None, batch: in
     apply_schema(db, PROJECTION_SCHEMA + readmodel.SCHEMA)
     projection = readmodel.FiguresProjection(readmodel.PROJECTOR, store, db)
     replay(projection, store.head() if upto is None else upto, batch, progress)
+    _vacuum(copy_dsn)
     return projection
 
 
@@ -172,6 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check(store, live_dsn, copy, args.wait, sys.stdout)
     finally:
         store.close()
+
+
+def _vacuum(dsn: str) -> None:
+    """Statistics for the planner and a visibility map for index-only scans: a freshly written copy
+    has neither until autovacuum comes by."""
+    conn = psycopg2.connect(dsn, application_name="stats-rebuild")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM (ANALYZE)")
+    finally:
+        conn.close()
 
 
 def _progress(out: TextIO, every: float = 2.0) -> Progress:
