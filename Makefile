@@ -63,6 +63,7 @@ bench: setup-bench
 	$(PY) bench/steady.py
 	$(PY) bench/live_streams.py
 	$(PY) bench/sms.py
+	$(PY) bench/stats_rebuild.py
 
 lint: setup lint-only
 

@@ -107,6 +107,10 @@ def test_filters_narrow_the_rows(live):
     assert {r["doctor_id"]: r["booked"] for r in one_day["rows"]} == {"doc-a1": 7, "doc-a2": 2}
     nothing = service.table("bookings", {"from": "2024-01-01", "to": "2024-01-31", "group_by": ["day"]})
     assert nothing["rows"] == []
+    for name in ("bookings", "stops", "sellout", "accounts", "share"):
+        total = service.table(name, {"from": "2024-01-01", "to": "2024-01-31", "group_by": []})["rows"]
+        assert len(total) == 1, name  # a total of nothing is a row of zeros
+        assert all(v in (0, None) for v in total[0].values()), (name, total)
 
 
 def test_stops(live):
