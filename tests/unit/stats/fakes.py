@@ -38,7 +38,7 @@ class MemoryFigures:
             self.sessions[sid] = ch.sessions[sid]
         for table, deltas in ((self.bookings, ch.bookings), (self.stops, ch.stops), (self.accounts, ch.accounts)):
             for key, counts in deltas.items():
-                table[key].update(counts)  # type: ignore[index]
+                table[key].update(counts)
         for lead in ch.leads:
             assert lead.appointment_id not in self.leads, f"a second lead for {lead.appointment_id}"
             self.leads[lead.appointment_id] = lead

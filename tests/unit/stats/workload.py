@@ -125,7 +125,7 @@ class Workload:
         event = AppointmentBooked(
             appointment_id=appointment_id, code=f"C{next(self._codes):07d}", session_id=session_id,
             hospital_id=s.hospital_id, department_id=s.department_id, doctor_id=s.doctor_id,
-            patient_id=f"p-{appointment_id}", channel=channel,  # type: ignore[arg-type]
+            patient_id=f"p-{appointment_id}", channel=channel,
             sequence_number=1, date=s.date.isoformat(), period=s.period, start=s.start.isoformat(), fee="50.00",
             paid=channel == "phone", operator_id="op-1" if channel == "phone" else None,
         )
@@ -134,7 +134,7 @@ class Workload:
         self._patient(event, True, "booked", when)
 
     def cancel(self, appointment_id: str, reason: str, when: datetime) -> None:
-        self._ledger(AppointmentCancelled(**self._common(appointment_id), reason=reason), when)  # type: ignore[arg-type]
+        self._ledger(AppointmentCancelled(**self._common(appointment_id), reason=reason), when)
         self._patient(self.appointments[appointment_id], False, "cancelled", when)
 
     def check_in(self, appointment_id: str, when: datetime) -> None:
@@ -188,14 +188,14 @@ class Workload:
                 "patient_id": a.patient_id, "channel": a.channel, "date": a.date}
 
     def _ledger(self, event: Event, when: datetime) -> None:
-        self.emit(event, f"ledger-{event.session_id}", "booking", when)  # type: ignore[attr-defined]
+        self.emit(event, f"ledger-{event.session_id}", "booking", when)
 
     def _patient(self, a: AppointmentBooked | AppointmentMoved, active: bool, outcome: str, when: datetime) -> None:
         # The patient's own index, appended with every ledger event: stats must ignore it.
         self.emit(PatientAppointmentsChanged(patient_id=a.patient_id, appointment_id=a.appointment_id,
                                              session_id=a.session_id, hospital_id=a.hospital_id,
                                              department_id=a.department_id, date=a.date, active=active,
-                                             outcome=outcome),  # type: ignore[arg-type]
+                                             outcome=outcome),
                   f"patient-{a.patient_id}", "booking", when)
 
 
