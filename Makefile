@@ -64,6 +64,7 @@ bench: setup-bench
 	$(PY) bench/live_streams.py
 	$(PY) bench/sms.py
 	$(PY) bench/his.py
+	$(PY) bench/stats_rebuild.py
 
 lint: setup lint-only
 
