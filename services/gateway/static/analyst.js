@@ -17,8 +17,8 @@
   const form = $("#stats-filters");
   const hospitalSelect = $("#f-hospital");
   const departmentSelect = $("#f-department");
-  // departments: a promise of each hospital's list; departmentNames: {hospital: {department_id: name}}
-  const st = { me: null, hospitals: [], departments: {}, departmentNames: {}, filters: null, ticket: 0, charts: {} };
+  // departments: a promise of each hospital's list, for the filter
+  const st = { me: null, hospitals: [], departments: {}, filters: null, ticket: 0, charts: {} };
 
   /* --- what each section asks and draws ------------------------------------------------------ */
   const byScope = (f) => [f.hospital_id ? "department" : "hospital"];
@@ -34,7 +34,7 @@
       title: (f) => (f.hospital_id ? "stats.chart.stops_department" : "stats.chart.stops_hospital"),
       draw: (rows, f, columns) => rateBars(rows, byScope(f)[0], [["stop_rate", COLORS.phone]], columns) },
     { id: "share", table: "share", filters: ["hospital_id"], groupBy: () => ["hospital"],
-      draw: (rows, f, columns) => rateBars(rows, "hospital", [["share", COLORS.window]], columns) },
+      draw: (rows, f, columns) => rateBars(rows, "hospital", [["booking_share", COLORS.window], ["phone_share", COLORS.phone]], columns) },
     { id: "accounts", table: "accounts", filters: [], groupBy: () => ["day"], province: true, draw: accountsPerDay },
   ];
 
@@ -83,35 +83,21 @@
   }
 
   /* --- names: the answer's own name column, else what the page knows, else the code ---------- */
-  function nameKey(columns, dim) {
-    const own = columns.find((c) => c.kind === "name" && (c.key === dim + "_name" || c.key === dim + "name"));
-    return own ? own.key : null;
+  // A dimension's column in a row: hospital -> hospital_id (named by hospital_name), day and channel as they are.
+  const dimKey = (dim) => (dim === "day" || dim === "channel" ? dim : dim + "_id");
+  function nameKey(columns, key) {
+    const wanted = key.replace(/_id$/, "") + "_name";
+    return key !== wanted && columns.some((c) => c.kind === "name" && c.key === wanted) ? wanted : null;
   }
   function hospitalName(id) { const h = st.hospitals.find((x) => x.hospital_id === id); return h ? h.name : id; }
-  function label(row, dim, columns) {
-    const key = nameKey(columns, dim);
-    if (key && row[key]) return String(row[key]);
-    const value = row[dim];
+  function label(row, key, columns) {
+    const name = nameKey(columns, key);
+    if (name && row[name]) return String(row[name]);
+    const value = row[key];
     if (value === null || value === undefined || value === "") return t("stats.no_data");
-    if (dim === "channel") return t("channel." + value);
-    if (dim === "hospital") return hospitalName(value);
-    if (dim === "department") {
-      const own = st.departmentNames[row.hospital] || {};
-      if (own[value]) return own[value];
-      for (const names of Object.values(st.departmentNames)) if (names[value]) return names[value];
-    }
+    if (key === "channel") return t("channel." + value);
+    if (key === "hospital_id") return hospitalName(value);
     return String(value);
-  }
-  /* Department names of every hospital in the rows (a province-wide table has several). */
-  async function learnDepartments(rows) {
-    const hospitals = new Set(rows.map((r) => r.hospital || r.hospital_id).filter(Boolean));
-    if (st.filters.hospital_id) hospitals.add(st.filters.hospital_id);
-    await Promise.all(Array.from(hospitals, async (id) => {
-      if (st.departmentNames[id]) return;
-      const names = {};
-      (await departmentsOf(id)).forEach((d) => { names[d.department_id] = d.name; });
-      st.departmentNames[id] = names;
-    }));
   }
 
   /* --- figures ------------------------------------------------------------------------------- */
@@ -129,12 +115,15 @@
   function drawTable(section, answer) {
     const table = $("#table-" + section.id);
     const columns = answer.columns || [];
-    const dims = new Set(columns.filter((c) => c.kind === "dim").map((c) => c.key));
     // A name column that names a dimension is shown in that dimension's cell, not twice.
-    const paired = new Set(Array.from(dims, (d) => nameKey(columns, d)).filter(Boolean));
+    const paired = new Set(columns.filter((c) => c.kind === "dim").map((c) => nameKey(columns, c.key)).filter(Boolean));
     const visible = columns.filter((c) => !paired.has(c.key));
+    const heading = (c) => {  // a dimension shown by its name is headed as the name is (医院, not 医院编号)
+      const name = c.kind === "dim" ? nameKey(columns, c.key) : null;
+      return colName(name ? columns.find((x) => x.key === name) : c);
+    };
     table.querySelector("thead").replaceChildren(el("tr", null,
-      visible.map((c) => el("th", { scope: "col", "data-key": c.key, class: c.kind === "dim" || c.kind === "name" ? null : "num" }, colName(c)))));
+      visible.map((c) => el("th", { scope: "col", "data-key": c.key, class: c.kind === "dim" || c.kind === "name" ? null : "num" }, heading(c)))));
     const rows = answer.rows || [];
     const body = rows.length ? rows.map((row) => el("tr", null, visible.map((c) => {
       const value = row[c.key];
@@ -193,6 +182,7 @@
 
   /* Horizontal bars, one group per hospital or department: long Chinese names stay readable on a phone. */
   function categoryBars(rows, labels, figures, valueAxis, labelWidth) {
+    if (figures.every(([, , values]) => values.every(isMissing))) return { option: empty() };
     const option = Object.assign(base(), {
       yAxis: { type: "category", data: labels, inverse: true, axisLabel: { width: labelWidth, overflow: "truncate" } },
       xAxis: valueAxis,
@@ -205,18 +195,18 @@
   function rateBars(rows, dim, keys, columns) {
     if (!rows.length) return { option: empty() };
     const cols = columns || [];
-    const labels = rows.map((r) => label(r, dim, cols));
+    const labels = rows.map((r) => label(r, dimKey(dim), cols));
     const figures = keys.map(([key, color]) => [colName(cols.find((c) => c.key === key) || { key: key }), color,
       rows.map((r) => percent(r[key]))]);
     return categoryBars(rows, labels, figures, { type: "value", min: 0, axisLabel: { formatter: "{value}%" } }, nameWidth());
   }
   function sellout(rows, f, columns) {
     if (!rows.length) return { option: empty() };
-    const manyHospitals = new Set(rows.map((r) => r.hospital)).size > 1;
-    const labels = rows.map((r) => label(r, "department", columns) + (manyHospitals ? " · " + label(r, "hospital", columns) : ""));
+    const manyHospitals = new Set(rows.map((r) => r.hospital_id)).size > 1;
+    const labels = rows.map((r) => label(r, "department_id", columns) + (manyHospitals ? " · " + label(r, "hospital_id", columns) : ""));
     const value = (key) => rows.map((r) => (isMissing(r[key]) ? null : Math.round(Number(r[key]) * 10) / 10));
-    return categoryBars(rows, labels, [[t("stats.series.median"), COLORS.web, value("median_minutes")],
-      [t("stats.series.p90"), COLORS.phone, value("p90_minutes")]],
+    return categoryBars(rows, labels, [[t("stats.series.median"), COLORS.web, value("sellout_median_minutes")],
+      [t("stats.series.p90"), COLORS.phone, value("sellout_p90_minutes")]],
     { type: "value", min: 0, name: t("stats.unit.minutes"), nameLocation: "end", nameGap: 4 }, nameWidth());
   }
 
@@ -255,7 +245,6 @@
     hideError(card.querySelector(".stats-card-error"));
     try {
       const answer = await get("/api/v1/stats/" + section.table + "?" + query);
-      if (section.table === "sellout" || section.groupBy(f).indexOf("department") >= 0) await learnDepartments(answer.rows || []);
       if (mine !== st.ticket) return;
       drawTable(section, answer);
       drawChart(section, answer, f);
