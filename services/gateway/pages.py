@@ -40,13 +40,15 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+# Apache ECharts at a pinned version, vendored (no CDN: the province's network is closed); README: how to update.
+ECHARTS = "vendor/echarts-6.1.0.min.js"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".json": "application/json",
                 ".png": "image/png", ".ico": "image/x-icon", ".woff2": "font/woff2", ".txt": "text/plain"}
 
 
 class Pages:
     """The pages of the website, the hotline console, the hospital's desks (window, doctors' lists,
-    administration) and the SMS outbox."""
+    administration), the statistics and the SMS outbox."""
 
     notification: Any  # an RpcProxy, declared on GatewayService
 
@@ -101,6 +103,11 @@ class Pages:
     @http("GET", "/admin")
     def admin_page(self, request: Request) -> Response:
         return render(request, "admin.html", "admin")
+
+    @http("GET", "/analyst")
+    def analyst_page(self, request: Request) -> Response:
+        """The health bureau's statistics (a hospital admin's, scoped to their hospital)."""
+        return render(request, "analyst.html", "analyst", echarts=ECHARTS)
 
     @http("GET", "/dev/sms")
     def sms_outbox_page(self, request: Request) -> Response:

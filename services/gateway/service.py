@@ -18,7 +18,7 @@ from contracts import Forbidden, InvalidInput, NotFound, SessionFull
 from infra.logging import mask_id
 from infra.pii import PiiVault
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
-from services.gateway import his_api, pages, readmodel, sms_api
+from services.gateway import his_api, pages, readmodel, sms_api, stats_api
 from services.gateway.api import (
     ANYONE,
     acting_for,
@@ -84,7 +84,7 @@ def _entry(s: dict[str, Any], avail: dict[str, Any], now: datetime) -> dict[str,
     }
 
 
-class GatewayService(pages.Pages, sms_api.SmsEndpoints, his_api.HisEndpoints):
+class GatewayService(pages.Pages, sms_api.SmsEndpoints, his_api.HisEndpoints, stats_api.StatsEndpoints):
     """Each endpoint is declared once with `@api` (route, roles, body model, limit class): the gate in
     api.py checks all of it before the handler runs, and openapi.py documents it from the same line."""
 

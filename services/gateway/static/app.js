@@ -224,12 +224,12 @@
     operator: [["/operator", "nav.operator"]],
     clerk: [["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"]],
     doctor: [["/doctor", "nav.doctor_mine"]],
-    hospital_admin: [["/admin", "nav.admin"], ["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"]],
-    platform_admin: [["/admin", "nav.admin"]],
-    analyst: [["/", "nav.home"]],
+    hospital_admin: [["/admin", "nav.admin"], ["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"], ["/analyst", "nav.analyst"]],
+    platform_admin: [["/admin", "nav.admin"], ["/analyst", "nav.analyst"]],
+    analyst: [["/analyst", "nav.analyst"]],
   };
   const HOME_OF_ROLE = { patient: "/me", operator: "/operator", clerk: "/clerk", doctor: "/doctor", hospital_admin: "/admin",
-    platform_admin: "/admin", analyst: "/" };
+    platform_admin: "/admin", analyst: "/analyst" };
   const STAFF_ROLES = ["operator", "clerk", "doctor", "hospital_admin", "platform_admin", "analyst"];
 
   async function logout() {
