@@ -57,6 +57,11 @@ class FakeOutbox:
         return True
 
 
+class FakeHandovers:
+    def record(self, cur: FakeCursor, hospital_id: str, visit_date: Any, bookings: int, at: Any) -> None:
+        cur.table("his_handovers").setdefault((hospital_id, str(visit_date)), bookings)
+
+
 class FakeBooking:
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -73,6 +78,7 @@ class HisSync:
         self.booking = FakeBooking()
         self.deps = {"db": self.db, "appointments": FakeMemory("appointments", "appointment_id"),
                      "his_endpoints": FakeEndpoints(), "his_outbox": FakeOutbox(), "booking": self.booking,
+                     "his_handovers": FakeHandovers(),
                      "vault": self.vault, "now": NOW, "default_his": None}
         if connected:
             with self.db.transaction() as cur:
@@ -172,6 +178,7 @@ def test_the_handover_queues_one_a05_per_paid_phone_booking_each_with_its_own_co
     assert sorted(r["appointment_id"] for r in a05) == ["appt-2", "appt-7f3a"]
     assert len({r["control_id"] for r in a05}) == 2
     assert all(str(r["handover_date"]) == "2025-03-10" for r in a05)
+    assert svc.db.rows("his_handovers") == {("hb3", "2025-03-10"): 2}  # handed over, with two bookings
 
 
 def test_a_new_hospital_gets_the_deployments_default_his_if_there_is_one():
