@@ -135,6 +135,22 @@ def day_param(value: str | None, default: date, field: str) -> date:
     return day
 
 
+def listing_query(request: Request, principal: Any, states: tuple[str, ...]) -> tuple[str | None, str | None, int]:
+    """(hospital_id, status, limit) of a list of message states: a hospital admin's own hospital
+    (another is 403), the platform admin's choice (or all); a known status; 1 to 500 rows."""
+    hospital_id = request.args.get("hospital_id") or principal.hospital_id
+    if principal.role != "platform_admin":
+        principal.require_hospital(str(hospital_id))
+    status = request.args.get("status") or None
+    if status is not None and status not in states:
+        raise InvalidInput(f"status: one of {', '.join(states)}", field="status")
+    try:
+        limit = int(request.args.get("limit") or 100)
+    except ValueError:
+        raise InvalidInput("limit: a number", field="limit") from None
+    return hospital_id, status, max(1, min(limit, 500))
+
+
 def api(method: str, path: str, summary: str, tag: str, **declared: Any) -> Callable[[Handler], Handler]:
     """Declare an endpoint (see Endpoint for the options) on a GatewayService method."""
     spec = Endpoint(method, path, summary, tag, **declared)

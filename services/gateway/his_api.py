@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.wrappers import Request, Response
 
 from contracts import InvalidInput
-from services.gateway.api import api, call, day_param, json_response
+from services.gateway.api import api, call, day_param, json_response, listing_query
 from services.gateway.auth import Principal, Role
 from services.gateway.bodies import HisEndpointBody
 from services.gateway.openapi import DAY, query
@@ -42,18 +42,9 @@ class HisEndpoints:
          roles=ADMINS, query=(query("hospital_id"), query("status", {"type": "string", "enum": list(STATES)}),
                               query("limit", {"type": "integer", "minimum": 1, "maximum": 500})))
     def his_messages(self, request: Request, principal: Principal) -> Response:
-        hospital_id = request.args.get("hospital_id") or principal.hospital_id
-        if principal.role != "platform_admin":
-            principal.require_hospital(str(hospital_id))
-        status = request.args.get("status") or None
-        if status is not None and status not in STATES:
-            raise InvalidInput(f"status: one of {', '.join(STATES)}", field="status")
-        try:
-            limit = int(request.args.get("limit") or 100)
-        except ValueError:
-            raise InvalidInput("limit: a number", field="limit") from None
+        hospital_id, status, limit = listing_query(request, principal, STATES)
         return json_response({"messages": call(self.his_sync.messages, hospital_id, status,
-                                               max(1, min(limit, 500)))})
+                                               limit)})
 
     @api("POST", "/api/v1/his/messages/<string:message_id>/<string:action>",
          "send a parked message again (retry) or give it up (skip)", "his", roles=ADMINS)

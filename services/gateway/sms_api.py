@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from werkzeug.wrappers import Request, Response
 
 from contracts import InvalidInput
-from services.gateway.api import api, call, day_param, json_response
+from services.gateway.api import api, call, day_param, json_response, listing_query
 from services.gateway.auth import Principal, Role
 from services.gateway.bodies import DoctorContactBody, ReminderRunBody, SmsSettingsBody
 from services.gateway.openapi import DAY, query
@@ -32,17 +32,8 @@ class SmsEndpoints:
          query=(query("status", {"type": "string", "enum": list(STATES)}), query("hospital_id"),
                 query("limit", {"type": "integer", "minimum": 1, "maximum": 500})))
     def sms_messages(self, request: Request, principal: Principal) -> Response:
-        hospital_id = request.args.get("hospital_id") or principal.hospital_id
-        if principal.role != "platform_admin":
-            principal.require_hospital(str(hospital_id))
-        status = request.args.get("status") or None
-        if status is not None and status not in STATES:
-            raise InvalidInput(f"status: one of {', '.join(STATES)}", field="status")
-        try:
-            limit = int(request.args.get("limit") or 100)
-        except ValueError:
-            raise InvalidInput("limit: a number", field="limit") from None
-        return json_response({"messages": call(self.notification.messages, status, max(1, min(limit, 500)),
+        hospital_id, status, limit = listing_query(request, principal, STATES)
+        return json_response({"messages": call(self.notification.messages, status, limit,
                                                hospital_id)})
 
     @api("POST", "/api/v1/sms/messages/<string:message_id>/retry", "send a failed (parked) SMS again", "sms",
