@@ -96,6 +96,7 @@ class Endpoint:
     idempotency_key: bool = False  # the Idempotency-Key header is required (8-100 characters)
     status: int = 200
     answer: dict[str, Any] | None = None
+    media_type: str = "application/json"  # what a successful answer is (text/csv for the exports)
     query: tuple[dict[str, Any], ...] = ()
     path_help: Mapping[str, str] = field(default_factory=dict)
 

@@ -76,7 +76,7 @@ class HisEndpoints:
 
     @api("GET", "/api/v1/hospitals/<string:hospital_id>/his/reconciliation.csv",
          "the reconciliation as CSV (UTF-8 with BOM, Chinese and English headers)", "his", roles=ADMINS,
-         query=(query("date", DAY),))
+         query=(query("date", DAY),), media_type="text/csv")
     def his_reconciliation_csv(self, request: Request, principal: Principal, hospital_id: str) -> Response:
         principal.require_hospital(hospital_id)
         day = day_param(request.args.get("date"), datetime.now(HOSPITAL_TZ).date(), "date")

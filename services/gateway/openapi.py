@@ -77,7 +77,8 @@ def _openapi_path(rule: str) -> str:
 def _operation(spec: Endpoint, model: type[BaseModel] | None, components: dict[str, Any],
                value: str | None = None) -> dict[str, Any]:
     ok = {"description": "no content"} if spec.status == 204 else {
-        "description": "OK", "content": {"application/json": {"schema": spec.answer or _OBJECT}}}
+        "description": "OK", "content": {spec.media_type: {"schema": spec.answer or (
+            _OBJECT if spec.media_type == "application/json" else {"type": "string"})}}}
     summary = spec.summary.format(value) if value else spec.summary
     op: dict[str, Any] = {
         "summary": summary, "tags": [spec.tag],

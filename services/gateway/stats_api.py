@@ -68,7 +68,8 @@ class StatsEndpoints:
         return json_response(call(self.stats.table, self._readable(table, principal), asked))
 
     @api("GET", "/api/v1/stats/<string:table>.csv", "the same table as CSV for Excel (UTF-8 with BOM, Chinese and "
-         "English headers, ISO dates)", "stats", roles=READERS, query=_TABLE_QUERY, path_help=_TABLE_PATH)
+         "English headers, ISO dates)", "stats", roles=READERS, query=_TABLE_QUERY, path_help=_TABLE_PATH,
+         media_type="text/csv")
     def stats_table_csv(self, request: Request, principal: Principal, table: str) -> Response:
         asked = stats_query(request, principal)
         text = call(self.stats.table_csv, self._readable(table, principal), asked)
