@@ -120,7 +120,8 @@ def booked(base_url: str, admin_api: Api) -> dict[str, Any]:
     sessions = admin_api.schedule(DEPARTMENT, add_days(today(), 1), 7)
     found = next((s for s in sessions if s["state"] == "open" and s["remaining"].get("web", 0) > 0), None)
     if found is None:
-        pytest.skip("no demo session open for web booking in the coming week")
+        pytest.fail("no demo session open for web booking in the coming week: the demo import publishes one "
+                    "(demo/walking-skeleton.json); its absence is a fault, not a reason to skip")
     patient = Api(base_url)
     patient.register("卫玉珍", new_id_number(), new_phone())
     return patient.book(found["session_id"])

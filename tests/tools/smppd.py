@@ -7,7 +7,7 @@
 
 Each run writes its own JSON-lines log (`submits-<n>.jsonl`) and output file in `directory`, so a
 killed run's lines stay readable next to the restarted one's. Nothing here needs pytest;
-`require_node()` is for tests (it skips when node is absent).
+`require_node()` is for tests (it fails when node is absent: `make test` installs it).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def require_node() -> str:
     try:
         return node()
     except NodeMissing as missing:
-        pytest.skip(str(missing))
+        # node is a test tool `make test` installs (scripts/setup.sh --test-tools): missing is a fault.
+        pytest.fail(str(missing))
 
 
 def free_port() -> int:
