@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import Any, Literal
 
 import pytest
 
@@ -32,6 +32,7 @@ from services.his_sync.hl7 import (
     parse_inbound,
 )
 from services.his_sync.mllp import FrameDecoder, MllpClient, MllpError, encode_frame
+from tests.integration.his import StartSimulator, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,67 +47,6 @@ PATIENT = {
 }
 
 
-@dataclass
-class Simulator:
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes]
-    output: Path
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text(encoding="utf-8").splitlines()]
-
-
-class StartSimulator(Protocol):
-    def __call__(self, *extra: str) -> Simulator: ...
-
-
-@pytest.fixture
-def start_simulator(tmp_path: Path) -> Iterator[StartSimulator]:
-    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-
-    def start(*extra: str) -> Simulator:
-        port = free_port()
-        log = tmp_path / f"his-{port}.jsonl"
-        output_path = tmp_path / f"simulator-{port}.out"
-        output = output_path.open("wb")
-        command = [sys.executable, "-m", "services.his_sync.simulator", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--log", str(log), *extra]
-        # Output goes to a file, not a pipe nobody reads: a full pipe would block the simulator.
-        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        started.append((process, output))
-        simulator = Simulator(port, log, process, output_path)
-        wait_until_listening(simulator)
-        return simulator
-
-    yield start
-    for process, output in started:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        output.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_listening(simulator: Simulator, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if simulator.process.poll() is not None:
-            pytest.fail(f"simulator exited early:\n{simulator.output.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", simulator.port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"simulator did not listen on port {simulator.port} within {timeout}s")
 
 
 def booking(n: int, hospital_id: str = "hb3", **extra: Any) -> dict[str, Any]:
