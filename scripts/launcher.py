@@ -6,6 +6,8 @@
 
 Each service is a plain `nameko run --config services/<name>/config.yaml services.<name>.service`;
 run several replicas of one with `--replicas booking=3`. Logs and pid files live in RUN_DIR (.run).
+A supervisor (scripts/supervisor.py) starts them and restarts one that exits, with back-off;
+`status` shows each process's state and restarts, and exits 1 when one is not running.
 
 Patient data at rest is encrypted with the installation's own key: the first start creates a
 random one in `<run_dir>/pii.key` (mode 600) and every later start reuses it; each process gets it
@@ -48,6 +50,7 @@ class Platform:
     his_port: int = 2575          # the HIS simulator (the demo hospitals' HIS)
     his_listen_port: int = 2576   # his_sync's MLLP listener: what a hospital's HIS sends to
     his_http_port: int = 2577     # his_sync's HTTP: FHIR bundles and visit totals from a HIS
+    supervise: bool = True        # restart a process that exits (scripts/supervisor.py)
 
     def components(self) -> list[Component]:
         py = sys.executable
@@ -81,23 +84,73 @@ class Platform:
         return env
 
     def start(self, wait: float = 90.0) -> None:
+        """Start every component under a supervisor (scripts/supervisor.py) that restarts a
+        process that exits; with `supervise=False` (tests that want a death to stay a death) the
+        components are started directly and nothing restarts them."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "pids").mkdir(parents=True, exist_ok=True)
         env = self.process_env()
-        for comp in self.components():
-            log = open(self.run_dir / "logs" / f"{comp.name}.log", "ab")  # noqa: SIM115 - child keeps it
-            proc = subprocess.Popen(comp.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            (self.run_dir / "pids" / f"{comp.name}.pid").write_text(str(proc.pid))
+        if self.supervise:
+            spec = {"cwd": str(ROOT), "components": [{"name": c.name, "argv": c.argv} for c in self.components()]}
+            (self.run_dir / "platform.json").write_text(json.dumps(spec, indent=1))
+            (self.run_dir / "status.json").unlink(missing_ok=True)
+            log = open(self.run_dir / "logs" / "supervisor.out", "ab")  # noqa: SIM115 - child keeps it
+            proc = subprocess.Popen([sys.executable, "-m", "scripts.supervisor", str(self.run_dir)], cwd=ROOT,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            (self.run_dir / "supervisor.pid").write_text(str(proc.pid))
+        else:
+            for comp in self.components():
+                log = open(self.run_dir / "logs" / f"{comp.name}.log", "ab")  # noqa: SIM115 - child keeps it
+                proc = subprocess.Popen(comp.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+                (self.run_dir / "pids" / f"{comp.name}.pid").write_text(str(proc.pid))
         self.wait_healthy(wait)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Each component: pid, running or not, and (when supervised) its restarts and last exit."""
+        supervised: dict[str, dict[str, object]] = {}
+        try:
+            supervised = json.loads((self.run_dir / "status.json").read_text())["components"]
+        except (OSError, ValueError, KeyError):
+            pass
+        out: dict[str, dict[str, object]] = {}
+        for name in sorted(set(self.pids()) | set(supervised)):
+            info = dict(supervised.get(name, {}))
+            pid = self.pids().get(name)
+            info["pid"] = pid
+            if pid is None or not _alive(pid):
+                info["state"] = "restarting" if info.get("state") == "restarting" and self.supervisor_alive() \
+                    else "dead"
+            else:
+                info["state"] = "running"
+            out[name] = info
+        return out
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "supervisor.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def supervisor_alive(self) -> bool:
+        pid = self.supervisor_pid()
+        return pid is not None and _alive(pid)
 
     def wait_healthy(self, wait: float) -> dict[str, object]:
         deadline = time.monotonic() + wait
         last: object = None
         while time.monotonic() < deadline:
-            dead = [n for n, pid in self.pids().items() if not _alive(pid)]
-            if dead:
-                raise RuntimeError(f"process(es) exited during start: {dead}; see {self.run_dir / 'logs'}")
+            if self.supervise:
+                if not self.supervisor_alive():
+                    raise RuntimeError(f"the supervisor exited; see {self.run_dir / 'logs' / 'supervisor.out'}")
+                failing = [n for n, s in self.status().items() if int(str(s.get("restarts") or 0)) >= 2]
+                if failing:
+                    raise RuntimeError(f"process(es) keep exiting during start: {failing}; "
+                                       f"see {self.run_dir / 'logs'}")
+            else:
+                dead = [n for n, pid in self.pids().items() if not _alive(pid)]
+                if dead:
+                    raise RuntimeError(f"process(es) exited during start: {dead}; see {self.run_dir / 'logs'}")
             try:
                 with urllib.request.urlopen(f"http://{self.gateway_address}/healthz", timeout=5) as resp:
                     health = json.load(resp)
@@ -119,6 +172,16 @@ class Platform:
         return out
 
     def stop(self, grace: float = 15.0) -> None:
+        """The supervisor first (it stops its components and does not restart them), then any
+        process still alive by its pid file (a supervisor killed hard leaves its children)."""
+        sup = self.supervisor_pid()
+        if sup is not None and _alive(sup):
+            os.kill(sup, signal.SIGTERM)
+            deadline = time.monotonic() + grace + 5
+            while time.monotonic() < deadline and _alive(sup):
+                time.sleep(0.2)
+            if _alive(sup):
+                os.kill(sup, signal.SIGKILL)
         pids = self.pids()
         for pid in pids.values():
             _signal_group(pid, signal.SIGTERM)
@@ -130,6 +193,7 @@ class Platform:
                 _signal_group(pid, signal.SIGKILL)
         for f in (self.run_dir / "pids").glob("*.pid"):
             f.unlink()
+        (self.run_dir / "supervisor.pid").unlink(missing_ok=True)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         _signal_group(self.pids()[name], sig)
@@ -191,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     replicas = {k: int(v) for k, v in (r.split("=", 1) for r in args.replicas)}
     platform = Platform(replicas=replicas, gateway_address=args.address)
     if args.action == "start":
-        if any(_alive(p) for p in platform.pids().values()):
+        if platform.supervisor_alive() or any(_alive(p) for p in platform.pids().values()):
             print("already running; `make stop` first", file=sys.stderr)
             return 1
         platform.start()
@@ -202,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         platform.stop()
         print("stopped")
     else:
-        for name, pid in platform.pids().items():
-            print(f"{name:16} {pid:8} {'running' if _alive(pid) else 'dead'}")
+        status = platform.status()
+        print(f"supervisor       {platform.supervisor_pid() or '-':>8} "
+              f"{'running' if platform.supervisor_alive() else 'not running (nothing restarts a process that exits)'}")
+        for name, info in status.items():
+            last = f"  last exit {info['last_exit']}" if info.get("last_exit") is not None else ""
+            print(f"{name:16} {info.get('pid') or '-':>8} {info['state']:10} restarts {info.get('restarts', 0)}{last}")
+        if any(info["state"] != "running" for info in status.values()):
+            return 1
     return 0
 
 
