@@ -81,8 +81,13 @@ class Database:
                 if reusable:
                     self._idle.put(conn)
                 else:
+                    broken = bool(conn.closed)
                     with contextlib.suppress(Exception):
                         conn.close()
+                    if broken:
+                        # The server went away (a restart, a failover): every idle connection
+                        # is as dead as this one, so drop them all instead of failing once each.
+                        self.close()
         finally:
             self._slots.release()
 

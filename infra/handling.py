@@ -7,6 +7,12 @@ the event. `reliable_event_handler` replaces that: a failed delivery is republis
 `<queue>.dead` with the error, for an operator (`python -m infra.deadletters`). Only then is
 the original acked, so a crash in between redelivers rather than loses.
 
+Dead letters are for poison messages, not for a peer that is down. A failure that says the
+database or the broker is unreachable (`is_transient`) is retried for as long as it takes, the
+delay doubling up to TRANSIENT_MAX_DELAY_MS, and never counts towards the parking budget: a
+10-second PostgreSQL restart once parked every event that arrived during it (issue 14). Such an
+outage is logged once when it starts and once when the handler succeeds again, not per retry.
+
 Redelivery means a handler can see an event twice: consumers record the event id in their own
 database in the same transaction as the effect (`claim`), and skip an id they already have.
 """
@@ -17,7 +23,9 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
 from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler
 
@@ -25,6 +33,8 @@ from infra.logging import get_logger, mask_text
 from infra.settings import settings_for
 
 ATTEMPT_HEADER = "x-appt-attempt"
+TRANSIENT_HEADER = "x-appt-transient"
+TRANSIENT_MAX_DELAY_MS = 30_000
 ERROR_HEADER = "x-appt-error"
 INBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -52,6 +62,38 @@ def claim(cur: Any, consumer: str, event_id: Any) -> bool:
     return bool(cur.rowcount == 1)
 
 
+class Transient(Exception):
+    """Raised by a handler for a failure that will pass by itself (a peer not ready yet):
+    retried without limit, like a lost database connection."""
+
+
+_TRANSIENT = (
+    Transient,
+    psycopg2.OperationalError,       # connection lost, server starting or shutting down
+    psycopg2.InterfaceError,         # connection already closed
+    psycopg2.extensions.TransactionRollbackError,  # serialization failure, deadlock: try again
+    KombuOperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Will this failure pass if the same message is simply tried again later?"""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # raised `from` a connection error too
+        if isinstance(current, _TRANSIENT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def transient_delay_ms(base_ms: int, retry: int) -> int:
+    return int(min(base_ms * 2 ** max(retry - 1, 0), TRANSIENT_MAX_DELAY_MS))
+
+
 def retry_queue_name(queue_name: str) -> str:
     return f"{queue_name}.retry"
 
@@ -61,6 +103,7 @@ def dead_queue_name(queue_name: str) -> str:
 
 
 class ReliableEventHandler(EventHandler):
+    _outage: str | None = None  # the first error of a transient outage, until a success
     def __init__(self, source_service: str, event_type: str, **kwargs: Any) -> None:
         super().__init__(source_service, event_type, reliable_delivery=True, requeue_on_error=False, **kwargs)
 
@@ -86,15 +129,28 @@ class ReliableEventHandler(EventHandler):
         if exc_info is not None:
             # Published (with confirms) before the ack below: a crash here redelivers instead of losing.
             self._retry_or_park(message, exc_info)
+        elif self._outage:
+            _log.warning("handler_recovered", queue=self.queue.name, outage=self._outage)
+            self._outage = None
         self.queue_consumer.ack_message(message)
         return result, exc_info
 
     def _retry_or_park(self, message: Any, exc_info: Any) -> None:
         headers = dict(message.headers or {})
-        attempt = int(headers.get(ATTEMPT_HEADER, 0)) + 1
         error = mask_text("".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip())[:2000]
-        headers[ATTEMPT_HEADER] = attempt
         headers[ERROR_HEADER] = error
+        if is_transient(exc_info[1]):
+            retry = int(headers.get(TRANSIENT_HEADER, 0)) + 1
+            headers[TRANSIENT_HEADER] = retry
+            delay_ms = transient_delay_ms(self.base_delay_ms, retry)
+            if not self._outage:
+                self._outage = error.splitlines()[0][:200]
+                _log.warning("handler_waiting_out_outage", queue=self.queue.name, error=error,
+                             max_delay_ms=TRANSIENT_MAX_DELAY_MS)
+            self._publish_retry(message, headers, delay_ms)
+            return
+        attempt = int(headers.get(ATTEMPT_HEADER, 0)) + 1
+        headers[ATTEMPT_HEADER] = attempt
         log = _log.bind(queue=self.queue.name, attempt=attempt, error=error)
         if attempt >= self.attempts:
             headers["x-appt-failed-at"] = datetime.now(UTC).isoformat()
@@ -108,6 +164,10 @@ class ReliableEventHandler(EventHandler):
             log.error("handler_failed_parked", dead_queue=self.dead_queue.name)
             return
         delay_ms = self.base_delay_ms * 2 ** (attempt - 1)
+        self._publish_retry(message, headers, delay_ms)
+        log.warning("handler_failed_retrying", delay_ms=delay_ms)
+
+    def _publish_retry(self, message: Any, headers: dict[str, Any], delay_ms: int) -> None:
         self.publisher.publish(
             message.payload,
             exchange=_DEFAULT_EXCHANGE,
@@ -116,7 +176,6 @@ class ReliableEventHandler(EventHandler):
             expiration=delay_ms / 1000.0,
             declare=[self.retry_queue],
         )
-        log.warning("handler_failed_retrying", delay_ms=delay_ms)
 
 
 reliable_event_handler = ReliableEventHandler.decorator

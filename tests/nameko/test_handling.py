@@ -157,6 +157,38 @@ def test_failing_twice_then_succeeding_is_retried_with_backoff_and_handled(
     assert broker.count(dead_queue_name(queue)) in (None, 0)
 
 
+def test_a_lost_database_is_waited_out_past_the_retry_budget_and_never_parked(
+    container_factory, rabbit_config, broker, unique_name, wait_for
+):
+    """Issue 14: a PostgreSQL restart of a few seconds parked every event that arrived during it.
+    A connection failure is retried for as long as it lasts; only poison is parked."""
+    import psycopg2
+
+    rec = Recorder()
+    outage = rabbit_config["RETRY_ATTEMPTS"] + 3  # well past the budget for poison messages
+
+    class DatabaseDown:
+        name = unique_name("dbdown")
+        ctx = WorkerContext()
+
+        @reliable_event_handler(SOURCE, EVENT)
+        def handle(self, payload):
+            if rec.attempt(payload, self.ctx) <= outage:
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            rec.handled.append(payload["event_id"])
+
+    container_factory(DatabaseDown, rabbit_config).start()
+    queue = handler_queue(DatabaseDown.name)
+    body = thing()
+    broker.publish_event(SOURCE, body)
+    wait_for(lambda: rec.handled == [body["event_id"]], 60, "the event handled once the database is back")
+    assert rec.count(body["event_id"]) == outage + 1
+    # Waiting out an outage does not spend the poison budget: no attempt header was counted.
+    assert all(a.attempt_header is None for a in rec.attempts[body["event_id"]])
+    assert broker.count(dead_queue_name(queue)) in (None, 0)
+    assert broker.count(retry_queue_name(queue)) == 0
+
+
 def test_a_handler_that_always_fails_is_parked_once_with_the_error_masked(
     container_factory, rabbit_config, broker, unique_name, wait_for
 ):
