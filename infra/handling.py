@@ -19,9 +19,11 @@ database in the same transaction as the effect (`claim`), and skip an id they al
 
 from __future__ import annotations
 
+import functools
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 from kombu.entity import Exchange, Queue
@@ -179,3 +181,29 @@ class ReliableEventHandler(EventHandler):
 
 
 reliable_event_handler = ReliableEventHandler.decorator
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def outage_tolerant(fn: F) -> F:
+    """For a periodic job (a nameko @timer): a lost database or broker skips this tick, logged
+    once when the outage starts and once when a tick succeeds again, instead of a traceback per
+    tick. Anything else is raised as before (nameko logs it; the timer goes on)."""
+    outage: list[str] = []
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if not outage:
+                outage.append(f"{type(exc).__name__}: {exc}"[:200])
+                _log.warning("job_waiting_out_outage", job=fn.__qualname__, error=outage[0])
+            return None
+        if outage:
+            _log.warning("job_recovered", job=fn.__qualname__, outage=outage.pop())
+        return result
+
+    return run  # type: ignore[return-value]

@@ -146,20 +146,35 @@ class ProjectionRunner(DependencyProvider):
         self.projection = Projection(self.projector, store, db)
         self._stopping = threading.Event()
         self._current: CatchUpSubscription | None = None
+        self.state = "starting"   # running / retrying (the database is gone) — for health
+        self.outage: str | None = None
 
     def start(self) -> None:
         self.container.spawn_managed_thread(self._run)
 
     def _run(self) -> None:
+        """Follow the store on a fresh subscription each time (a used one never runs again:
+        issue 14 finding 1); a lost database is retried with back-off, 0.5 s doubling to 10 s,
+        logged once when it starts and once when it is over."""
+        backoff = 0.5
         while not self._stopping.is_set():
             subscription = self.projection.subscription()
             self._current = subscription
             try:
+                if self.outage is not None:
+                    subscription.catch_up()  # raises again while the outage lasts
+                    _log.warning("projection_recovered", projection=self.projection.name, outage=self.outage)
+                    self.outage, backoff = None, 0.5
+                self.state = "running"
                 subscription.run()
                 return
-            except Exception:
-                _log.exception("projection_failed_restarting", projection=self.projection.name)
-                self._stopping.wait(1.0)
+            except Exception as exc:
+                self.state = "retrying"
+                if self.outage is None:
+                    self.outage = f"{type(exc).__name__}: {exc}"[:300]
+                    _log.exception("projection_outage", projection=self.projection.name)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -27,6 +27,7 @@ from contracts import (
     ResetPatientPassword,
 )
 from infra.application import bind_reactions
+from infra.handling import outage_tolerant
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
 from infra.settings import Settings
@@ -134,6 +135,7 @@ class BookingService:
         return APP.handle(cmd, self)  # type: ignore[no-any-return]
 
     @timer(interval=30)
+    @outage_tolerant
     def lapse_due_appointments(self) -> None:
         now = self.now()
         lapsed = APP.handle(LapseDueAppointments(now=now, idempotency_key=f"lapse-{now.isoformat()}"), self)
@@ -141,6 +143,7 @@ class BookingService:
             self.log.info("appointments_lapsed", count=lapsed)
 
     @timer(interval=60)
+    @outage_tolerant
     def hand_over_phone_bookings(self) -> None:
         """At each hospital's hand-over time (16:00 by default) its next day's paid phone bookings
         go to the HIS side as one event; a stream per hospital and day makes it happen once."""

@@ -87,10 +87,14 @@ class HisDispatcher(DependencyProvider):
         self.stopping = True
 
     def _supervise(self) -> None:
+        outage: str | None = None  # logged once when it starts and once when it is over
         while not self.stopping:
             try:
                 with self.db.transaction() as cur:
                     due = readmodel.HIS_OUTBOX.due_hospitals(cur, datetime.now(HOSPITAL_TZ))
+                if outage is not None:
+                    _log.warning("his_dispatcher_recovered", outage=outage)
+                    outage = None
                 for hospital_id in due:
                     thread = self.running.get(hospital_id)
                     if thread is None or not thread.is_alive():
@@ -99,7 +103,9 @@ class HisDispatcher(DependencyProvider):
                         self.running[hospital_id] = worker
                         worker.start()
             except Exception as exc:  # noqa: BLE001 - a lost database is waited out, the loop goes on
-                _log.warning("his_dispatcher_waiting", error=type(exc).__name__)
+                if outage is None:
+                    outage = type(exc).__name__
+                    _log.warning("his_dispatcher_waiting", error=outage)
                 time.sleep(2)
             time.sleep(0.5)
 

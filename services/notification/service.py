@@ -16,6 +16,7 @@ from pydantic import Field
 from contracts import Actor, CheckVerificationCode, InvalidInput, SendVerificationCode, VerificationSent
 from infra.application import bind_reactions
 from infra.db import shared_database
+from infra.handling import outage_tolerant
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Vault, contract
 from infra.settings import Settings, settings_for
 from services.notification import domain, handlers, readmodel
@@ -98,12 +99,14 @@ class NotificationService:
     # --- the timers ------------------------------------------------------------------------
 
     @timer(interval=1)
+    @outage_tolerant
     def dispatch_due(self) -> None:
         """Due messages to the provider; nameko waits for a tick to end before the next."""
         handlers.dispatch(self.db, self.vault, self.sms_outbox, self.sender, self.now(), self.settings.delivery(),
                           clock=self.now)
 
     @timer(interval=60)
+    @outage_tolerant
     def reminders_and_digests(self) -> None:
         now = self.now()
         handlers.run_reminders(self.db, self.vault, self.booking, self.names, self.hospitals, self.appointments,

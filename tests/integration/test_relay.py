@@ -268,7 +268,7 @@ def test_a_second_relay_stays_standby_and_takes_over_when_the_first_dies(store, 
     active = relays(500)
     wait_for(lambda: store.checkpoint(CHECKPOINT) == store.head(), 60, "the first relay to catch up")
     assert queue.count() == 5
-    assert "relay_started" in active.events()
+    assert "relay_leading" in active.events()
 
     standby = relays(500)
     wait_for(lambda: "relay_standby" in standby.events(), 60, "the second relay to report standby")
@@ -276,10 +276,10 @@ def test_a_second_relay_stays_standby_and_takes_over_when_the_first_dies(store, 
     wait_for(lambda: store.checkpoint(CHECKPOINT) == store.head(), 60, "the active relay to publish")
     time.sleep(1.0)  # an absence check: a second publisher would show as duplicates
     assert queue.count() == 10
-    assert "relay_started" not in standby.events()
+    assert "relay_leading" not in standby.events()
 
     active.kill(signal.SIGKILL)
-    wait_for(lambda: "relay_started" in standby.events(), 60, "the standby relay to take over")
+    wait_for(lambda: "relay_leading" in standby.events(), 60, "the standby relay to take over")
     append_round_robin(store, [stream], per_stream=5, first_version=11)
     wait_for(lambda: store.checkpoint(CHECKPOINT) == store.head(), 60, "the new active relay to publish")
     got = queue.drain()

@@ -44,3 +44,37 @@ def test_a_failure_raised_from_a_lost_connection_is_transient_too() -> None:
 def test_the_delay_doubles_up_to_its_cap() -> None:
     assert [transient_delay_ms(200, n) for n in (1, 2, 3)] == [200, 400, 800]
     assert transient_delay_ms(200, 40) == TRANSIENT_MAX_DELAY_MS
+
+
+def test_a_periodic_job_skips_ticks_during_an_outage_and_logs_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra.handling
+    from infra.handling import outage_tolerant
+
+    logged: list[str] = []
+    monkeypatch.setattr(infra.handling, "_log", type("Log", (), {
+        "warning": lambda self, event, **kw: logged.append(event)})())
+    down = {"ticks": 3}
+    ran: list[int] = []
+
+    @outage_tolerant
+    def tick(n: int) -> int:
+        if down["ticks"] > 0:
+            down["ticks"] -= 1
+            raise psycopg2.OperationalError("could not connect to server")
+        ran.append(n)
+        return n
+
+    assert [tick(n) for n in range(5)] == [None, None, None, 3, 4]
+    assert ran == [3, 4]
+    assert logged == ["job_waiting_out_outage", "job_recovered"]
+
+
+def test_a_periodic_job_still_raises_what_is_not_an_outage() -> None:
+    from infra.handling import outage_tolerant
+
+    @outage_tolerant
+    def tick() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        tick()
