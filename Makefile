@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 export PYTHONPATH := $(CURDIR)
 GATEWAY_ADDRESS ?= 127.0.0.1:8000
 
-.PHONY: setup setup-test setup-bench run stop status test test-unit test-unpatched test-nameko bench lint lint-only lock clean
+.PHONY: setup setup-test setup-bench run stop status test test-unit test-unpatched test-nameko test-faults bench lint lint-only lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,10 +39,11 @@ stop:
 status:
 	@$(PY) -m scripts.launcher status
 
-# Two pytest runs: nameko interface tests need eventlet.monkey_patch(), which would hang the
-# browser tests and change the thread-based store tests; see tests/README.md.
+# Separate pytest runs: nameko interface tests need eventlet.monkey_patch(), which would hang the
+# browser tests and change the thread-based store tests; the fault run starts and kills servers of
+# its own (tests/faults, a few minutes); see tests/README.md.
 test: setup-test
-	@$(MAKE) --no-print-directory lint-only test-unit test-unpatched test-nameko
+	@$(MAKE) --no-print-directory lint-only test-unit test-unpatched test-nameko test-faults
 
 # Unit tests need no server: the broker and the database are pointed at a closed port, so a unit
 # test that reached for either would fail here.
@@ -55,6 +56,9 @@ test-unpatched:
 
 test-nameko:
 	$(PYTEST) -q -rs tests/nameko
+
+test-faults:
+	$(PYTEST) -q -rs --suppress-nameko-eventlet-notification tests/faults
 
 bench: setup-bench
 	$(PY) bench/eventstore.py

@@ -12,11 +12,14 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import eventlet
 from nameko.exceptions import RemoteError
@@ -30,6 +33,7 @@ from werkzeug.wrappers import Request, Response
 
 from contracts import DomainError, Forbidden, InvalidInput, NotFound, from_wire, invalid_from_validation
 from contracts.envelope import no_control_characters
+from infra.handling import is_transient
 from infra.logging import get_logger
 from services.gateway import readmodel
 from services.gateway.auth import CSRF_HEADER, ROLES, SESSION_COOKIE, Principal, Role, Unauthenticated, csrf_ok
@@ -427,16 +431,159 @@ http: Callable[[str, str], Callable[[Handler], Handler]] = _GatewayHttp.decorato
 
 # --- calls to the services behind -----------------------------------------------------------------
 
+class BrokerDown(Unavailable):
+    """The broker cannot be reached: answered at once, with a hint when to try again."""
+    retry_after = 2
+
+    def __init__(self) -> None:
+        super().__init__("服务暂时不可用，请稍后重试 / the platform is briefly unavailable, try again shortly",
+                         code="unavailable")
+
+
+class BrokerProbe:
+    """Is the broker reachable? A TCP connect to its AMQP port, at most one every
+    `PROBE_INTERVAL` seconds per broker, the answer shared by every request meanwhile.
+
+    Why (issue 14, finding 5): with RabbitMQ down, nameko's RpcProxy retried its publish for
+    about 13 s (kombu's connection retries 2 s, 3 s, 4 s, then the publish retries) and a request
+    already published waited the whole RPC_TIMEOUT for a reply the restart had lost. A caller
+    should hear 503 with Retry-After at once. `went_down` is when an outage was last seen: a call
+    that started before it gives up too, its reply queue may have gone with the broker."""
+
+    PROBE_INTERVAL = 0.5
+    CONNECT_TIMEOUT = 0.3
+
+    def __init__(self, uri: str) -> None:
+        self.addresses = _broker_addresses(uri)
+        self.up = True
+        self.checked_at = float("-inf")
+        self.went_down = float("-inf")
+        self._probing = False
+
+    def is_up(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked_at >= self.PROBE_INTERVAL and not self._probing:
+            self._probing = True  # one probe at a time; the others take the last answer
+            try:
+                up = any(_connects(addr, self.CONNECT_TIMEOUT) for addr in self.addresses)
+            finally:
+                self._probing = False
+            self.checked_at = time.monotonic()
+            if not up and self.up:
+                _log.warning("broker_unreachable", brokers=[f"{h}:{p}" for h, p in self.addresses])
+            elif up and not self.up:
+                _log.warning("broker_reachable")
+            if not up:
+                self.went_down = self.checked_at
+            self.up = up
+        return self.up
+
+    def mark_down(self) -> None:
+        self.up = False
+        self.checked_at = self.went_down = time.monotonic()
+
+
+_PROBES: dict[str, BrokerProbe] = {}
+
+
+def broker_probe(method: Any) -> BrokerProbe | None:
+    """The probe of the broker `method` (a nameko MethodProxy) publishes to; None for a stand-in
+    without a container (unit tests)."""
+    try:
+        uri = method.amqp_uri
+    except AttributeError:
+        return None
+    if not isinstance(uri, str):
+        return None
+    probe = _PROBES.get(uri)
+    if probe is None:
+        probe = _PROBES[uri] = BrokerProbe(uri)
+    return probe
+
+
+def _broker_addresses(uri: str) -> list[tuple[str, int]]:
+    out = []
+    for one in uri.split(";"):  # kombu's failover alternates
+        parts = urlsplit(one.strip())
+        out.append((parts.hostname or "127.0.0.1", parts.port or 5672))
+    return out
+
+
+def _connects(address: tuple[str, int], timeout: float) -> bool:
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+_WAIT_SLICE = 0.25  # how often a waiting call looks at the broker probe
+DEADLINE_CONTEXT_KEY = "deadline"  # the header nameko.deadline: infra.rpc drops a request past it
+
+
+def set_deadline(method: Any, deadline: float) -> None:
+    """The wall-clock time after which nobody waits for this call's answer, sent with the request
+    (nameko sends the worker's context data as `nameko.<key>` headers, and a service passes them on
+    to the calls it makes). A copy of the request that reaches a service later (published again by
+    a retry after a broker restart, or redelivered) is dropped there unanswered instead of acting
+    for a caller who was told 503 long ago: issue 14 found a booking stored 26 s after its caller had
+    been answered "full" by the first copy."""
+    worker_ctx = getattr(method, "worker_ctx", None)
+    if worker_ctx is not None:
+        worker_ctx.context_data[DEADLINE_CONTEXT_KEY] = f"{deadline:.3f}"
+
+
 def call(method: Any, *args: Any, timeout: float = RPC_TIMEOUT) -> Any:
-    """One RPC with a deadline; a typed refusal from the service is raised as its DomainError."""
+    """One RPC with a deadline; a typed refusal from the service is raised as its DomainError.
+
+    With the broker unreachable the answer is BrokerDown (503, Retry-After) at once: before
+    publishing, and while waiting for the reply (the wait is sliced so the probe is looked at).
+    The call itself runs in a green thread of its own with its own deadline, so a publish stuck
+    in kombu's reconnect loop is left to finish or fail by itself instead of holding the
+    caller."""
+    probe = broker_probe(method)
+    if probe is None:
+        return _answer(_call_with_deadline(method, args, timeout))
+    if not probe.is_up():
+        raise BrokerDown
+    started = time.monotonic()
+    set_deadline(method, time.time() + timeout)
+    worker = eventlet.spawn(_call_with_deadline, method, args, timeout)
+    while True:
+        with eventlet.Timeout(_WAIT_SLICE, False):
+            return _answer(worker.wait())
+        if not probe.is_up() or probe.went_down >= started:
+            raise BrokerDown
+
+
+def _call_with_deadline(method: Any, args: tuple[Any, ...], timeout: float) -> Any:
+    """The RPC's result, or the exception it ended with (returned, not raised: a call given up by
+    its caller must not die loudly in its green thread)."""
     try:
         with eventlet.Timeout(timeout):
-            result = method.call_async(*args).result()
+            return _Outcome(method.call_async(*args).result(), None)
     except eventlet.Timeout:
-        raise Unavailable("服务繁忙，请稍后再试 / service did not answer in time") from None
+        return _Outcome(None, Unavailable("服务繁忙，请稍后再试 / service did not answer in time"))
     except RemoteError as exc:
         _log.error("rpc_remote_error", exc_type=exc.exc_type)
-        raise Unavailable("服务暂时不可用 / service error") from None
-    if (err := from_wire(result)) is not None:
+        return _Outcome(None, Unavailable("服务暂时不可用 / service error"))
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # Not marked down for everyone: a pooled connection that died with a restarted broker
+        # fails once and is replaced; the probe alone says whether the broker is away.
+        return _Outcome(None, BrokerDown())
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: Any
+    error: Exception | None
+
+
+def _answer(outcome: _Outcome) -> Any:
+    if outcome.error is not None:
+        raise outcome.error
+    if (err := from_wire(outcome.result)) is not None:
         raise err
-    return result
+    return outcome.result
