@@ -98,7 +98,7 @@ def facility_of(endpoint: dict[str, Any]) -> hl7.Facility:
 
 # --- reactions: queue a message per booking event --------------------------------------------------
 
-@APP.on(AppointmentBooked)
+@APP.on(AppointmentBooked, backfill=False)
 def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appointments: JsonMemory,
                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, booking: Any, vault: PiiVault,
                  now: datetime) -> None:
@@ -109,7 +109,7 @@ def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appoint
     appointments.remember(cur, event.appointment_id, appt)
 
 
-@APP.on(AppointmentMoved)
+@APP.on(AppointmentMoved, backfill=False)
 def send_move(cur: Any, event: AppointmentMoved, envelope: Envelope, appointments: JsonMemory,
               his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     previous = appointments.recall(cur, event.appointment_id)
@@ -118,28 +118,28 @@ def send_move(cur: Any, event: AppointmentMoved, envelope: Envelope, appointment
     appointments.remember(cur, event.appointment_id, appt)
 
 
-@APP.on(AppointmentCancelled)
+@APP.on(AppointmentCancelled, backfill=False)
 def send_cancellation(cur: Any, event: AppointmentCancelled, envelope: Envelope, appointments: JsonMemory,
                       his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     appt = {**appointments.recall(cur, event.appointment_id), "reason": event.reason}
     _queue(cur, envelope, "SIU^S15", appt, his_endpoints, his_outbox, vault, now)
 
 
-@APP.on(AppointmentLapsed)
+@APP.on(AppointmentLapsed, backfill=False)
 def send_no_show(cur: Any, event: AppointmentLapsed, envelope: Envelope, appointments: JsonMemory,
                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     _queue(cur, envelope, "SIU^S26", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
            vault, now)
 
 
-@APP.on(AppointmentCheckedIn)
+@APP.on(AppointmentCheckedIn, backfill=False)
 def send_check_in(cur: Any, event: AppointmentCheckedIn, envelope: Envelope, appointments: JsonMemory,
                   his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     _queue(cur, envelope, "ADT^A04", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
            vault, now)
 
 
-@APP.on(AppointmentRefunded)
+@APP.on(AppointmentRefunded, backfill=False)
 def send_refund(cur: Any, event: AppointmentRefunded, envelope: Envelope, appointments: JsonMemory,
                 his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     """退号 at the window: the HIS cancels the registration the check-in made (ADT^A11)."""
