@@ -318,6 +318,7 @@ class _History:
                 if sum(outcome.refused.values()) <= 10:
                     print(f"  refused {action.kind} {action.ref} at {action.at:%Y-%m-%d %H:%M}: {err.code} "
                           f"{mask_text(err.message)}", file=self.out, flush=True)
+        self.readmodel.apply_upto(self.raw.head())  # booking's tables as the store has them, before we go
         self._progress(len(days) if stop_after is None else done_days, len(days), current, began)
         outcome.appended = self.store.appended
         return outcome
@@ -463,7 +464,7 @@ class _History:
 
     def _visits(self, a: demo_plan.Action) -> None:
         report_visits(a.data["hospital_id"], {"date": a.data["day"], "visits": a.data["visits"]}, self.store,
-                      self.clock.now)
+                      self.clock.now, self.correlation)
 
     def _session_admin(self, session_id: str) -> Actor:
         info = self.readmodel.session_info(session_id)

@@ -419,14 +419,14 @@ def lapse_due(cmd: LapseDueAppointments, store: EventStore, readmodel: ReadModel
         if session is None:
             continue
         try:
-            lapsed += _lapse_one(store, cache, appointment_id, session, cmd.now, rules)
+            lapsed += _lapse_one(store, cache, appointment_id, session, cmd.now, rules, cmd.correlation_id)
         except Conflict:
             continue  # picked up again on the next tick
     return lapsed
 
 
 def _lapse_one(store: EventStore, cache: LedgerCache, appointment_id: str, session: domain.SessionInfo,
-               now: datetime, rules: domain.NoShowRules) -> int:
+               now: datetime, rules: domain.NoShowRules, correlation_id: str | None = None) -> int:
     ledger_name = domain.ledger_stream(session.session_id)
 
     def decide(w: World) -> Event | None:
@@ -447,7 +447,8 @@ def _lapse_one(store: EventStore, cache: LedgerCache, appointment_id: str, sessi
 
     with cache.lock(session.session_id):
         outcome = execute(store, decide, key_id=idempotent_event_id("lapse", appointment_id), source=SOURCE,
-                          prefetch=[ledger_name], load=cache.loader(store), check_first=False)
+                          correlation_id=correlation_id, prefetch=[ledger_name], load=cache.loader(store),
+                          check_first=False)
     return 0 if outcome.key is None or outcome.duplicate else 1
 
 

@@ -533,7 +533,8 @@ def check_signature(headers: Any, body: bytes, db: Database, his_endpoints: HisE
     return hospital_id
 
 
-def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now: datetime) -> dict[str, Any]:
+def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now: datetime,
+                  correlation_id: str | None = None) -> dict[str, Any]:
     """The day's outpatient visits as the HIS counts them (the booking share's denominator), an
     event in the store; the same report again is a duplicate, a different total a correction."""
     try:
@@ -547,7 +548,8 @@ def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now:
     event = OutpatientVisitsReported(hospital_id=hospital_id, date=day, visits=visits, reported_by=f"HIS {hospital_id}")
     stream = f"his-visits-{hospital_id}-{day.isoformat()}"
     result = store.append_to(stream, None, new_envelope(
-        event, stream, "his_sync", actor=Actor(kind="service", id=f"his:{hospital_id}", hospital_id=hospital_id),
+        event, stream, "his_sync", correlation_id,
+        actor=Actor(kind="service", id=f"his:{hospital_id}", hospital_id=hospital_id),
         event_id=idempotent_event_id("outpatient-visits", f"{hospital_id}:{day.isoformat()}:{visits}")))
     _log.info("his_visits_reported", hospital_id=hospital_id, date=day.isoformat(), visits=visits)
     return {"hospital_id": hospital_id, "date": day.isoformat(), "visits": visits,
