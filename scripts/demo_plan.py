@@ -139,6 +139,16 @@ def fake_patient(rng: random.Random, ref: str, until: date) -> Patient:
     return Patient(ref=ref, name=name, id_number=fake_resident_id(rng, born, male), phone=phone)
 
 
+def _unique_patient(rng: random.Random, ref: str, until: date, patients: dict[str, Patient]) -> Patient:
+    """A fake patient whose resident ID and phone no other patient of the plan has (a second
+    registration of one ID would be refused as someone else's account)."""
+    taken = {p.id_number for p in patients.values()} | {p.phone for p in patients.values()}
+    while True:
+        patient = fake_patient(rng, ref, until)
+        if patient.id_number not in taken and patient.phone not in taken:
+            return patient
+
+
 def plan(sessions: list[Session], until: date, seed: int = 13, rules: Rules = Rules(),
          banned: int = 4, start_of_history: datetime | None = None) -> Plan:
     """The whole history over `sessions` (all on or before `until`). `start_of_history`: nothing is
@@ -269,7 +279,7 @@ def _patients(rng: random.Random, bookings: list[_Booking], stops: dict[str, _St
         ref = _choose_patient(rng, b, states, in_session, rules)
         if ref is None:
             ref = f"p{len(patients) + 1}"
-            patients[ref] = fake_patient(rng, ref, until)
+            patients[ref] = _unique_patient(rng, ref, until, patients)
             registered = max(origin, b.at - timedelta(seconds=rng.uniform(600, 3 * 86400)))
             states[ref] = _PatientState(ref, min(registered, b.at - timedelta(seconds=30)))
         b.patient = ref
@@ -363,7 +373,7 @@ def _chronic_no_shows(rng: random.Random, sessions: list[Session], bookings: lis
             picks.append(s)
             free.remove(s)
         ref = f"x{i + 1}"
-        patients[ref] = fake_patient(rng, ref, until)
+        patients[ref] = _unique_patient(rng, ref, until, patients)
         first = min(picks, key=lambda s: s.opens_at)
         st = _PatientState(ref, first.opens_at + timedelta(minutes=rng.uniform(5, 120)))
         states[ref] = st
