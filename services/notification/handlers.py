@@ -154,7 +154,7 @@ def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any
     _log.info("sms_queued", template="patient_banned", patient_id=event.patient_id)
 
 
-@APP.on(PatientRegistrationRefused)
+@APP.on(PatientRegistrationRefused, backfill=False)
 def warn_registration_refused(cur: Any, event: PatientRegistrationRefused, envelope: Envelope, booking: Any,
                               vault: PiiVault, sms_outbox: SmsOutbox) -> None:
     """The owner of the resident ID hears that another mobile tried to register it (at once:

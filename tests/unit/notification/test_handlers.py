@@ -400,7 +400,8 @@ def test_a_backfilled_history_sends_no_sms_and_asks_booking_nothing(svc):
     def past(event: Any) -> dict[str, Any]:
         return {**envelope_of(event, "booking"), "correlation_id": f"{BACKFILL_PREFIX}demo:1"}
 
-    for event in (booked(), cancelled(), PatientBanned(patient_id="patient-5b1e", until="2025-06-01", no_shows=3)):
+    for event in (booked(), cancelled(), PatientBanned(patient_id="patient-5b1e", until="2025-06-01", no_shows=3),
+                  PatientRegistrationRefused(patient_id="patient-5b1e", attempt_phone_masked="139****0000")):
         deliver(APP, past(event), svc.deps)
     assert svc.sms() == [] and svc.booking.asked == []
     assert "appt-7f3a" not in svc.db.rows("appointments")
