@@ -129,6 +129,7 @@ class SimulatedClockStore:
         self.clock = clock
         self.appended = 0
         self.session_changed = 0  # position of the last appended event booking's sessions table follows
+        self.placed = 0  # ... and of the last booking or move (what says which appointment a code is)
 
     def append(self, appends: Mapping[str, tuple[int | None, Sequence[Envelope]]]) -> AppendResult:
         at = self.clock.now
@@ -140,6 +141,8 @@ class SimulatedClockStore:
         for e in result.events:
             if e.type in SESSION_EVENTS:
                 self.session_changed = max(self.session_changed, e.position or 0)
+            elif e.type in ("AppointmentBooked", "AppointmentMoved"):
+                self.placed = max(self.placed, e.position or 0)
         return result
 
     def append_to(self, stream: str, expected: int | None, *events: Envelope) -> AppendResult:
@@ -154,11 +157,13 @@ class HistoryReadModel(BookingReadModel):
     see the module docstring.
 
     Read-your-writes is kept at the next read rather than at the end of each command: a command's
-    `caught_up(position)` notes the position, and a read first applies the projection up to what
-    could change what it reads (its sessions and hospitals: the last such event this run appended;
-    its appointments: everything noted). Ten thousand commands in a row would otherwise each pay a
-    projection transaction that the next command, a booking reading only its session, does not need.
-    The patients table is not projected (registration writes it): its reads wait for nothing."""
+    `caught_up(position)` notes the position, and a read first applies the projection up to the
+    last event this run appended that could change what it reads: for a session or a hospital,
+    schedule's events and stops; for which appointment a code or an id is (its session, its
+    patient), a booking or a move; for the lapse query, everything noted. Ten thousand commands in
+    a row would otherwise each pay a projection transaction that the next one does not need (a
+    booking reads only its session; a check-in only its code). The patients table is not projected
+    (registration writes it): its reads wait for nothing."""
 
     def __init__(self, db: Database, projection: Projection, store: SimulatedClockStore) -> None:
         super().__init__(db, projection)
@@ -199,11 +204,11 @@ class HistoryReadModel(BookingReadModel):
     # the appointments
 
     def appointment(self, appointment_id: str) -> dict[str, Any] | None:
-        self.apply_upto(self._wanted)
+        self.apply_upto(self._store.placed)
         return super().appointment(appointment_id)
 
     def appointment_by_code(self, code: str) -> dict[str, Any] | None:
-        self.apply_upto(self._wanted)
+        self.apply_upto(self._store.placed)
         return super().appointment_by_code(code)
 
     def due_for_lapse(self, now: datetime, limit: int = 500, backfill: bool = False) -> list[tuple[str, str]]:
