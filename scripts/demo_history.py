@@ -96,7 +96,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER = "demo-history"
 HOSPITAL_TZ = demo_plan.HOSPITAL_TZ
 OPERATOR = Actor(kind="operator", id="demo-op-12580")
-OPERATOR_SYSTEM = Actor(kind="system", id="demo-history")
+MARKER_ACTOR = Actor(kind="system", id="demo-history")
 # What booking's sessions and hospitals tables follow (services/booking/readmodel.py).
 SESSION_EVENTS = frozenset({"SessionScheduled", "SessionQuotaChanged", "SessionStopApplied", "HospitalRegistered",
                             "HospitalRulesChanged"})
@@ -251,15 +251,18 @@ def run(eventstore_dsn: str, booking_dsn: str, vault: PiiVault, settings: Any, w
         else:
             until = until or datetime.now(HOSPITAL_TZ).date() - timedelta(days=1)
             event = DemoHistoryStarted(until=until, weeks=weeks, seed=seed)
-            raw.append_to(MARKER, 0, new_envelope(event, MARKER, "demo", actor=OPERATOR_SYSTEM,
-                                                  event_id=idempotent_event_id("demo-history", "started")))
+            # Expected version 0: of two first runs at once, one fails here (run again: it resumes).
+            raw.append_to(MARKER, 0, new_envelope(event, MARKER, "demo", actor=MARKER_ACTOR))
         history = _History(raw, booking_dsn, vault, settings, until, weeks, seed, out)
-        outcome = history.play(stop_after)
+        try:
+            outcome = history.play(stop_after)
+        finally:
+            history.db.close()
         if stop_after is None:
             raw.append_to(MARKER, None, new_envelope(
                 DemoHistoryCompleted(actions=outcome.actions, refused=sum(outcome.refused.values()),
                                      appended=outcome.appended),
-                MARKER, "demo", actor=OPERATOR_SYSTEM, event_id=idempotent_event_id("demo-history", "completed")))
+                MARKER, "demo", actor=MARKER_ACTOR, event_id=idempotent_event_id("demo-history", "completed")))
         outcome.seconds = time.monotonic() - started
         return outcome
     finally:
