@@ -18,9 +18,10 @@ The dependencies the handlers get, and the two adapters at their boundary:
 - `store`: `SimulatedClockStore`, the PostgreSQL store whose appends carry the simulated time as
   `occurred_at` (a service's envelopes take the wall clock; nothing else differs).
 - `readmodel`: `HistoryReadModel`, booking's own read model and queries (the same tables and SQL);
-  its read-your-writes wait applies the projection here, in this thread, instead of waiting for a
-  booking process (none runs in a test), and the lapse timer's query is asked for the back-fill's
-  own bookings, which the live timer leaves alone (services/booking/readmodel.py).
+  read-your-writes applies booking's projection here, in this thread, before each read that needs
+  it, instead of waiting for a booking process (none runs in a test; in `make run` both apply it,
+  each event once); and the lapse timer's query is asked for the back-fill's own bookings, which
+  the live timer leaves alone (services/booking/readmodel.py).
 - `vault`: the installation's PiiVault (PII_KEY, or `<run dir>/pii.key` as the launcher makes it):
   names, resident IDs and phones are stored encrypted by booking's registration, as always.
 - `settings`, `cache`, `now`: booking's configuration, a fresh ledger cache, the simulated clock.
