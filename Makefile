@@ -23,6 +23,7 @@ run: setup
 	@$(PY) -m scripts.launcher stop >/dev/null 2>&1 || true
 	@$(PY) -m scripts.launcher start --address $(GATEWAY_ADDRESS)
 	@PYTHONWARNINGS=ignore $(PY) -m services.schedule.importer --hospital hebmu4 demo/hebei-demo.json demo/hebmu4-plan.csv
+	@PYTHONWARNINGS=ignore $(PY) -m scripts.demo_history --weeks 3
 	@echo
 	@echo "  演示账号 / demo accounts (role, username / password):"
 	@PYTHONWARNINGS=ignore $(PY) -m services.gateway.staff demo --gateway $(GATEWAY_ADDRESS)

@@ -43,6 +43,17 @@ class Actor(Contract):
 
 SYSTEM = Actor(kind="system", id="platform")
 
+# The correlation id of every event a back-fill of past activity appends (scripts/demo_history.py:
+# weeks of history under a simulated clock). Its events are facts of the past: consumers whose
+# effect is about the present (an SMS, a message to the HIS) leave them alone (infra.application,
+# `backfill=False`); the store's readers (statistics, read models) take them as any other. The
+# gateway never passes a client's correlation id with this prefix on.
+BACKFILL_PREFIX = "backfill:"
+
+
+def is_backfill(env: Envelope) -> bool:
+    return env.correlation_id.startswith(BACKFILL_PREFIX)
+
 
 class Envelope(Contract):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)

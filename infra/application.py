@@ -16,6 +16,9 @@ Reactions, the two kinds, each exactly-once in effect:
   unit of work with its key event id derived from the consumer and the event id, so a
   redelivery or a replica racing this one finds it stored (the store is its inbox).
 The event is parsed into its contract class; dispatch is on classes, never on type strings.
+A reaction declared with `backfill=False` (an SMS, a message to a hospital's HIS: effects about
+the present) is not run for an event a back-fill of past activity appended
+(`contracts.envelope.is_backfill`); nothing is claimed for it either.
 Which service publishes an event is the contracts module it is declared in (contracts.booking →
 "booking").
 """
@@ -29,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from contracts.envelope import Command, Envelope, Event
+from contracts.envelope import Command, Envelope, Event, is_backfill
 from infra.eventstore.base import idempotent_event_id
 from infra.handling import claim, reliable_event_handler
 
@@ -56,6 +59,7 @@ class Reaction:
     consumer: str
     kind: str  # "on" (inbox, own database) or "decides" (event store)
     params: tuple[str, ...]
+    backfill: bool = True  # False: events of a back-fill of past activity are left alone
 
     @property
     def method_name(self) -> str:
@@ -79,20 +83,21 @@ class Application:
             return fn
         return register
 
-    def on(self, *event_classes: type[Event]) -> Callable[[C], C]:
-        return self._reaction(event_classes, "on", fixed=3)
+    def on(self, *event_classes: type[Event], backfill: bool = True) -> Callable[[C], C]:
+        return self._reaction(event_classes, "on", fixed=3, backfill=backfill)
 
-    def decides(self, *event_classes: type[Event]) -> Callable[[C], C]:
-        return self._reaction(event_classes, "decides", fixed=2)
+    def decides(self, *event_classes: type[Event], backfill: bool = True) -> Callable[[C], C]:
+        return self._reaction(event_classes, "decides", fixed=2, backfill=backfill)
 
-    def _reaction(self, event_classes: tuple[type[Event], ...], kind: str, fixed: int) -> Callable[[C], C]:
+    def _reaction(self, event_classes: tuple[type[Event], ...], kind: str, fixed: int,
+                  backfill: bool) -> Callable[[C], C]:
         def register(fn: C) -> C:
             params = tuple(inspect.signature(fn).parameters)[fixed:]
             for cls in event_classes:
                 consumer = consumer_name(self.service, fn)
                 if len(event_classes) > 1:
                     consumer = f"{consumer}.{cls.__name__}"
-                self.reactions.append(Reaction(cls, fn, consumer, kind, params))
+                self.reactions.append(Reaction(cls, fn, consumer, kind, params, backfill))
             return fn
         return register
 
@@ -109,6 +114,8 @@ class Application:
     def react(self, reaction: Reaction, body: Mapping[str, Any], deps: Deps) -> Any:
         """Deliver one message (an envelope as the relay publishes it) to `reaction`."""
         env = Envelope.model_validate(body)
+        if not reaction.backfill and is_backfill(env):
+            return None
         event = reaction.event_cls.model_validate(env.data)
         kwargs = {name: _get(deps, name) for name in reaction.params}
         if reaction.kind == "decides":

@@ -76,7 +76,7 @@ class ReadModel(Protocol):
     def sessions_info(self, session_ids: list[str]) -> dict[str, domain.SessionInfo]: ...
     def appointment(self, appointment_id: str) -> dict[str, Any] | None: ...
     def appointment_by_code(self, code: str) -> dict[str, Any] | None: ...
-    def due_for_lapse(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]: ...
+    def due_for_lapse(self, now: datetime, limit: int = 500, backfill: bool = False) -> list[tuple[str, str]]: ...
     def paid_phone_bookings(self, hospital_id: str, visit_date: str) -> list[dict[str, Any]]: ...
     def session_list(self, session_id: str) -> list[dict[str, Any]]: ...
     def add_patient(self, row: dict[str, Any], phone_max_patients: int) -> bool: ...
@@ -419,14 +419,14 @@ def lapse_due(cmd: LapseDueAppointments, store: EventStore, readmodel: ReadModel
         if session is None:
             continue
         try:
-            lapsed += _lapse_one(store, cache, appointment_id, session, cmd.now, rules)
+            lapsed += _lapse_one(store, cache, appointment_id, session, cmd.now, rules, cmd.correlation_id)
         except Conflict:
             continue  # picked up again on the next tick
     return lapsed
 
 
 def _lapse_one(store: EventStore, cache: LedgerCache, appointment_id: str, session: domain.SessionInfo,
-               now: datetime, rules: domain.NoShowRules) -> int:
+               now: datetime, rules: domain.NoShowRules, correlation_id: str | None = None) -> int:
     ledger_name = domain.ledger_stream(session.session_id)
 
     def decide(w: World) -> Event | None:
@@ -447,7 +447,8 @@ def _lapse_one(store: EventStore, cache: LedgerCache, appointment_id: str, sessi
 
     with cache.lock(session.session_id):
         outcome = execute(store, decide, key_id=idempotent_event_id("lapse", appointment_id), source=SOURCE,
-                          prefetch=[ledger_name], load=cache.loader(store), check_first=False)
+                          correlation_id=correlation_id, prefetch=[ledger_name], load=cache.loader(store),
+                          check_first=False)
     return 0 if outcome.key is None or outcome.duplicate else 1
 
 
@@ -542,7 +543,7 @@ def availability(store: EventStore, readmodel: ReadModel, cache: LedgerCache,
 
 # --- reactions to schedule --------------------------------------------------------------------
 
-@APP.decides(DoctorStopApproved)
+@APP.decides(DoctorStopApproved, backfill=False)
 def on_doctor_stop_approved(event: DoctorStopApproved, env: Envelope, store: EventStore, readmodel: ReadModel,
                             cache: LedgerCache) -> dict[str, Any]:
     """Move the stopped session's bookings to the replacement or cancel them: one atomic append

@@ -35,6 +35,7 @@ from contracts import (
     SessionScheduled,
     SessionStopApplied,
 )
+from contracts.envelope import is_backfill
 from infra.db import Database
 from infra.projections import Projection, Projector
 from services.booking.domain import SessionInfo
@@ -81,6 +82,8 @@ CREATE TABLE IF NOT EXISTS appointments (
     status          text NOT NULL,
     data            jsonb NOT NULL
 );
+-- Booked by a back-fill of past activity (scripts/demo_history.py), which lapses them itself.
+ALTER TABLE appointments ADD COLUMN IF NOT EXISTS backfill boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS appointments_by_patient ON appointments (patient_id);
 CREATE INDEX IF NOT EXISTS appointments_by_session ON appointments (session_id);
 CREATE INDEX IF NOT EXISTS sessions_by_hospital_day ON sessions ((data->>'hospital_id'), (data->>'date'));
@@ -131,9 +134,10 @@ def _stop_applied(cur: Any, event: SessionStopApplied, env: Envelope) -> None:
 @PROJECTOR.on(AppointmentBooked)
 def _booked(cur: Any, event: AppointmentBooked, env: Envelope) -> None:
     cur.execute(
-        "INSERT INTO appointments VALUES (%s, %s, %s, %s, %s, %s, 'booked', %s) ON CONFLICT DO NOTHING",
+        "INSERT INTO appointments (appointment_id, session_id, patient_id, code, sequence_number, channel, status,"
+        " data, backfill) VALUES (%s, %s, %s, %s, %s, %s, 'booked', %s, %s) ON CONFLICT DO NOTHING",
         (event.appointment_id, event.session_id, event.patient_id, event.code, event.sequence_number,
-         event.channel, json.dumps(env.data, ensure_ascii=False)),
+         event.channel, json.dumps(env.data, ensure_ascii=False), is_backfill(env)),
     )
 
 
@@ -269,11 +273,15 @@ class BookingReadModel:
             (hospital_id, day, department_id, department_id, doctor_id, doctor_id))
         return [_window(r) for r in rows]
 
-    def due_for_lapse(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    def due_for_lapse(self, now: datetime, limit: int = 500, backfill: bool = False) -> list[tuple[str, str]]:
+        """Bookings still to come whose session's lapse time has passed. A back-fill's own bookings
+        (`backfill`) are lapsed by the back-fill at its simulated time, never by the live timer:
+        while it runs, its bookings of past sessions wait for their check-ins, not for a lapse."""
         rows = self.db.fetchall(
             "SELECT a.appointment_id, a.session_id FROM appointments a JOIN sessions s USING (session_id) "
-            "WHERE a.status IN ('booked', 'moved') AND s.lapse_at <= %s ORDER BY s.lapse_at LIMIT %s",
-            (now, limit),
+            "WHERE a.status IN ('booked', 'moved') AND s.lapse_at <= %s AND a.backfill = %s "
+            "ORDER BY s.lapse_at LIMIT %s",
+            (now, backfill, limit),
         )
         return [(r[0], r[1]) for r in rows]
 

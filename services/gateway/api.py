@@ -32,7 +32,7 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from werkzeug.wrappers import Request, Response
 
 from contracts import DomainError, Forbidden, InvalidInput, NotFound, from_wire, invalid_from_validation
-from contracts.envelope import no_control_characters
+from contracts.envelope import BACKFILL_PREFIX, no_control_characters
 from infra.handling import is_transient
 from infra.logging import get_logger
 from services.gateway import readmodel
@@ -313,8 +313,12 @@ def idempotency_key(request: Request, default: str = "") -> str:
 
 
 def correlation_id(request: Request) -> str:
+    """The caller's X-Correlation-Id, or a new one. One that claims to be a back-fill of past
+    activity is replaced: that mark keeps a booking's SMS and its HIS message back."""
     given = request.headers.get("X-Correlation-Id", "")
-    return given[:100] if given else uuid.uuid4().hex
+    if not given or given.startswith(BACKFILL_PREFIX):
+        return uuid.uuid4().hex
+    return given[:100]
 
 
 def read_json(request: Request, max_bytes: int) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def facility_of(endpoint: dict[str, Any]) -> hl7.Facility:
 
 # --- reactions: queue a message per booking event --------------------------------------------------
 
-@APP.on(AppointmentBooked)
+@APP.on(AppointmentBooked, backfill=False)
 def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appointments: JsonMemory,
                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, booking: Any, vault: PiiVault,
                  now: datetime) -> None:
@@ -109,7 +109,7 @@ def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appoint
     appointments.remember(cur, event.appointment_id, appt)
 
 
-@APP.on(AppointmentMoved)
+@APP.on(AppointmentMoved, backfill=False)
 def send_move(cur: Any, event: AppointmentMoved, envelope: Envelope, appointments: JsonMemory,
               his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     previous = appointments.recall(cur, event.appointment_id)
@@ -118,28 +118,28 @@ def send_move(cur: Any, event: AppointmentMoved, envelope: Envelope, appointment
     appointments.remember(cur, event.appointment_id, appt)
 
 
-@APP.on(AppointmentCancelled)
+@APP.on(AppointmentCancelled, backfill=False)
 def send_cancellation(cur: Any, event: AppointmentCancelled, envelope: Envelope, appointments: JsonMemory,
                       his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     appt = {**appointments.recall(cur, event.appointment_id), "reason": event.reason}
     _queue(cur, envelope, "SIU^S15", appt, his_endpoints, his_outbox, vault, now)
 
 
-@APP.on(AppointmentLapsed)
+@APP.on(AppointmentLapsed, backfill=False)
 def send_no_show(cur: Any, event: AppointmentLapsed, envelope: Envelope, appointments: JsonMemory,
                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     _queue(cur, envelope, "SIU^S26", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
            vault, now)
 
 
-@APP.on(AppointmentCheckedIn)
+@APP.on(AppointmentCheckedIn, backfill=False)
 def send_check_in(cur: Any, event: AppointmentCheckedIn, envelope: Envelope, appointments: JsonMemory,
                   his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     _queue(cur, envelope, "ADT^A04", appointments.recall(cur, event.appointment_id), his_endpoints, his_outbox,
            vault, now)
 
 
-@APP.on(AppointmentRefunded)
+@APP.on(AppointmentRefunded, backfill=False)
 def send_refund(cur: Any, event: AppointmentRefunded, envelope: Envelope, appointments: JsonMemory,
                 his_endpoints: HisEndpoints, his_outbox: HisOutbox, vault: PiiVault, now: datetime) -> None:
     """退号 at the window: the HIS cancels the registration the check-in made (ADT^A11)."""
@@ -533,7 +533,8 @@ def check_signature(headers: Any, body: bytes, db: Database, his_endpoints: HisE
     return hospital_id
 
 
-def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now: datetime) -> dict[str, Any]:
+def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now: datetime,
+                  correlation_id: str | None = None) -> dict[str, Any]:
     """The day's outpatient visits as the HIS counts them (the booking share's denominator), an
     event in the store; the same report again is a duplicate, a different total a correction."""
     try:
@@ -547,7 +548,8 @@ def report_visits(hospital_id: str, payload: Mapping[str, Any], store: Any, now:
     event = OutpatientVisitsReported(hospital_id=hospital_id, date=day, visits=visits, reported_by=f"HIS {hospital_id}")
     stream = f"his-visits-{hospital_id}-{day.isoformat()}"
     result = store.append_to(stream, None, new_envelope(
-        event, stream, "his_sync", actor=Actor(kind="service", id=f"his:{hospital_id}", hospital_id=hospital_id),
+        event, stream, "his_sync", correlation_id,
+        actor=Actor(kind="service", id=f"his:{hospital_id}", hospital_id=hospital_id),
         event_id=idempotent_event_id("outpatient-visits", f"{hospital_id}:{day.isoformat()}:{visits}")))
     _log.info("his_visits_reported", hospital_id=hospital_id, date=day.isoformat(), visits=visits)
     return {"hospital_id": hospital_id, "date": day.isoformat(), "visits": visits,

@@ -64,7 +64,7 @@ Render = Callable[[dict[str, Any], dict[str, str]], str]
 
 # --- reactions: an appointment's life -----------------------------------------------------------
 
-@APP.on(AppointmentBooked)
+@APP.on(AppointmentBooked, backfill=False)
 def confirm_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, booking: Any, vault: PiiVault,
                     names: Names, hospitals: Hospitals, doctors: Doctors, sms_outbox: SmsOutbox,
                     appointments: Appointments, now: datetime) -> None:
@@ -80,7 +80,7 @@ def confirm_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, book
     _tell_doctor(cur, doctors, vault, sms_outbox, envelope, appt, known, sms, now, moved_here=False)
 
 
-@APP.on(AppointmentMoved)
+@APP.on(AppointmentMoved, backfill=False)
 def tell_moved(cur: Any, event: AppointmentMoved, envelope: Envelope, booking: Any, vault: PiiVault,
                names: Names, hospitals: Hospitals, doctors: Doctors, sms_outbox: SmsOutbox,
                appointments: Appointments, now: datetime) -> None:
@@ -98,7 +98,7 @@ def tell_moved(cur: Any, event: AppointmentMoved, envelope: Envelope, booking: A
     _tell_doctor(cur, doctors, vault, sms_outbox, envelope, appt, known, sms, now, moved_here=True)
 
 
-@APP.on(AppointmentCancelled)
+@APP.on(AppointmentCancelled, backfill=False)
 def tell_cancelled(cur: Any, event: AppointmentCancelled, envelope: Envelope, booking: Any, vault: PiiVault,
                    names: Names, hospitals: Hospitals, sms_outbox: SmsOutbox, appointments: Appointments,
                    now: datetime) -> None:
@@ -115,7 +115,7 @@ def tell_cancelled(cur: Any, event: AppointmentCancelled, envelope: Envelope, bo
     appointments.remember(cur, event.appointment_id, {**appt, "status": "cancelled", "contact": contact})
 
 
-@APP.on(AppointmentRefunded)
+@APP.on(AppointmentRefunded, backfill=False)
 def tell_refunded(cur: Any, event: AppointmentRefunded, envelope: Envelope, booking: Any, vault: PiiVault,
                   names: Names, hospitals: Hospitals, sms_outbox: SmsOutbox, appointments: Appointments,
                   now: datetime) -> None:
@@ -128,7 +128,7 @@ def tell_refunded(cur: Any, event: AppointmentRefunded, envelope: Envelope, book
     appointments.remember(cur, event.appointment_id, {**appt, "status": "refunded", "contact": contact})
 
 
-@APP.on(AppointmentCheckedIn, AppointmentLapsed)
+@APP.on(AppointmentCheckedIn, AppointmentLapsed, backfill=False)
 def note_outcome(cur: Any, event: AppointmentCheckedIn | AppointmentLapsed, envelope: Envelope,
                  appointments: Appointments) -> None:
     """Checked in or lapsed: no reminder, no digest counts it any more."""
@@ -137,7 +137,7 @@ def note_outcome(cur: Any, event: AppointmentCheckedIn | AppointmentLapsed, enve
     appointments.remember(cur, event.appointment_id, {**appt, "status": status})
 
 
-@APP.on(PatientBanned)
+@APP.on(PatientBanned, backfill=False)
 def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any, vault: PiiVault,
                 sms_outbox: SmsOutbox, now: datetime) -> None:
     """The ban with its end date now, and its lift queued for the morning after it ends. A longer
@@ -154,7 +154,7 @@ def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any
     _log.info("sms_queued", template="patient_banned", patient_id=event.patient_id)
 
 
-@APP.on(PatientRegistrationRefused)
+@APP.on(PatientRegistrationRefused, backfill=False)
 def warn_registration_refused(cur: Any, event: PatientRegistrationRefused, envelope: Envelope, booking: Any,
                               vault: PiiVault, sms_outbox: SmsOutbox) -> None:
     """The owner of the resident ID hears that another mobile tried to register it (at once:

@@ -71,10 +71,11 @@ class FakeReadModel:
                         "patient_id": a["patient_id"], "id_hash": row["id_hash"] if row else None}
         return None
 
-    def due_for_lapse(self, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    def due_for_lapse(self, now: datetime, limit: int = 500, backfill: bool = False) -> list[tuple[str, str]]:
         sessions = self._sessions()
         return [(a["appointment_id"], a["session_id"]) for a in self._appointments().values()
-                if a["status"] in ("booked", "moved") and sessions[a["session_id"]].lapse_at <= now][:limit]
+                if a["status"] in ("booked", "moved") and sessions[a["session_id"]].lapse_at <= now
+                and bool(a.get("backfill")) == backfill][:limit]
 
     def paid_phone_bookings(self, hospital_id: str, visit_date: str) -> list[dict[str, Any]]:
         return [a for a in self._appointments().values() if a["channel"] == "phone" and a.get("paid")

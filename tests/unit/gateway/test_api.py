@@ -19,6 +19,7 @@ from services.gateway.api import (
     _GatewayHttp,
     _GatewayWsgiApp,
     api,
+    correlation_id,
     declared_endpoints,
     error_response,
     json_response,
@@ -40,6 +41,19 @@ def request_with(body: bytes | str, content_type: str = "application/json") -> R
         return Request(builder.get_environ())
     finally:
         builder.close()
+
+
+def test_a_client_correlation_id_is_passed_on_unless_it_claims_to_be_a_backfill():
+    def asked(value: str) -> str:
+        builder = EnvironBuilder(path="/api/v1/appointments", headers={"X-Correlation-Id": value})
+        try:
+            return correlation_id(Request(builder.get_environ()))
+        finally:
+            builder.close()
+
+    assert asked("trace-42") == "trace-42"
+    forged = asked("backfill:sms-off")  # would keep this booking's SMS and HIS message back
+    assert not forged.startswith("backfill") and len(forged) == 32
 
 
 # --- read_json -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from contracts import (
     HospitalRegistered,
     PhoneBookingsHandedOver,
 )
+from contracts.envelope import BACKFILL_PREFIX
 from infra.memory import NotKnownYet
 from infra.pii import PiiVault
 from services.his_sync import hl7
@@ -188,3 +189,13 @@ def test_a_new_hospital_gets_the_deployments_default_his_if_there_is_one():
     svc.deps["default_his"] = ("127.0.0.1", 2575)
     svc.deliver(HospitalRegistered(hospital_id="hb9", name="某医院", level="3A", address="x"), source="schedule")
     assert svc.db.rows("his_endpoints")["hb9"]["host"] == "127.0.0.1"
+
+
+def test_a_backfilled_history_sends_the_his_nothing(svc):
+    """Past activity appended by scripts/demo_history.py (correlation `backfill:`): the HIS is not
+    sent bookings, check-ins and no-shows of visits long over."""
+    for event in (AppointmentBooked(**BOOKED), AppointmentCheckedIn(**LATER, clerk_id="c1", fee_taken="0.00")):
+        deliver(APP, {**envelope_of(event, "booking"), "correlation_id": f"{BACKFILL_PREFIX}demo:1"}, svc.deps)
+    assert svc.queued() == [] and svc.booking.asked == []
+    svc.deliver(AppointmentBooked(**BOOKED))
+    assert [r["message_type"] for r in svc.queued()] == ["SIU^S12"]

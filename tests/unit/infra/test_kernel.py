@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from contracts import Actor, AppointmentLapsed, Conflict, DoctorStopApproved, Envelope, InvalidInput, SessionStopApplied
-from contracts.envelope import Event
+from contracts.envelope import BACKFILL_PREFIX, Event
 from infra.application import Application, bind_reactions, source_of
 from infra.decisions import Missing, World
 from infra.eventstore import InMemoryEventStore, derived_event_id, idempotent_event_id, new_envelope
@@ -187,6 +187,36 @@ def test_a_failed_effect_releases_its_claim_so_the_retry_runs_it():
     with pytest.raises(RuntimeError):
         app.react(reaction, body, {"db": db, "sink": effects})
     assert db.claims() == []
+
+
+def test_a_live_only_reaction_leaves_backfilled_history_alone_and_claims_nothing():
+    app = Application("demo")
+    seen: list[tuple[str, Any]] = []
+
+    @app.on(AppointmentLapsed, backfill=False)
+    def tell(cur: Any, event: AppointmentLapsed, env: Envelope, sink: list[Any]) -> None:
+        sink.append(("on", event.appointment_id))
+
+    @app.decides(AppointmentLapsed, backfill=False)
+    def decide(event: AppointmentLapsed, env: Envelope, sink: list[Any]) -> None:
+        sink.append(("decides", event.appointment_id))
+
+    @app.on(AppointmentLapsed)
+    def count(cur: Any, event: AppointmentLapsed, env: Envelope, sink: list[Any]) -> None:
+        sink.append(("count", event.appointment_id))
+
+    lapsed = AppointmentLapsed(appointment_id="a1", session_id="s", hospital_id="h", patient_id="p", channel="web")
+    past = new_envelope(lapsed, "ledger-s", "booking", correlation_id=f"{BACKFILL_PREFIX}demo").model_dump(mode="json")
+    live = new_envelope(lapsed, "ledger-s", "booking", correlation_id="backfill-not-a-prefix").model_dump(mode="json")
+    db = FakeDb()
+    for reaction in app.reactions:
+        app.react(reaction, past, {"db": db, "sink": seen})
+    assert seen == [("count", "a1")]
+    assert [c[0] for c in db.claims()] == ["demo.count"]
+    seen.clear()
+    for reaction in app.reactions:
+        app.react(reaction, live, {"db": db, "sink": seen})
+    assert seen == [("on", "a1"), ("decides", "a1"), ("count", "a1")]
 
 
 def test_nameko_entrypoints_are_generated_from_the_table():

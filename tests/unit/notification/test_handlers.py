@@ -27,6 +27,7 @@ from contracts import (
     PatientRegistrationRefused,
     to_wire,
 )
+from contracts.envelope import BACKFILL_PREFIX
 from infra.memory import NotKnownYet
 from infra.pii import PiiVault
 from services.notification import domain
@@ -391,3 +392,18 @@ def test_security_messages_are_urgent(svc):
     svc.deliver(PatientPasswordReplaced(patient_id="patient-5b1e"))
     assert svc.sms()[0]["urgent"] is True and svc.sms()[0].get("not_before") is None
 
+
+
+def test_a_backfilled_history_sends_no_sms_and_asks_booking_nothing(svc):
+    """Weeks of past activity appended by scripts/demo_history.py (correlation `backfill:`): no
+    confirmation, no cancellation notice, no ban SMS for visits long over."""
+    def past(event: Any) -> dict[str, Any]:
+        return {**envelope_of(event, "booking"), "correlation_id": f"{BACKFILL_PREFIX}demo:1"}
+
+    for event in (booked(), cancelled(), PatientBanned(patient_id="patient-5b1e", until="2025-06-01", no_shows=3),
+                  PatientRegistrationRefused(patient_id="patient-5b1e", attempt_phone_masked="139****0000")):
+        deliver(APP, past(event), svc.deps)
+    assert svc.sms() == [] and svc.booking.asked == []
+    assert "appt-7f3a" not in svc.db.rows("appointments")
+    svc.deliver(booked())  # the live one still is told
+    assert [s["template"] for s in svc.sms()] == ["booking_confirmation"]
