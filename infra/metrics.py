@@ -76,7 +76,11 @@ def serve(address: str) -> tuple[str, int] | None:
         return None
     with _serve_lock:
         if "bound" not in _served:
-            server, _thread = start_http_server(parsed[1], addr=parsed[0])
+            try:
+                server, _thread = start_http_server(parsed[1], addr=parsed[0])
+            except OSError as exc:  # a taken port must not keep the service from running
+                _log.error("metrics_not_served", address=address, error=str(exc))
+                return None
             _served["bound"] = (parsed[0], int(server.server_address[1]))
             _log.info("metrics_serving", address=f"{_served['bound'][0]}:{_served['bound'][1]}")
         return _served["bound"]

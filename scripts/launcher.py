@@ -54,8 +54,8 @@ class Platform:
     supervise: bool = True        # restart a process that exits (scripts/supervisor.py)
     # /metrics of each process: the relay on metrics_port, then each service (and replica) on the
     # next ports, in the order of components(); 0: a free port each (parallel test platforms);
-    # None: no metrics served.
-    metrics_port: int | None = 9100
+    # None (the default here; `make run` uses METRICS_PORT, 9100): no metrics served.
+    metrics_port: int | None = None
     _metrics: dict[str, str] = field(default_factory=dict, repr=False)
 
     def components(self) -> list[Component]:
@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=os.environ.get("GATEWAY_ADDRESS", "127.0.0.1:8000"))
     args = parser.parse_args(argv)
     replicas = {k: int(v) for k, v in (r.split("=", 1) for r in args.replicas)}
-    platform = Platform(replicas=replicas, gateway_address=args.address)
+    platform = Platform(replicas=replicas, gateway_address=args.address,
+                        metrics_port=int(os.environ.get("METRICS_PORT") or 9100))
     if args.action == "start":
         if platform.supervisor_alive() or any(_alive(p) for p in platform.pids().values()):
             print("already running; `make stop` first", file=sys.stderr)
