@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -48,6 +49,17 @@ from infra.logging import get_logger, mask_text
 from infra.projections import Projection, ProjectionRunner
 from infra.relay import LOCK_KEY
 from infra.settings import Settings, load_config, settings_for
+
+class _QuietMissingDeadQueues(logging.Filter):
+    """pika logs every passive declare that finds no queue as a warning; for a `.dead` queue that
+    only means nothing was ever parked there, asked every METRICS_REFRESH_S."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("NOT_FOUND - no queue" in text and ".dead'" in text)
+
+
+logging.getLogger("pika.channel").addFilter(_QuietMissingDeadQueues())
 
 Check = dict[str, Any]
 Extra = Callable[[Any, Settings, datetime], Check]  # (cursor of the service's database, settings, now)
