@@ -21,6 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launcher import ROOT, Platform
+from tests.conftest import free_port
 from tests.e2e.conftest import running_platform
 from tests.e2e.test_http_api import SESSION, Client
 
@@ -221,3 +222,31 @@ def test_metrics_count_a_booking_in_every_process_it_crosses(ops):
     assert ops.metric("booking", "appt_projection_lag_events", projection="booking-readmodel") == 0
     assert ops.metric("his_sync", "appt_his_backlog", hospital_id="hebmu2", state="parked") == 0
     assert ops.metric("gateway", "appt_health_ok", check="relay") == 1
+
+
+def test_a_down_his_degrades_health_with_the_reason_and_its_backlog_clears_after(ops):
+    closed = free_port()
+
+    def endpoint(port: int) -> None:
+        r = requests.put(ops.client.url("/api/v1/hospitals/hebmu2/his"), json={"host": "127.0.0.1", "port": port},
+                         headers={"Authorization": f"Bearer {ops.admin}"}, timeout=30)
+        assert r.status_code == 200, r.text
+
+    endpoint(closed)
+    try:
+        ops.client.register(42)
+        r = ops.client.book(ops.client.login("13700000042", "secret-pw-1"))
+        assert r.status_code == 201, r.text
+        health = until("the HIS backlog to show", lambda: (h := ops.health())["status"] == "degraded" and h)
+        his = health["backlogs"]["his"]
+        assert his["status"] == "degraded" and his["hospitals"]["hebmu2"]["waiting"] >= 1
+        assert health["services"]["his_sync"] == "degraded" and health["services"]["booking"] == "ok"
+        [reason] = [r for r in health["reasons"] if r.startswith("his_sync: his_backlog: ")]
+        assert "hebmu2" in reason and "the HIS does not answer" in reason
+        assert ops.metric("his_sync", "appt_his_backlog", hospital_id="hebmu2", state="waiting") >= 1
+    finally:
+        endpoint(ops.p.his_port)
+    # The new endpoint closes the breaker at once: ok again while the message still waits its turn.
+    assert until("health ok with the HIS back", lambda: ops.health()["status"] == "ok", timeout=30)
+    until("the backlog to clear", lambda: ops.health()["backlogs"]["his"]["hospitals"]["hebmu2"]["waiting"] == 0,
+          timeout=60)
