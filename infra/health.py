@@ -50,6 +50,7 @@ from infra.projections import Projection, ProjectionRunner
 from infra.relay import LOCK_KEY
 from infra.settings import Settings, load_config, settings_for
 
+
 class _QuietMissingDeadQueues(logging.Filter):
     """pika logs every passive declare that finds no queue as a warning; for a `.dead` queue that
     only means nothing was ever parked there, asked every METRICS_REFRESH_S."""
