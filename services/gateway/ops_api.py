@@ -58,7 +58,10 @@ class OpsEndpoints:
 
     @api("GET", "/healthz", "health of the gateway and the services behind it", "development", limit=None)
     def healthz(self, request: Request) -> Response:
+        """Public (the orchestrator, a load balancer): the summary without each service's full
+        report, which names processes' addresses; the platform admin reads that on /ops."""
         health = self.platform_health()
+        health.pop("details")
         return json_response(health, 200 if health["status"] == "ok" else 503)
 
     @api("GET", "/api/v1/ops/health", "the platform's health: each service's checks, the relay, projection lag, "
