@@ -264,6 +264,9 @@ class HealthChecks(DependencyProvider):
         self.store_db = shared_database(cfg.eventstore_dsn, cfg.db_pool_size, autocommit=True)
         self.db = shared_database(str(cfg.database_dsn), cfg.db_pool_size) if cfg.database_dsn else None
         self._stopping = threading.Event()
+        # The database checks take turns: each is a few milliseconds, and in parallel they would
+        # leave the pools holding a connection per check at rest (the platform's budget is 24).
+        self._db_turn = threading.Lock()
 
     def start(self) -> None:
         if self.cfg.metrics_address:
@@ -285,20 +288,21 @@ class HealthChecks(DependencyProvider):
 
     def checks(self) -> dict[str, Callable[[], Check]]:
         cfg, now, timeout = self.cfg, datetime.now(UTC), self.cfg.health_timeout_s
-        found: dict[str, Callable[[], Check]] = {
+        on_db: dict[str, Callable[[], Check]] = {
             "eventstore": lambda: database_check(self.store_db, timeout),
-            "broker": lambda: broker_check(cfg.amqp_uri, timeout),
             "relay": lambda: relay_check(self.store_db, cfg.health_relay_lag_s, now),
         }
         if self.db is not None:
             db = self.db
-            found["database"] = lambda: database_check(db, timeout)
+            on_db["database"] = lambda: database_check(db, timeout)
             for name, fn in self.extra.items():
-                found[name] = _in_transaction(db, fn, cfg, now, timeout)
+                on_db[name] = _in_transaction(db, fn, cfg, now, timeout)
         for runner in self.runners():
-            found[f"projection:{runner.projection.name}"] = (
+            on_db[f"projection:{runner.projection.name}"] = (
                 lambda r=runner: projection_check(r.projection, r.state, r.outage, cfg.health_projection_lag_s,  # type: ignore[misc]
                                                   now, timeout))
+        found = {name: _taking_turns(self._db_turn, fn) for name, fn in on_db.items()}
+        found["broker"] = lambda: broker_check(cfg.amqp_uri, timeout)
         queues = self.dead_queues()
         if queues:
             found["dead_letters"] = lambda: dead_letters_check(cfg.amqp_uri, queues, cfg.health_dead_letters_max,
@@ -323,6 +327,19 @@ class HealthChecks(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> HealthChecks:
         return self
+
+
+def _taking_turns(turn: threading.Lock, fn: Callable[[], Check]) -> Callable[[], Check]:
+    """One database check at a time; one that waited 0.2 s for its turn (a check ahead of it
+    hangs) runs anyway, so that a hanging check never hides the others' answers."""
+    def run() -> Check:
+        got = turn.acquire(timeout=0.2)
+        try:
+            return fn()
+        finally:
+            if got:
+                turn.release()
+    return run
 
 
 def _in_transaction(db: Database, fn: Extra, cfg: Settings, now: datetime, timeout: float) -> Callable[[], Check]:
