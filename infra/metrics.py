@@ -18,7 +18,7 @@ counted, and where:
   `appt_sms_backlog{state}`, `appt_health_ok{check}`.
 
 `serve(address)` starts prometheus_client's own HTTP server (a daemon thread; a green thread
-under eventlet's monkey patching, tests/nameko/test_metrics_server.py keeps that true) once per
+under eventlet's monkey patching, tests/nameko/test_health_metrics.py keeps that true) once per
 process. METRICS_ADDRESS "" (the default) serves nothing; "127.0.0.1:0" an ephemeral port.
 """
 
