@@ -73,3 +73,14 @@ def test_the_summary_keeps_the_shape_and_says_why() -> None:
 ])
 def test_only_dead_letter_queues_of_event_handlers_can_be_requeued(name: str, accepted: bool) -> None:
     assert bool(DEAD_QUEUE.match(name)) is accepted
+
+
+def test_the_dead_letter_queues_are_derived_from_every_service_application() -> None:
+    from infra.deadletters import candidate_queues
+
+    found = candidate_queues()
+    assert set(found) == {"booking", "notification", "his_sync"}  # the services that react to events
+    assert "evt-booking-AppointmentBooked--notification.confirm_booking.dead" in found["notification"]
+    assert "evt-schedule-DoctorStopApproved--booking.on_doctor_stop_approved.dead" in found["booking"]
+    assert all(DEAD_QUEUE.match(q) for qs in found.values() for q in qs)
+    assert sum(len(qs) for qs in found.values()) == len({q for qs in found.values() for q in qs})
