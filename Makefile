@@ -31,7 +31,7 @@ run: setup
 	@echo "  平台已启动 / platform is up:     http://$(GATEWAY_ADDRESS)/"
 	@echo "  患者 patient:  /  /register  /login  /me  /reset-password"
 	@echo "  话务员 hotline operator: /operator   窗口 window clerk: /clerk   医生 doctor: /doctor   医院管理 hospital admin: /admin"
-	@echo "  短信发件箱 SMS outbox (platform_admin; verification codes are there): /dev/sms   API: /api/v1/openapi.json   health: /healthz"
+	@echo "  短信发件箱 SMS outbox (platform_admin; verification codes are there): /dev/sms   API: /api/v1/openapi.json   health: /healthz   运维 operations (platform_admin): /ops"
 	@echo "  logs: .run/logs/   stop with:  make stop"
 
 stop:

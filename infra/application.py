@@ -133,13 +133,22 @@ class Application:
     def entrypoints(self) -> dict[str, Callable[..., None]]:
         """One nameko reliable event handler per reaction, to be set on the service class
         (`bind_reactions`). The queue is named after the method, as nameko does."""
-        methods: dict[str, Callable[..., None]] = {}
+        return {name: self._entrypoint(reaction, name) for name, reaction in self._methods()}
+
+    def event_queues(self, service: str | None = None) -> list[str]:
+        """The queue of each generated entrypoint, as nameko names a service-pool event handler's
+        (`evt-<source>-<event type>--<service>.<method>`): what infra.deadletters watches."""
+        return [f"evt-{source_of(r.event_cls)}-{r.event_cls.type_name()}--{service or self.service}.{name}"
+                for name, r in self._methods()]
+
+    def _methods(self) -> list[tuple[str, Reaction]]:
+        found = []
         for reaction in self.reactions:
             name = reaction.method_name
             if len([r for r in self.reactions if r.handler is reaction.handler]) > 1:
                 name = f"{name}__{_snake(reaction.event_cls.__name__)}"
-            methods[name] = self._entrypoint(reaction, name)
-        return methods
+            found.append((name, reaction))
+        return found
 
     def _entrypoint(self, reaction: Reaction, name: str) -> Callable[..., None]:
         app = self

@@ -31,6 +31,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler
 
+from infra import metrics
 from infra.logging import get_logger, mask_text
 from infra.settings import settings_for
 
@@ -131,9 +132,11 @@ class ReliableEventHandler(EventHandler):
         if exc_info is not None:
             # Published (with confirms) before the ack below: a crash here redelivers instead of losing.
             self._retry_or_park(message, exc_info)
-        elif self._outage:
-            _log.warning("handler_recovered", queue=self.queue.name, outage=self._outage)
-            self._outage = None
+        else:
+            metrics.event_handled(self.container.service_name, self.queue.name, "ok")
+            if self._outage:
+                _log.warning("handler_recovered", queue=self.queue.name, outage=self._outage)
+                self._outage = None
         self.queue_consumer.ack_message(message)
         return result, exc_info
 
@@ -150,6 +153,7 @@ class ReliableEventHandler(EventHandler):
                 _log.warning("handler_waiting_out_outage", queue=self.queue.name, error=error,
                              max_delay_ms=TRANSIENT_MAX_DELAY_MS)
             self._publish_retry(message, headers, delay_ms)
+            metrics.event_handled(self.container.service_name, self.queue.name, "retry")
             return
         attempt = int(headers.get(ATTEMPT_HEADER, 0)) + 1
         headers[ATTEMPT_HEADER] = attempt
@@ -164,9 +168,11 @@ class ReliableEventHandler(EventHandler):
                 declare=[self.dead_queue],
             )
             log.error("handler_failed_parked", dead_queue=self.dead_queue.name)
+            metrics.event_handled(self.container.service_name, self.queue.name, "parked")
             return
         delay_ms = self.base_delay_ms * 2 ** (attempt - 1)
         self._publish_retry(message, headers, delay_ms)
+        metrics.event_handled(self.container.service_name, self.queue.name, "retry")
         log.warning("handler_failed_retrying", delay_ms=delay_ms)
 
     def _publish_retry(self, message: Any, headers: dict[str, Any], delay_ms: int) -> None:

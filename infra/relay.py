@@ -32,6 +32,7 @@ import psycopg2
 from pika.exceptions import AMQPError
 from pydantic import Field
 
+from infra import metrics
 from infra.eventstore import CatchUpSubscription, EventStore, PostgresEventStore
 from infra.logging import configure, get_logger
 from infra.settings import Settings, load_config
@@ -136,6 +137,7 @@ class Relay:
             )
         self.store.save_checkpoint(self.name, int(rows[-1][0]))
         self.published += len(rows)
+        metrics.RELAY_PUBLISHED.labels(self.name).inc(len(rows))
 
     def run(self) -> None:
         """Follow the store; on broker or database trouble, reconnect and resume from the
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = RelaySettings.model_validate({"SERVICE_NAME": "relay", **load_config(args.config)})
     configure("relay", cfg.log_format, cfg.log_level)
+    metrics.serve(cfg.metrics_address or "")
     store = PostgresEventStore(cfg.eventstore_dsn, pool_size=2)
     store.setup()
     relay = Relay(store, cfg.amqp_uri, batch_size=cfg.batch_size, lock_dsn=store.dsn)

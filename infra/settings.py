@@ -61,6 +61,17 @@ class Settings(BaseModel):
     db_pool_size: int = Field(default=8, ge=1, le=100, alias="DB_POOL_SIZE")
     retry_attempts: int = Field(default=5, ge=1, alias="RETRY_ATTEMPTS")
     retry_base_delay_ms: int = Field(default=200, ge=1, alias="RETRY_BASE_DELAY_MS")
+    # Observability (infra/metrics.py, infra/health.py; README "Operations"). "" serves no metrics.
+    metrics_address: str | None = Field(default=None, alias="METRICS_ADDRESS")
+    metrics_refresh_s: float = Field(default=15.0, gt=0, alias="METRICS_REFRESH_S")
+    health_timeout_s: float = Field(default=0.8, gt=0, le=30, alias="HEALTH_TIMEOUT_S")
+    health_projection_lag_s: float = Field(default=30.0, gt=0, alias="HEALTH_PROJECTION_LAG_S")
+    health_relay_lag_s: float = Field(default=30.0, gt=0, alias="HEALTH_RELAY_LAG_S")
+    health_dead_letters_max: int = Field(default=0, ge=0, alias="HEALTH_DEAD_LETTERS_MAX")
+    health_his_backlog_max: int = Field(default=200, ge=0, alias="HEALTH_HIS_BACKLOG_MAX")
+    health_his_backlog_age_s: float = Field(default=300.0, gt=0, alias="HEALTH_HIS_BACKLOG_AGE_S")
+    health_sms_backlog_max: int = Field(default=1000, ge=0, alias="HEALTH_SMS_BACKLOG_MAX")
+    health_sms_backlog_age_s: float = Field(default=600.0, gt=0, alias="HEALTH_SMS_BACKLOG_AGE_S")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], service_name: str | None = None) -> Settings:

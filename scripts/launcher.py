@@ -39,6 +39,7 @@ SERVICES = ("schedule", "booking", "notification", "his_sync", "stats", "gateway
 class Component:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the platform's (METRICS_ADDRESS)
 
 
 @dataclass
@@ -51,6 +52,11 @@ class Platform:
     his_listen_port: int = 2576   # his_sync's MLLP listener: what a hospital's HIS sends to
     his_http_port: int = 2577     # his_sync's HTTP: FHIR bundles and visit totals from a HIS
     supervise: bool = True        # restart a process that exits (scripts/supervisor.py)
+    # /metrics of each process: the relay on metrics_port, then each service (and replica) on the
+    # next ports, in the order of components(); 0: a free port each (parallel test platforms);
+    # None (the default here; `make run` uses METRICS_PORT, 9100): no metrics served.
+    metrics_port: int | None = None
+    _metrics: dict[str, str] = field(default_factory=dict, repr=False)
 
     def components(self) -> list[Component]:
         py = sys.executable
@@ -58,15 +64,30 @@ class Platform:
             Component("his-simulator", [py, "-m", "services.his_sync.simulator", "--host", "127.0.0.1",
                                         "--port", str(self.his_port), "--log",
                                         str(self.run_dir / "his-received.jsonl")]),
-            Component("relay", [py, "-m", "infra.relay", "--config", "infra/relay.yaml"]),
+            Component("relay", [py, "-m", "infra.relay", "--config", "infra/relay.yaml"],
+                      self._metrics_env("relay")),
         ]
         for svc in SERVICES:
             for i in range(self.replicas.get(svc, 1)):
                 suffix = f"-{i + 1}" if self.replicas.get(svc, 1) > 1 else ""
                 comps.append(Component(f"{svc}{suffix}", [py, "-m", "nameko", "run", "--config",
                                                           f"services/{svc}/config.yaml",
-                                                          f"services.{svc}.service"]))
+                                                          f"services.{svc}.service"],
+                                       self._metrics_env(f"{svc}{suffix}")))
         return comps
+
+    def metrics_addresses(self) -> dict[str, str]:
+        """Where each process serves /metrics (empty when metrics are off)."""
+        self.components()
+        return dict(self._metrics)
+
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        if self.metrics_port is None:
+            return {}
+        if name not in self._metrics:
+            port = free_port() if self.metrics_port == 0 else self.metrics_port + len(self._metrics)
+            self._metrics[name] = f"127.0.0.1:{port}"
+        return {"METRICS_ADDRESS": self._metrics[name]}
 
     def process_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -91,7 +112,8 @@ class Platform:
         (self.run_dir / "pids").mkdir(parents=True, exist_ok=True)
         env = self.process_env()
         if self.supervise:
-            spec = {"cwd": str(ROOT), "components": [{"name": c.name, "argv": c.argv} for c in self.components()]}
+            spec = {"cwd": str(ROOT), "components": [{"name": c.name, "argv": c.argv, "env": c.env}
+                                                     for c in self.components()]}
             (self.run_dir / "platform.json").write_text(json.dumps(spec, indent=1))
             (self.run_dir / "status.json").unlink(missing_ok=True)
             log = open(self.run_dir / "logs" / "supervisor.out", "ab")  # noqa: SIM115 - child keeps it
@@ -101,8 +123,8 @@ class Platform:
         else:
             for comp in self.components():
                 log = open(self.run_dir / "logs" / f"{comp.name}.log", "ab")  # noqa: SIM115 - child keeps it
-                proc = subprocess.Popen(comp.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = subprocess.Popen(comp.argv, cwd=ROOT, env={**env, **comp.env}, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
                 (self.run_dir / "pids" / f"{comp.name}.pid").write_text(str(proc.pid))
         self.wait_healthy(wait)
 
@@ -136,9 +158,13 @@ class Platform:
         pid = self.supervisor_pid()
         return pid is not None and _alive(pid)
 
-    def wait_healthy(self, wait: float) -> dict[str, object]:
+    def wait_healthy(self, wait: float, settle: float = 20.0) -> dict[str, object]:
+        """Until /healthz says ok. A platform whose every service answers but stays degraded for
+        `settle` seconds (dead letters or a HIS backlog left from before a restart) is up as well:
+        its reasons are printed, since an operator must look at them, not kept from starting."""
         deadline = time.monotonic() + wait
         last: object = None
+        answering_since: float | None = None
         while time.monotonic() < deadline:
             if self.supervise:
                 if not self.supervisor_alive():
@@ -152,11 +178,19 @@ class Platform:
                 if dead:
                     raise RuntimeError(f"process(es) exited during start: {dead}; see {self.run_dir / 'logs'}")
             try:
-                with urllib.request.urlopen(f"http://{self.gateway_address}/healthz", timeout=5) as resp:
-                    health = json.load(resp)
-                    if health.get("status") == "ok":
-                        return health  # type: ignore[no-any-return]
-                    last = health
+                health = _get_health(self.gateway_address)
+                if health.get("status") == "ok":
+                    return health
+                last = {"status": health.get("status"), "services": health.get("services"),
+                        "reasons": health.get("reasons")}
+                services = health.get("services")
+                if isinstance(services, dict) and services and all(v != "down" for v in services.values()):
+                    answering_since = answering_since or time.monotonic()
+                    if time.monotonic() - answering_since >= settle:
+                        print(f"platform up but degraded: {health.get('reasons')}", file=sys.stderr)
+                        return health
+                else:
+                    answering_since = None
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last = exc
             time.sleep(0.5)
@@ -197,6 +231,26 @@ class Platform:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         _signal_group(self.pids()[name], sig)
+
+
+def _get_health(address: str) -> dict[str, object]:
+    """/healthz's answer, also when it is a 503 (degraded: the body says why)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/healthz", timeout=5) as resp:
+            answer = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            raise
+        answer = json.load(exc)
+    return answer if isinstance(answer, dict) else {}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def installation_key(run_dir: Path) -> str:
@@ -253,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=os.environ.get("GATEWAY_ADDRESS", "127.0.0.1:8000"))
     args = parser.parse_args(argv)
     replicas = {k: int(v) for k, v in (r.split("=", 1) for r in args.replicas)}
-    platform = Platform(replicas=replicas, gateway_address=args.address)
+    platform = Platform(replicas=replicas, gateway_address=args.address,
+                        metrics_port=int(os.environ.get("METRICS_PORT") or 9100))
     if args.action == "start":
         if platform.supervisor_alive() or any(_alive(p) for p in platform.pids().values()):
             print("already running; `make stop` first", file=sys.stderr)
             return 1
         platform.start()
         print(f"started {len(platform.pids())} processes; logs in {platform.run_dir / 'logs'}")
+        print("metrics: " + ", ".join(f"{n} http://{a}/metrics" for n, a in platform.metrics_addresses().items()))
         print(f"HIS: his_sync takes MLLP on 127.0.0.1:{platform.his_listen_port} and HTTP (FHIR, visit totals) on "
               f"127.0.0.1:{platform.his_http_port}; the HIS simulator listens on 127.0.0.1:{platform.his_port}")
     elif args.action == "stop":

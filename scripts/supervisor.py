@@ -32,6 +32,7 @@ GRACE = 15.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # the component's own (METRICS_ADDRESS)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -47,7 +48,7 @@ class Supervisor:
         self.run_dir = run_dir
         self.env = dict(os.environ)  # the launcher's process_env (PII_KEY is never written to a file)
         self.cwd = cwd
-        self.children = [Child(c["name"], list(c["argv"])) for c in components]
+        self.children = [Child(c["name"], list(c["argv"]), dict(c.get("env") or {})) for c in components]
         self.stopping = False
         self.log = open(run_dir / "logs" / "supervisor.log", "a", buffering=1)  # noqa: SIM115
 
@@ -57,7 +58,7 @@ class Supervisor:
 
     def spawn(self, child: Child) -> None:
         out = open(self.run_dir / "logs" / f"{child.name}.log", "ab")  # noqa: SIM115 - child keeps it
-        child.proc = subprocess.Popen(child.argv, cwd=self.cwd, env=self.env, stdout=out,
+        child.proc = subprocess.Popen(child.argv, cwd=self.cwd, env={**self.env, **child.env}, stdout=out,
                                       stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         child.started_at = time.monotonic()

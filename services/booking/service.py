@@ -28,6 +28,8 @@ from contracts import (
 )
 from infra.application import bind_reactions
 from infra.handling import outage_tolerant
+from infra.health import HealthChecks
+from infra.metrics import Metrics
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
 from infra.settings import Settings
@@ -65,6 +67,13 @@ class BookingService:
     vault = Vault()
     cache = Ledgers()
     now = Clock()
+    metrics = Metrics()
+    checks = HealthChecks()
+
+    @rpc
+    def health(self) -> dict[str, Any]:
+        """The service's facts (infra.health): database, store, broker, relay, the read model's lag, dead letters."""
+        return self.checks.report()
 
     # --- patients -------------------------------------------------------------------------
 

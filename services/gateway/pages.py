@@ -109,6 +109,11 @@ class Pages:
         """The health bureau's statistics (a hospital admin's, scoped to their hospital)."""
         return render(request, "analyst.html", "analyst", echarts=ECHARTS)
 
+    @http("GET", "/ops")
+    def ops_page(self, request: Request) -> Response:
+        """The platform operator's page: health, lag, backlogs, dead letters (ops_api.py; platform_admin)."""
+        return render(request, "ops.html", "ops")
+
     @http("GET", "/dev/sms")
     def sms_outbox_page(self, request: Request) -> Response:
         """What patients would have received, for platform operators only (it holds booking codes

@@ -15,10 +15,12 @@ from pydantic import BaseModel
 from werkzeug.wrappers import Request, Response
 
 from contracts import Forbidden, InvalidInput, NotFound, SessionFull
+from infra.health import HealthChecks
 from infra.logging import mask_id
+from infra.metrics import Metrics
 from infra.pii import PiiVault
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
-from services.gateway import his_api, pages, readmodel, sms_api, stats_api
+from services.gateway import his_api, ops_api, pages, readmodel, sms_api, stats_api
 from services.gateway.api import (
     ANYONE,
     acting_for,
@@ -84,7 +86,8 @@ def _entry(s: dict[str, Any], avail: dict[str, Any], now: datetime) -> dict[str,
     }
 
 
-class GatewayService(pages.Pages, sms_api.SmsEndpoints, his_api.HisEndpoints, stats_api.StatsEndpoints):
+class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, his_api.HisEndpoints,
+                     stats_api.StatsEndpoints):
     """Each endpoint is declared once with `@api` (route, roles, body model, limit class): the gate in
     api.py checks all of it before the handler runs, and openapi.py documents it from the same line."""
 
@@ -101,23 +104,10 @@ class GatewayService(pages.Pages, sms_api.SmsEndpoints, his_api.HisEndpoints, st
     stats = RpcProxy("stats")
     his_sync = RpcProxy("his_sync")
     live: LiveFeed = LiveFeed()
+    metrics = Metrics()
+    checks: HealthChecks = HealthChecks()
 
-    # --- health and documents ---------------------------------------------------------------
-
-    @api("GET", "/healthz", "health of the gateway and the services behind it", "development", limit=None)
-    def healthz(self, request: Request) -> Response:
-        states = {}
-        for name, method, args in (("schedule", self.schedule.list_hospitals, ()),
-                                   ("stats", self.stats.summary, ()),
-                                   ("notification", self.notification.outbox, (1,)),
-                                   ("booking", self.booking.session_availability, ("-",))):
-            try:
-                call(method, *args, timeout=3)
-                states[name] = "ok"
-            except Exception:
-                states[name] = "down"
-        ok = all(v == "ok" for v in states.values())
-        return json_response({"status": "ok" if ok else "degraded", "services": states}, 200 if ok else 503)
+    # --- documents (health: ops_api.py) --------------------------------------------------------
 
     @api("GET", "/api/v1/openapi.json", "this document", "development", limit=None)
     def openapi(self, request: Request) -> Response:

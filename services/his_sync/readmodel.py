@@ -285,6 +285,26 @@ CREATE INDEX IF NOT EXISTS his_outbox_status ON his_outbox (status, created_at D
             found[hospital_id]["parked" if status == "failed" else "waiting"] += int(n)
         return found
 
+    def health(self, cur: Any, now: datetime) -> list[dict[str, Any]]:
+        """Per hospital with an endpoint or a message not acknowledged: messages waiting (queued,
+        sending), parked (failed), the age of the oldest waiting one, and the HIS breaker. For
+        the health RPC: counts and connection errors only, never a message's text."""
+        cur.execute(
+            "SELECT coalesce(e.hospital_id, m.hospital_id), coalesce(m.waiting, 0), coalesce(m.parked, 0),"
+            " extract(epoch FROM %s - m.oldest), e.circuit, coalesce(e.failures, 0), e.last_error, e.enabled"
+            " FROM his_endpoints e FULL JOIN ("
+            "  SELECT hospital_id, count(*) FILTER (WHERE status IN ('queued', 'sending')) AS waiting,"
+            "   count(*) FILTER (WHERE status = 'failed') AS parked,"
+            "   min(created_at) FILTER (WHERE status IN ('queued', 'sending')) AS oldest"
+            "  FROM his_outbox WHERE status IN ('queued', 'sending', 'failed') GROUP BY hospital_id"
+            " ) m USING (hospital_id) ORDER BY 1", (now,))
+        keys = ("hospital_id", "waiting", "parked", "oldest_waiting_s", "circuit", "failures", "last_error", "enabled")
+        rows = [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+        for row in rows:
+            row["oldest_waiting_s"] = round(max(0.0, float(row["oldest_waiting_s"] or 0)), 1)
+            row["waiting"], row["parked"] = int(row["waiting"]), int(row["parked"])
+        return rows
+
     def sent(self, cur: Any, limit: int) -> list[dict[str, Any]]:
         """The newest acknowledged messages (the `sent` RPC: as before the outbox)."""
         cur.execute("SELECT control_id, appointment_id, message_type, ack_code FROM his_outbox WHERE status = 'acked'"

@@ -24,7 +24,9 @@ from werkzeug.wrappers import Request, Response
 from contracts import Actor, DomainError, InvalidInput, to_wire
 from infra.application import bind_reactions
 from infra.db import Database, shared_database
+from infra.health import Check, HealthChecks, degraded, ok, service_label
 from infra.logging import get_logger
+from infra.metrics import HIS_BACKLOG, Metrics
 from infra.pii import PiiVault
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
 from infra.settings import Settings, settings_for
@@ -199,6 +201,28 @@ class DefaultHis(DependencyProvider):
         return self.value
 
 
+def his_backlog(cur: Any, cfg: Settings, now: datetime) -> Check:
+    """Per hospital: HL7 messages not acknowledged yet. Degraded when a hospital's HIS does not
+    answer while messages wait (the breaker counts failures), or when its backlog passes
+    HEALTH_HIS_BACKLOG_MAX messages or HEALTH_HIS_BACKLOG_AGE_S seconds."""
+    rows = readmodel.HIS_OUTBOX.health(cur, now)
+    problems = []
+    for r in rows:
+        for state in ("waiting", "parked"):
+            HIS_BACKLOG.labels(service_label(), r["hospital_id"], state).set(r[state])
+        if r["waiting"] and (r["circuit"] == "open" or r["failures"]):
+            problems.append(f"{r['hospital_id']}: {r['waiting']} HL7 message(s) waiting, the HIS does not answer "
+                            f"({r['failures']} failure(s) in a row: {r['last_error'] or '?'})")
+        elif r["waiting"] > cfg.health_his_backlog_max or r["oldest_waiting_s"] > cfg.health_his_backlog_age_s:
+            problems.append(f"{r['hospital_id']}: {r['waiting']} HL7 message(s) waiting, the oldest "
+                            f"{r['oldest_waiting_s']:.0f} s")
+    hospitals = {r["hospital_id"]: {k: r[k] for k in ("waiting", "parked", "oldest_waiting_s", "circuit", "failures")}
+                 for r in rows}
+    numbers = {"waiting": sum(r["waiting"] for r in rows), "parked": sum(r["parked"] for r in rows),
+               "hospitals": hospitals}
+    return degraded("; ".join(problems), **numbers) if problems else ok(**numbers)
+
+
 @bind_reactions(APP)
 class HisSyncService:
     name = "his_sync"
@@ -214,11 +238,18 @@ class HisSyncService:
     default_his = DefaultHis()
     dispatcher = HisDispatcher()
     listener = HisListener()
+    metrics = Metrics()
+    checks = HealthChecks(his_backlog=his_backlog)
     # The read model's surfaces, injected into the reactions by these names.
     appointments = readmodel.APPOINTMENTS
     his_endpoints = readmodel.HIS_ENDPOINTS
     his_outbox = readmodel.HIS_OUTBOX
     his_handovers = readmodel.HIS_HANDOVERS
+
+    @rpc
+    def health(self) -> dict[str, Any]:
+        """The service's facts (infra.health): database, store, broker, relay, dead letters, the HIS backlog."""
+        return self.checks.report()
 
     @rpc
     @contract()

@@ -371,6 +371,20 @@ CREATE TABLE IF NOT EXISTS sms_receipts (
                     (*params, limit))
         return [{k: _plain(k, v) for k, v in zip(_MESSAGE_COLUMNS, row, strict=True)} for row in cur.fetchall()]
 
+    def backlog(self, cur: Any, now: datetime) -> dict[str, Any]:
+        """For the health RPC: messages due and not sent yet (waiting; a reminder for tomorrow
+        or a message held by quiet hours is not due), those given up (parked, failed in the last
+        day), and the age of the oldest waiting one since it became due. Counts only."""
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE status IN ('queued', 'sending') AND not_before <= %s),"
+            " count(*) FILTER (WHERE status = 'failed' AND failed_at > %s - interval '1 day'),"
+            " extract(epoch FROM %s - min(greatest(created_at, not_before))"
+            "   FILTER (WHERE status IN ('queued', 'sending') AND not_before <= %s))"
+            " FROM outbox WHERE status IN ('queued', 'sending', 'failed')", (now, now, now, now))
+        waiting, parked, oldest = cur.fetchone()
+        return {"waiting": int(waiting), "parked": int(parked),
+                "oldest_waiting_s": round(max(0.0, float(oldest or 0)), 1)}
+
     def counts(self, cur: Any, since: datetime, until: datetime,
                hospital_id: str | None = None) -> list[dict[str, Any]]:
         """Messages created in [since, until) by template and state, for the analyst."""

@@ -17,6 +17,8 @@ from contracts import Actor, CheckVerificationCode, InvalidInput, SendVerificati
 from infra.application import bind_reactions
 from infra.db import shared_database
 from infra.handling import outage_tolerant
+from infra.health import Check, HealthChecks, degraded, ok, service_label
+from infra.metrics import SMS_BACKLOG, Metrics
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Vault, contract
 from infra.settings import Settings, settings_for
 from services.notification import domain, handlers, readmodel
@@ -63,6 +65,18 @@ class SmsSender(DependencyProvider):
         return self.provider
 
 
+def sms_backlog(cur: Any, cfg: Settings, now: datetime) -> Check:
+    """SMS due and not sent yet: degraded past HEALTH_SMS_BACKLOG_MAX messages or when the oldest
+    has waited HEALTH_SMS_BACKLOG_AGE_S seconds (the provider does not take them)."""
+    found = readmodel.SMS_OUTBOX.backlog(cur, now)
+    for state in ("waiting", "parked"):
+        SMS_BACKLOG.labels(service_label(), state).set(found[state])
+    if found["waiting"] > cfg.health_sms_backlog_max or found["oldest_waiting_s"] > cfg.health_sms_backlog_age_s:
+        return degraded(f"{found['waiting']} SMS waiting to be sent, the oldest {found['oldest_waiting_s']:.0f} s "
+                        f"(provider {cfg.model_extra.get('SMS_PROVIDER', '?') if cfg.model_extra else '?'})", **found)
+    return ok(**found)
+
+
 @bind_reactions(APP)
 class NotificationService:
     name = "notification"
@@ -81,6 +95,13 @@ class NotificationService:
     appointments = readmodel.APPOINTMENTS
     sms_outbox = readmodel.SMS_OUTBOX
     verification_codes = readmodel.VERIFICATION_CODES
+    metrics = Metrics()
+    checks = HealthChecks(sms_backlog=sms_backlog)
+
+    @rpc
+    def health(self) -> dict[str, Any]:
+        """The service's facts (infra.health): database, store, broker, relay, dead letters, the SMS backlog."""
+        return self.checks.report()
 
     # --- verification codes ---------------------------------------------------------------
 

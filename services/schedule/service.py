@@ -37,6 +37,8 @@ from contracts import (
     WithdrawDoctorStop,
     invalid_from_validation,
 )
+from infra.health import HealthChecks
+from infra.metrics import Metrics
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, Store, contract
 from services.schedule import domain, readmodel
@@ -59,6 +61,13 @@ class ScheduleService:
     db = ServiceDatabase(readmodel.SCHEMA)
     projection = ProjectionRunner(readmodel.PROJECTOR)
     now = Clock(HOSPITAL_TZ)
+    metrics = Metrics()
+    checks = HealthChecks()
+
+    @rpc
+    def health(self) -> dict[str, Any]:
+        """The service's facts (infra.health): database, store, broker, relay, the read model's lag."""
+        return self.checks.report()
 
     def _command(self, cmd: Command) -> dict[str, Any]:
         answer: dict[str, Any] = APP.handle(cmd, self)

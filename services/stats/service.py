@@ -7,6 +7,8 @@ from typing import Any
 
 from nameko.rpc import rpc
 
+from infra.health import HealthChecks
+from infra.metrics import Metrics
 from infra.projections import Projection
 from infra.providers import Clock, LogContext, ServiceDatabase, contract
 from services.stats import catalogue, readmodel
@@ -19,6 +21,13 @@ class StatsService:
     db = ServiceDatabase(readmodel.SCHEMA)
     figures: Projection = readmodel.FiguresRunner(readmodel.PROJECTOR)
     now = Clock()
+    metrics = Metrics()
+    checks = HealthChecks()
+
+    @rpc
+    def health(self) -> dict[str, Any]:
+        """The service's facts (infra.health): database, store, broker, relay, the figures' lag."""
+        return self.checks.report()
 
     @rpc
     @contract()

@@ -144,6 +144,7 @@ def platform() -> Iterator[Platform]:
         his_port=free_port(),
         his_listen_port=free_port(),
         his_http_port=free_port(),
+        metrics_port=0,  # a free port per process: /metrics is scraped by the tests
     )
     try:
         p.start(wait=120)

@@ -28,7 +28,7 @@ def running_platform(label: str, demo: list[str], env: dict[str, str] | None = N
         run_dir=ROOT / ".run" / f"e2e-{label}-{tag}",  # kept on failure: logs survive
         env={"APPT_DB_PREFIX": prefix, "AMQP_URI": amqp, **(env or {})},
         replicas=replicas or {}, gateway_address=f"127.0.0.1:{free_port()}", his_port=free_port(),
-        his_listen_port=free_port(), his_http_port=free_port(),
+        his_listen_port=free_port(), his_http_port=free_port(), metrics_port=0,
     )
     try:
         platform.start(wait=120)

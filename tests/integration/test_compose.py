@@ -39,8 +39,14 @@ def test_compose_file_is_valid_and_matches_the_launcher() -> None:
         assert command[-1] == launched[name][-1], f"{name}: compose runs {command[-1]}"
         assert f"services/{name}/config.yaml" in command
         assert "healthcheck" in services[name], f"{name} has no health check"
+        check = services[name]["healthcheck"]["test"]
+        assert check[1:6] == ["python", "-m", "infra.health", "check", "--service"] and check[6] == name, \
+            f"{name}: the health check must ask the service's own facts (infra.health), not whether pid 1 exists"
+        assert services[name]["restart"] == "unless-stopped"
+        assert services[name]["environment"]["METRICS_ADDRESS"] == "0.0.0.0:9100"
         assert services[name]["deploy"]["replicas"] >= 1
     assert services["relay"]["command"][-3:] == launched["relay"][-3:]
+    assert services["relay"]["healthcheck"]["test"][-3:] == ["--service", "relay", "--quiet"]
     for infra in ("rabbitmq", "postgres"):
         assert "healthcheck" in services[infra]
 

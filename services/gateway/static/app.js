@@ -225,7 +225,7 @@
     clerk: [["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"]],
     doctor: [["/doctor", "nav.doctor_mine"]],
     hospital_admin: [["/admin", "nav.admin"], ["/clerk", "nav.clerk"], ["/doctor", "nav.doctor"], ["/analyst", "nav.analyst"]],
-    platform_admin: [["/admin", "nav.admin"], ["/analyst", "nav.analyst"]],
+    platform_admin: [["/admin", "nav.admin"], ["/analyst", "nav.analyst"], ["/ops", "nav.ops"]],
     analyst: [["/analyst", "nav.analyst"]],
   };
   const HOME_OF_ROLE = { patient: "/me", operator: "/operator", clerk: "/clerk", doctor: "/doctor", hospital_admin: "/admin",
