@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import rpc
-
 from infra.projections import Projection
 from infra.providers import Clock, LogContext, ServiceDatabase, contract
+from infra.rpc import rpc
 from services.stats import catalogue, readmodel
 
 
