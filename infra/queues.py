@@ -35,7 +35,7 @@ queues of these names, possibly holding messages. With the services stopped,
 
 redeclares each queue of the platform (every service by default); a queue that is refused is
 converted without losing a message: a holding queue `<name>.migrating` (quorum) is bound like the
-old one (so events published during the swap land there), the old queue's messages are moved to it
+old one, which is unbound (so events published during the swap land there), its messages are moved
 one by one (each publish confirmed before the original is acked; a retry message's TTL is kept in
 a header so that it cannot expire while held), the old queue is deleted only when empty, the new
 one declared and bound, and the held messages moved into it. A run interrupted at any point is
@@ -207,18 +207,10 @@ class Migrator:
             raise QueueBusy(f"{queue.name} has {consumers} consumer(s): stop the services, then migrate")
         holding = queue.name + HOLDING_SUFFIX
         channel.queue_declare(queue=holding, durable=True, arguments=QUORUM)
-        if queue.exchange.name:
+        if queue.exchange.name:  # from here on, arrivals go to the holding queue only
             channel.queue_bind(queue=holding, exchange=queue.exchange.name, routing_key=queue.routing_key)
-        moved = _move(channel, queue.name, holding, hold_expiration=True)
-        while True:
-            try:
-                channel.queue_delete(queue=queue.name, if_empty=True)
-                break
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 406:  # not empty: a publish arrived after the last get
-                    raise
-                channel = self._channel()
-                moved += _move(channel, queue.name, holding, hold_expiration=True)
+            channel.queue_unbind(queue=queue.name, exchange=queue.exchange.name, routing_key=queue.routing_key)
+        moved = _drain_and_delete(channel, queue.name, holding, hold_expiration=True)
         _declare(channel, queue)
         channel.close()
         return moved
@@ -230,16 +222,7 @@ class Migrator:
         channel = self._channel()
         if queue.exchange.name:
             channel.queue_unbind(queue=holding, exchange=queue.exchange.name, routing_key=queue.routing_key)
-        moved = _move(channel, holding, queue.name, hold_expiration=False)
-        while True:
-            try:
-                channel.queue_delete(queue=holding, if_empty=True)
-                break
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 406:
-                    raise
-                channel = self._channel()
-                moved += _move(channel, holding, queue.name, hold_expiration=False)
+        moved = _drain_and_delete(channel, holding, queue.name, hold_expiration=False)
         channel.close()
         return moved
 
@@ -249,6 +232,19 @@ def _declare(channel: Any, queue: Queue) -> None:
     if queue.exchange.name:
         channel.exchange_declare(exchange=queue.exchange.name, exchange_type=queue.exchange.type, durable=True)
         channel.queue_bind(queue=queue.name, exchange=queue.exchange.name, routing_key=queue.routing_key)
+
+
+def _drain_and_delete(channel: Any, source: str, target: str, hold_expiration: bool) -> int:
+    """Move `source` into `target`, then delete it once it is seen empty. `source` is bound to
+    no exchange by now, so only a publish by its name could still arrive, and nothing of the
+    platform does that while its services are stopped. (`queue.delete` with `if-empty` would
+    close that gap, but quorum queues refuse it with NOT_IMPLEMENTED, ending the connection.)"""
+    moved = 0
+    while True:
+        moved += _move(channel, source, target, hold_expiration)
+        if int(channel.queue_declare(queue=source, passive=True).method.message_count) == 0:
+            channel.queue_delete(queue=source)
+            return moved
 
 
 def _move(channel: Any, source: str, target: str, hold_expiration: bool) -> int:
@@ -288,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("services", nargs="*", default=list(SERVICES))
     parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
                         help="the broker (the first of a ';'-separated failover list)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     queues = platform_queues(args.services)
     if args.action == "list":
         for q in queues:
