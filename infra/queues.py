@@ -269,7 +269,7 @@ def _move(channel: Any, source: str, target: str, hold_expiration: bool) -> int:
 
 
 def migrate(amqp_uri: str, queues: Sequence[Queue]) -> list[Outcome]:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri.split(";")[0]))
+    connection = pika.BlockingConnection([pika.URLParameters(u) for u in amqp_uri.split(";")])
     try:
         migrator = Migrator(connection)
         return [migrator.ensure(q) for q in queues]
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["migrate", "list"])
     parser.add_argument("services", nargs="*", default=list(SERVICES))
     parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
-                        help="the broker (the first of a ';'-separated failover list)")
+                        help="the broker; a ';'-separated list is tried in turn")
     args = parser.parse_intermixed_args(argv)
     queues = platform_queues(args.services)
     if args.action == "list":
