@@ -23,12 +23,23 @@ is impossible and not needed: the broker still holds the request (durable queue,
 message) and redelivers it once a consumer is back, the method runs again, and the idempotency key
 makes the repeat answer the same. The consumer itself (nameko's QueueConsumer, a kombu
 ConsumerMixin) reconnects on its own, with back-off, for as long as the broker is away.
+
+    from infra.rpc import RpcProxy  # instead of nameko.rpc.RpcProxy
+
+nameko's RpcProxy declares its reply queue `rpc.reply-<service>-<uuid>` *durable* (kombu's default;
+only `x-expires` is set). On a cluster that ties a caller to the node that holds it: when that
+node dies, every redeclare is refused ("home node ... of durable queue ... is down", 404) and the
+caller, the gateway, gets no reply at all until the node returns (found by
+tests/faults/test_cluster.py). Here the reply queue is transient: RabbitMQ drops a transient queue
+whose node went down, the listener redeclares it on the node it reconnected to, and a caller only
+loses the replies that were in flight. It stays a classic queue: it belongs to one process.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu.entity import Queue
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
@@ -36,8 +47,10 @@ from nameko.constants import (
     LOGIN_METHOD_CONFIG_KEY,
     SERIALIZER_CONFIG_KEY,
 )
-from nameko.rpc import Responder, RpcConsumer, get_rpc_exchange
+from nameko.rpc import RPC_REPLY_QUEUE_TTL, Responder, RpcConsumer, get_rpc_exchange
+from nameko.rpc import ReplyListener as NamekoReplyListener
 from nameko.rpc import Rpc as NamekoRpc
+from nameko.rpc import RpcProxy as NamekoRpcProxy
 
 from infra.handling import is_transient
 from infra.logging import get_logger, mask_text
@@ -83,3 +96,18 @@ class Rpc(NamekoRpc):
 
 
 rpc = Rpc.decorator
+
+
+class ReplyListener(NamekoReplyListener):
+    queue: Any
+    routing_key: str
+
+    def setup(self) -> None:
+        super().setup()  # registers with the QueueConsumer, which reads `self.queue` when it starts
+        self.queue = Queue(self.queue.name, exchange=get_rpc_exchange(self.container.config),
+                           routing_key=self.routing_key, durable=False,
+                           queue_arguments={"x-expires": RPC_REPLY_QUEUE_TTL})
+
+
+class RpcProxy(NamekoRpcProxy):
+    rpc_reply_listener = ReplyListener()

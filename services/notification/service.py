@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from pydantic import Field
 
@@ -18,7 +17,7 @@ from infra.application import bind_reactions
 from infra.db import shared_database
 from infra.handling import outage_tolerant
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Vault, contract
-from infra.rpc import rpc
+from infra.rpc import RpcProxy, rpc
 from infra.settings import Settings, settings_for
 from services.notification import domain, handlers, readmodel
 from services.notification.handlers import APP

@@ -18,6 +18,7 @@ accept the `;` list (kombu).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -170,3 +171,127 @@ def test_no_confirmed_message_is_lost_when_the_leader_dies(cluster, failure):
             leader.start()
         else:
             leader.start_app()
+
+
+def _crowd_demo(path) -> None:  # type: ignore[no-untyped-def]
+    path.write_text(json.dumps({
+        "hospitals": [{"hospital_id": "qc", "name": "河北省人民医院", "level": "三级甲等"}],
+        "departments": [{"department_id": "qc-xnk", "hospital_id": "qc", "name": "心血管内科"}],
+        "doctors": [{"doctor_id": "qc-li", "hospital_id": "qc", "department_id": "qc-xnk",
+                     "name": "李专家", "title": "主任医师"}],
+        "sessions": [{"session_id": PLATFORM_SESSION, "doctor_id": "qc-li", "day_offset": 3, "period": "morning",
+                      "start": "08:00", "end": "11:30", "capacity": 100,
+                      "quota": {"web": 90, "phone": 5, "window": 5}, "fee": "100.00"}],
+    }, ensure_ascii=False), encoding="utf-8")
+
+
+PLATFORM_SESSION = "qc-li-d3-am"
+PLATFORM_PATIENTS = 40
+
+
+def test_the_platform_on_the_cluster_books_through_the_loss_of_a_node(cluster, tmp_path):
+    """Every service, the relay and the gateway on the cluster (AMQP_URI = the failover list), over
+    classic queues an older version left: the launcher migrates them; bookings before and after
+    the node leading every queue is killed are all confirmed, and each one's SMS is sent (its
+    AppointmentBooked crossed the cluster to notification)."""
+    import subprocess
+    import sys
+
+    import requests
+
+    from bench.loadgen import post_json, proved, run
+    from infra.db import drop_database
+    from infra.settings import pg_dsn
+    from scripts.launcher import ROOT, Platform
+    from services.gateway.staff import ApiClient
+    from tests.conftest import free_port, with_check_digit
+
+    seeded = "evt-booking-AppointmentBooked--notification.confirm_booking"
+    with Connection(cluster.uri(0)) as conn:  # what the previous version declared: classic queues
+        channel = conn.default_channel
+        channel.exchange_declare("booking.events", "topic", durable=True, auto_delete=False)
+        channel.queue_declare(seeded, durable=True, auto_delete=False)
+        channel.queue_bind(seeded, "booking.events", "AppointmentBooked")
+        channel.queue_declare("rpc-booking", durable=True, auto_delete=False)
+    tag = uuid.uuid4().hex[:6]
+    prefix = f"appt_test_qcluster_{tag}"
+    unlimited = {k: "100000" for k in ("RATE_PER_CLIENT", "RATE_BURST_CLIENT", "SMS_PER_CLIENT", "SMS_BURST_CLIENT",
+                                       "RATE_PER_PATIENT", "RATE_BURST_PATIENT")}
+    platform = Platform(run_dir=ROOT / ".run" / f"faults-cluster-{tag}",
+                        env={"APPT_DB_PREFIX": prefix, "AMQP_URI": cluster.failover_uri(0), **unlimited},
+                        gateway_address=f"127.0.0.1:{free_port()}", his_port=free_port(),
+                        his_listen_port=free_port(), his_http_port=free_port())
+    crowd = tmp_path / "crowd.json"
+    _crowd_demo(crowd)
+    killed = cluster.nodes[0]
+    try:
+        platform.start(wait=150)
+        types = cluster.nodes[0].ctl("list_queues", "name", "type", "--quiet", "--no-table-headers").stdout
+        assert f"{seeded}\tquorum" in types and "rpc-booking\tquorum" in types, types
+        for argv in (["services.schedule.importer", str(crowd)], ["services.gateway.staff", "demo"]):
+            subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, env=platform.process_env(), check=True,
+                           timeout=120)
+        address = platform.gateway_address
+
+        def remaining() -> int:
+            answer = requests.get(f"http://{address}/api/v1/departments/qc-xnk/schedule", timeout=30).json()
+            return next((s["remaining"]["web"] for s in answer.get("sessions", [])
+                         if s["session_id"] == PLATFORM_SESSION), -1)
+
+        deadline = time.monotonic() + 60
+        while remaining() != 90:
+            assert time.monotonic() < deadline, "booking never learned the session"
+            time.sleep(0.3)
+        people = proved(address, [{"name": f"患者{n}", "id_number": with_check_digit(f"13010219800101{n:03d}"),
+                                   "phone": f"139{n:08d}", "password": f"pw-{n:06d}-x"}
+                                  for n in range(PLATFORM_PATIENTS)])
+        registered, summary = run(address, [post_json("/api/v1/patients", p) for p in people], concurrency=10)
+        assert summary.statuses == {201: PLATFORM_PATIENTS}, summary
+        tokens = [json.loads(r.body)["token"] for r in registered]
+
+        def book(i: int) -> dict:  # type: ignore[type-arg]
+            """Retried with the same idempotency key while the platform fails over (503/timeouts)."""
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    r = requests.post(f"http://{address}/api/v1/appointments", json={"session_id": PLATFORM_SESSION},
+                                      headers={"Idempotency-Key": f"qc-{tag}-{i:04d}",
+                                               "Authorization": f"Bearer {tokens[i]}"}, timeout=20)
+                    if r.status_code == 201:
+                        return dict(r.json())
+                    assert r.status_code in (502, 503, 504), r.text
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, f"booking {i} never confirmed"
+                time.sleep(0.5)
+
+        half = PLATFORM_PATIENTS // 2
+        booked = [book(i) for i in range(half)]
+        killed.kill()  # the first address of every client, and the leader of the queues declared through it
+        booked += [book(i) for i in range(half, PLATFORM_PATIENTS)]
+        assert sorted(b["sequence_number"] for b in booked) == list(range(1, PLATFORM_PATIENTS + 1))
+
+        admin = ApiClient(address).login("admin", "admin-pass-2024")
+        codes = {b["code"] for b in booked}
+        deadline = time.monotonic() + 90
+        while True:
+            outbox = requests.get(f"http://{address}/api/v1/dev/sms", timeout=30,
+                                  headers={"Authorization": f"Bearer {admin.token}"}).text
+            missing = {c for c in codes if c not in outbox}
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"{len(missing)} of {len(codes)} confirmation SMS never sent"
+            time.sleep(1)
+        status = platform.status()  # nothing died on the way (the supervisor would have restarted it)
+        assert all(info["state"] == "running" and not info.get("restarts") for info in status.values()), status
+    finally:
+        platform.stop()
+        saved = os.environ.get("APPT_DB_PREFIX", "")
+        os.environ["APPT_DB_PREFIX"] = prefix
+        try:
+            for name in ("events", "schedule", "booking", "notification", "his_sync", "stats", "gateway"):
+                drop_database(pg_dsn(name))
+        finally:
+            os.environ["APPT_DB_PREFIX"] = saved
+        if not killed.answers():
+            killed.start()
