@@ -12,9 +12,9 @@ only. These are the queues the platform declares, all durable and `x-queue-type:
 | `<that>.dead` | the same handler, on its first parked message | default exchange |
 
 Queues of one process stay classic, since a quorum queue cannot be exclusive or auto-delete and
-there is nothing to replicate: nameko's RPC reply queues (`rpc.reply-...`, RpcProxy and
-ClusterRpcProxy) and the gateway's live-stream queues (services/gateway/live.py). The relay only
-publishes to exchanges.
+there is nothing to replicate: nameko's RPC reply queues (`rpc.reply-...`; `infra.rpc.RpcProxy`
+declares them transient so that a caller is not tied to one node, see infra/rpc.py) and the
+gateway's live-stream queues (services/gateway/live.py). The relay only publishes to exchanges.
 
 What RabbitMQ 3.10 (the Debian 12 package, 3.10.8 here) gives quorum queues, and how it is used:
 - per-message TTL (since 3.10): the retry queue keeps its design, every message carries its own
