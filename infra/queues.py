@@ -50,6 +50,7 @@ import importlib
 import inspect
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,7 +245,29 @@ def _drain_and_delete(channel: Any, source: str, target: str, hold_expiration: b
         moved += _move(channel, source, target, hold_expiration)
         if int(channel.queue_declare(queue=source, passive=True).method.message_count) == 0:
             channel.queue_delete(queue=source)
-            return moved
+            break
+    # Seen on a loaded node: a quorum queue was still there after its delete-ok. Make sure it is gone.
+    deadline = time.monotonic() + 30
+    while _exists(channel.connection, source):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{source} is still there after being deleted")
+        time.sleep(0.5)
+        probe = channel.connection.channel()
+        probe.queue_delete(queue=source)
+        probe.close()
+    return moved
+
+
+def _exists(connection: Any, name: str) -> bool:
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue=name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise
+    channel.close()
+    return True
 
 
 def _move(channel: Any, source: str, target: str, hold_expiration: bool) -> int:
