@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 """
 
+# About a minute of retries (0.5 s growing to 2 s) before a retry or park publish gives up.
+PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
+
 _log = get_logger(__name__)
 _DEFAULT_EXCHANGE = Exchange("", type="direct")
 
@@ -119,7 +122,10 @@ class ReliableEventHandler(EventHandler):
         name = event_queue_name(self.source_service, self.event_type, self.container.service_name, self.method_name)
         exchange = get_event_exchange(self.source_service, self.container.config)
         self.queue, self.retry_queue, self.dead_queue = event_queues(name, exchange, self.event_type)
-        self.publisher = Publisher(settings.amqp_uri)
+        # nameko's default (3 retries, about 3 s) is shorter than a quorum leader election after a
+        # node dies; a retry publish that gives up raises out of handle_result, and nameko kills the
+        # container for it ("thread exited with error", seen in tests/faults/test_cluster.py).
+        self.publisher = Publisher(settings.amqp_uri, retry_policy=PUBLISH_RETRY_POLICY)
 
     def handle_result(self, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> Any:
         if exc_info is not None:
