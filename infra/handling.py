@@ -13,6 +13,8 @@ delay doubling up to TRANSIENT_MAX_DELAY_MS, and never counts towards the parkin
 10-second PostgreSQL restart once parked every event that arrived during it (issue 14). Such an
 outage is logged once when it starts and once when the handler succeeds again, not per retry.
 
+The three queues are durable quorum queues, declared by `setup` (arguments: infra/queues.py).
+
 Redelivery means a handler can see an event twice: consumers record the event id in their own
 database in the same transaction as the effect (`claim`), and skip an id they already have.
 """
@@ -26,13 +28,16 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg2
-from kombu.entity import Exchange, Queue
+from kombu.entity import Exchange
 from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.amqp.publish import Publisher
-from nameko.events import EventHandler
+from nameko.events import SERVICE_POOL, EventHandler, get_event_exchange
 
 from infra import metrics
 from infra.logging import get_logger, mask_text
+from infra.queues import dead_queue_name as dead_queue_name  # re-exported: the tests' and operators' names
+from infra.queues import event_queue_name, event_queues
+from infra.queues import retry_queue_name as retry_queue_name
 from infra.settings import settings_for
 
 ATTEMPT_HEADER = "x-appt-attempt"
@@ -47,6 +52,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (consumer, event_id)
 );
 """
+
+# About a minute of retries (0.5 s growing to 2 s) before a retry or park publish gives up.
+PUBLISH_RETRY_POLICY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 2}
 
 _log = get_logger(__name__)
 _DEFAULT_EXCHANGE = Exchange("", type="direct")
@@ -97,36 +105,28 @@ def transient_delay_ms(base_ms: int, retry: int) -> int:
     return int(min(base_ms * 2 ** max(retry - 1, 0), TRANSIENT_MAX_DELAY_MS))
 
 
-def retry_queue_name(queue_name: str) -> str:
-    return f"{queue_name}.retry"
-
-
-def dead_queue_name(queue_name: str) -> str:
-    return f"{queue_name}.dead"
-
-
 class ReliableEventHandler(EventHandler):
     _outage: str | None = None  # the first error of a transient outage, until a success
     def __init__(self, source_service: str, event_type: str, **kwargs: Any) -> None:
         super().__init__(source_service, event_type, reliable_delivery=True, requeue_on_error=False, **kwargs)
 
     def setup(self) -> None:
+        # nameko's EventHandler.setup builds a classic queue (no way to pass queue arguments) and
+        # registers with the QueueConsumer, which reads `self.queue` only when it starts consuming:
+        # replacing it here makes the queue nameko declares and consumes a quorum queue.
+        if self.handler_type is not SERVICE_POOL:
+            raise ValueError("reliable_event_handler supports only SERVICE_POOL handlers (one durable queue)")
         super().setup()
         settings = settings_for(self.container)
         self.attempts = settings.retry_attempts
         self.base_delay_ms = settings.retry_base_delay_ms
-        name = self.queue.name
-        self.retry_queue = Queue(
-            retry_queue_name(name),
-            exchange=_DEFAULT_EXCHANGE,
-            routing_key=retry_queue_name(name),
-            durable=True,
-            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
-        )
-        self.dead_queue = Queue(
-            dead_queue_name(name), exchange=_DEFAULT_EXCHANGE, routing_key=dead_queue_name(name), durable=True
-        )
-        self.publisher = Publisher(settings.amqp_uri)
+        name = event_queue_name(self.source_service, self.event_type, self.container.service_name, self.method_name)
+        exchange = get_event_exchange(self.source_service, self.container.config)
+        self.queue, self.retry_queue, self.dead_queue = event_queues(name, exchange, self.event_type)
+        # nameko's default (3 retries, about 3 s) is shorter than a quorum leader election after a
+        # node dies; a retry publish that gives up raises out of handle_result, and nameko kills the
+        # container for it ("thread exited with error", seen in tests/faults/test_cluster.py).
+        self.publisher = Publisher(settings.amqp_uri, retry_policy=PUBLISH_RETRY_POLICY)
 
     def handle_result(self, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> Any:
         if exc_info is not None:

@@ -103,7 +103,8 @@ class Relay:
                 self.close_channel()
         if self._channel is None or self._channel.is_closed or self._connection is None \
                 or not self._connection.is_open:
-            self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_uri))
+            # A ';'-separated list (AMQP_URI of a cluster, as kombu takes it): pika tries each in turn.
+            self._connection = pika.BlockingConnection([pika.URLParameters(u) for u in self.amqp_uri.split(";")])
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
             self._declared.clear()

@@ -9,6 +9,10 @@ run several replicas of one with `--replicas booking=3`. Logs and pid files live
 A supervisor (scripts/supervisor.py) starts them and restarts one that exits, with back-off;
 `status` shows each process's state and restarts, and exits 1 when one is not running.
 
+Before any service starts, `python -m infra.queues migrate` brings the broker's queues to what the
+services declare (durable quorum queues): a broker that still has the classic queues of an
+earlier version has them converted, messages kept, instead of every service failing with 406.
+
 Patient data at rest is encrypted with the installation's own key: the first start creates a
 random one in `<run_dir>/pii.key` (mode 600) and every later start reuses it; each process gets it
 as PII_KEY unless PII_KEY is set in the environment already (a secret store's key wins). Losing
@@ -111,6 +115,7 @@ class Platform:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "pids").mkdir(parents=True, exist_ok=True)
         env = self.process_env()
+        self.migrate_queues(env)
         if self.supervise:
             spec = {"cwd": str(ROOT), "components": [{"name": c.name, "argv": c.argv, "env": c.env}
                                                      for c in self.components()]}
@@ -127,6 +132,16 @@ class Platform:
                                         stderr=subprocess.STDOUT, start_new_session=True)
                 (self.run_dir / "pids" / f"{comp.name}.pid").write_text(str(proc.pid))
         self.wait_healthy(wait)
+
+    def migrate_queues(self, env: dict[str, str]) -> None:
+        """Convert queues an earlier version declared as classic (infra/queues.py); the services
+        are not running yet, as the migration requires."""
+        done = subprocess.run([sys.executable, "-m", "infra.queues", "migrate"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        with open(self.run_dir / "logs" / "queues.log", "a") as log:
+            log.write(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"queue migration failed: {(done.stdout + done.stderr)[-2000:]}")
 
     def status(self) -> dict[str, dict[str, object]]:
         """Each component: pid, running or not, and (when supervised) its restarts and last exit."""

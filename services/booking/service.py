@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 from nameko.timer import timer
 from pydantic import Field, ValidationError
 
@@ -32,6 +31,7 @@ from infra.health import HealthChecks
 from infra.metrics import Metrics
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
+from infra.rpc import rpc
 from infra.settings import Settings
 from services.booking import domain, handlers, readmodel
 from services.booking.handlers import APP

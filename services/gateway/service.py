@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nameko.rpc import RpcProxy
 from pydantic import BaseModel
 from werkzeug.wrappers import Request, Response
 
@@ -20,6 +19,7 @@ from infra.logging import mask_id
 from infra.metrics import Metrics
 from infra.pii import PiiVault
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
+from infra.rpc import RpcProxy
 from services.gateway import his_api, ops_api, pages, readmodel, sms_api, stats_api
 from services.gateway.api import (
     ANYONE,

@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.web.handlers import http
 from pydantic import Field
@@ -29,6 +28,7 @@ from infra.logging import get_logger
 from infra.metrics import HIS_BACKLOG, Metrics
 from infra.pii import PiiVault
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
+from infra.rpc import RpcProxy, rpc
 from infra.settings import Settings, settings_for
 from services.his_sync import handlers, readmodel
 from services.his_sync.handlers import APP

@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 from pydantic import Field
 
@@ -20,6 +19,7 @@ from infra.handling import outage_tolerant
 from infra.health import Check, HealthChecks, degraded, ok, service_label
 from infra.metrics import SMS_BACKLOG, Metrics
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Vault, contract
+from infra.rpc import RpcProxy, rpc
 from infra.settings import Settings, settings_for
 from services.notification import domain, handlers, readmodel
 from services.notification.handlers import APP

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar, cast
 
-from nameko.rpc import rpc as _rpc
 from pydantic import ValidationError
 
 from contracts import (
@@ -41,6 +40,7 @@ from infra.health import HealthChecks
 from infra.metrics import Metrics
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, Store, contract
+from infra.rpc import rpc as _rpc
 from services.schedule import domain, readmodel
 from services.schedule.domain import HOSPITAL_TZ, SessionRequest
 from services.schedule.handlers import APP

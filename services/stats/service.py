@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.rpc import rpc
-
 from infra.health import HealthChecks
 from infra.metrics import Metrics
 from infra.projections import Projection
 from infra.providers import Clock, LogContext, ServiceDatabase, contract
+from infra.rpc import rpc
 from services.stats import catalogue, readmodel
 
 
