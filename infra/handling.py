@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import amqp.exceptions
 import psycopg2
 from kombu.entity import Exchange
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -84,6 +85,7 @@ _TRANSIENT = (
     psycopg2.InterfaceError,         # connection already closed
     psycopg2.extensions.TransactionRollbackError,  # serialization failure, deadlock: try again
     KombuOperationalError,
+    amqp.exceptions.RecoverableConnectionError,  # py-amqp's: a channel that died with its connection
     ConnectionError,
     TimeoutError,
 )
@@ -129,15 +131,27 @@ class ReliableEventHandler(EventHandler):
         self.publisher = Publisher(settings.amqp_uri, retry_policy=PUBLISH_RETRY_POLICY)
 
     def handle_result(self, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> Any:
-        if exc_info is not None:
-            # Published (with confirms) before the ack below: a crash here redelivers instead of losing.
-            self._retry_or_park(message, exc_info)
-        else:
-            metrics.event_handled(self.container.service_name, self.queue.name, "ok")
-            if self._outage:
-                _log.warning("handler_recovered", queue=self.queue.name, outage=self._outage)
-                self._outage = None
-        self.queue_consumer.ack_message(message)
+        try:
+            if exc_info is not None:
+                # Published (with confirms) before the ack below: a crash here redelivers instead of losing.
+                self._retry_or_park(message, exc_info)
+            else:
+                metrics.event_handled(self.container.service_name, self.queue.name, "ok")
+                if self._outage:
+                    _log.warning("handler_recovered", queue=self.queue.name, outage=self._outage)
+                    self._outage = None
+            self.queue_consumer.ack_message(message)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The broker went away between the handler and the settlement of its delivery: the
+            # retry could not be published, or the ack has no channel left. Unacked, the delivery
+            # is requeued by the broker with the dead channel and comes back once a consumer is;
+            # the inbox makes a second run of a handler that did succeed a no-op. Raised, it would
+            # kill the whole container: nameko takes any exception of a worker thread for a bug
+            # ("thread exited with error"; tests/faults/test_faults.py saw his_sync die so).
+            _log.warning("handler_delivery_unsettled", queue=self.queue.name,
+                         error=mask_text(f"{type(exc).__name__}: {exc}")[:300])
         return result, exc_info
 
     def _retry_or_park(self, message: Any, exc_info: Any) -> None:

@@ -37,6 +37,7 @@ loses the replies that were in flight. It stays a classic queue: it belongs to o
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kombu.entity import Queue
@@ -91,8 +92,40 @@ class QuorumRpcConsumer(RpcConsumer):
         return result, exc_info
 
 
+DEADLINE_HEADER = "nameko.deadline"  # set by the gateway's `call` (services/gateway/api.py)
+
+
 class Rpc(NamekoRpc):
+    """nameko's @rpc on the quorum request queue, and a request past its caller's deadline is
+    dropped unanswered instead of run.
+
+    Why: a request can reach a service long after its caller stopped waiting, as a second copy
+    published by kombu's retry once the broker is back or redelivered after a restart. Run then, it
+    acts for a caller who has been answered already: issue 14's fault run found a booking stored
+    26 s after the first copy of its request had answered "full" (the caller told "full" and
+    holding a place). The caller's deadline (wall-clock seconds, header `nameko.deadline`, passed
+    on by nameko to the calls the method makes) ends that: a copy that arrives later is acked,
+    logged and not run; the caller, answered 503, repeats with the same idempotency key if it
+    still wants to. Clocks of the hosts are assumed within a second of each other (NTP)."""
+
     rpc_consumer = QuorumRpcConsumer()
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        deadline = (message.headers or {}).get(DEADLINE_HEADER)
+        if deadline is not None:
+            try:
+                late = time.time() - float(deadline)
+            except (TypeError, ValueError):
+                late = 0.0
+            if late > 0:
+                _log.warning("rpc_request_expired", method=message.delivery_info.get("routing_key"),
+                             late_s=round(late, 3), redelivered=bool(message.delivery_info.get("redelivered")))
+                try:
+                    self.rpc_consumer.queue_consumer.ack_message(message)
+                except Exception as exc:  # noqa: BLE001 -- a dead channel: redelivered, and dropped again
+                    _log.warning("rpc_ack_lost_request_redelivered", error=mask_text(str(exc))[:300])
+                return
+        super().handle_message(body, message)
 
 
 rpc = Rpc.decorator

@@ -38,7 +38,8 @@ from infra.eventstore.base import idempotent_event_id
 from scripts.launcher import ROOT, Component, Platform
 from services.gateway.staff import ApiClient
 from tests.conftest import free_port
-from tests.faults.servers import PgCluster, RabbitNode
+from tests.faults.cluster import Cluster, Node
+from tests.faults.servers import PgCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
@@ -210,7 +211,7 @@ class Client(threading.Thread):
 @dataclass
 class Run:
     platform: Platform
-    node: RabbitNode
+    node: Node
     pg: PgCluster
     his: His
     sessions: list[str]
@@ -268,13 +269,14 @@ def run() -> Iterator[Run]:
         pytest.fail("tests/faults needs Debian's rabbitmq-server and PostgreSQL binaries (make setup-test)")
     base = Path(tempfile.mkdtemp(prefix="appt-faults-"))
     notes: list[str] = []
-    node = RabbitNode("appt-faults", free_port(), free_port(), base)
+    cluster = Cluster.create(1, prefix="faults")
+    node = cluster.nodes[0]
     pg = PgCluster(base, free_port())
     run_dir = ROOT / ".run" / f"faults-{base.name}"
     his = His(free_port(), run_dir / "his-received.jsonl", run_dir / "logs")
     platform = FaultPlatform(
         run_dir=run_dir,
-        env={"PG_URL": pg.url, "AMQP_URI": node.amqp_uri, "APPT_DB_PREFIX": "appt",
+        env={"PG_URL": pg.url, "AMQP_URI": node.uri, "APPT_DB_PREFIX": "appt",
              "SMS_PER_CLIENT": "1000", "SMS_BURST_CLIENT": "1000", "RATE_PER_CLIENT": "100000",
              "RATE_BURST_CLIENT": "100000", "RATE_PER_PATIENT": "1000", "RATE_BURST_PATIENT": "10000"},
         replicas={"booking": 2}, gateway_address=f"127.0.0.1:{free_port()}", his_port=his.port,
@@ -351,7 +353,9 @@ def run() -> Iterator[Run]:
         time.sleep(12)
         _say(notes, "broker restart, then database restart")
         began = time.time()
-        node.restart(down_for=2)
+        node.stop()
+        time.sleep(2)
+        node.start()
         windows["broker_restart_2"] = (began, time.time())
         began = time.time()
         pg.restart("immediate", down_for=2)
@@ -382,7 +386,7 @@ def run() -> Iterator[Run]:
             platform.stop()
         finally:
             his.kill()
-            node.remove()
+            cluster.destroy()
             pg.remove()
             shutil.rmtree(base, ignore_errors=True)
 
@@ -530,7 +534,8 @@ def test_finding_3_no_process_died_of_a_broker_or_database_restart(run):
 
 
 def test_finding_4_a_60_second_his_outage_is_waited_out_without_dead_letters(run):
-    queues = run.node.queues()
+    listed = run.node.ctl("list_queues", "-q", "--no-table-headers", "name", "messages").stdout
+    queues = {name: int(n) for name, n in (line.split("\t") for line in listed.splitlines() if "\t" in line)}
     dead = {name: n for name, n in queues.items() if name.endswith(".dead") and n}
     assert not dead, f"dead letters: {dead}"
     with run.db("his_sync") as conn, conn.cursor() as cur:
