@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from infra.handling import Transient
+
 __all__ = ["Cursor", "JsonMemory", "NotKnownYet"]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -30,8 +32,13 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
 
-class NotKnownYet(LookupError):
-    """Nothing is remembered under this key (yet): retry after the event that brings it."""
+class NotKnownYet(Transient, LookupError):
+    """Nothing is remembered under this key (yet): retry after the event that brings it.
+
+    Transient: the event that brings it is in the store before this one (a cancellation follows
+    its booking) and is handled once its own dependency answers, however long that takes; parked
+    after the retry budget, a cancellation's SMS was lost when booking's replicas were restarting
+    (tests/faults: `tell_cancelled` parked while `confirm_booking` waited for booking)."""
 
 
 class JsonMemory:

@@ -96,8 +96,8 @@ DEADLINE_HEADER = "nameko.deadline"  # set by the gateway's `call` (services/gat
 
 
 class Rpc(NamekoRpc):
-    """nameko's @rpc on the quorum request queue, and a request past its caller's deadline is
-    dropped unanswered instead of run.
+    """nameko's @rpc on the quorum request queue, and a request past its caller's deadline, or a
+    redelivered one that carries a deadline, is dropped unanswered instead of run.
 
     Why: a request can reach a service long after its caller stopped waiting, as a second copy
     published by kombu's retry once the broker is back or redelivered after a restart. Run then, it
@@ -117,9 +117,16 @@ class Rpc(NamekoRpc):
                 late = time.time() - float(deadline)
             except (TypeError, ValueError):
                 late = 0.0
-            if late > 0:
-                _log.warning("rpc_request_expired", method=message.delivery_info.get("routing_key"),
-                             late_s=round(late, 3), redelivered=bool(message.delivery_info.get("redelivered")))
+            redelivered = bool(message.delivery_info.get("redelivered"))
+            if late > 0 or redelivered:
+                # Redelivered: a first delivery ran (and may have answered) on a consumer whose
+                # channel died before its ack, or died with it. Run again, it could act after its
+                # caller was answered by the first run: the fault run saw a place booked a second
+                # after the first run had answered "full". The caller (the gateway, which alone
+                # sends deadlines) is answered 503 by its deadline at the latest, and its client
+                # repeats with the same idempotency key, answered from the store.
+                _log.warning("rpc_request_dropped", method=message.delivery_info.get("routing_key"),
+                             late_s=round(late, 3), redelivered=redelivered)
                 try:
                     self.rpc_consumer.queue_consumer.ack_message(message)
                 except Exception as exc:  # noqa: BLE001 -- a dead channel: redelivered, and dropped again

@@ -522,6 +522,11 @@ def _connects(address: tuple[str, int], timeout: float) -> bool:
 
 
 _WAIT_SLICE = 0.25  # how often a waiting call looks at the broker probe
+# The gateway's RPC proxies publish once: kombu's retry after a lost confirm published a second
+# copy of a request that a second booking replica ran a second after the first had answered
+# (issue 14's fault run). A publish that fails is answered 503 and its client repeats the request
+# with the same idempotency key, seconds later and behind the first copy in the queue.
+NO_PUBLISH_RETRY: dict[str, Any] = {"max_retries": 0}
 DEADLINE_CONTEXT_KEY = "deadline"  # the header nameko.deadline: infra.rpc drops a request past it
 
 
@@ -534,7 +539,7 @@ def set_deadline(method: Any, deadline: float) -> None:
     been answered "full" by the first copy."""
     worker_ctx = getattr(method, "worker_ctx", None)
     if worker_ctx is not None:
-        worker_ctx.context_data[DEADLINE_CONTEXT_KEY] = f"{deadline:.3f}"
+        worker_ctx.data[DEADLINE_CONTEXT_KEY] = f"{deadline:.3f}"  # context_data is a copy
 
 
 def call(method: Any, *args: Any, timeout: float = RPC_TIMEOUT) -> Any:

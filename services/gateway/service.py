@@ -23,6 +23,7 @@ from infra.rpc import RpcProxy
 from services.gateway import his_api, ops_api, pages, readmodel, sms_api, stats_api
 from services.gateway.api import (
     ANYONE,
+    NO_PUBLISH_RETRY,
     acting_for,
     api,
     call,
@@ -98,11 +99,11 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
     settings: GatewaySettings = SettingsProvider(GatewaySettings)
     limits: Limits = LimitsProvider()
     vault: PiiVault = Vault()
-    schedule = RpcProxy("schedule")
-    booking = RpcProxy("booking")
-    notification = RpcProxy("notification")
-    stats = RpcProxy("stats")
-    his_sync = RpcProxy("his_sync")
+    schedule = RpcProxy("schedule", retry_policy=NO_PUBLISH_RETRY)
+    booking = RpcProxy("booking", retry_policy=NO_PUBLISH_RETRY)
+    notification = RpcProxy("notification", retry_policy=NO_PUBLISH_RETRY)
+    stats = RpcProxy("stats", retry_policy=NO_PUBLISH_RETRY)
+    his_sync = RpcProxy("his_sync", retry_policy=NO_PUBLISH_RETRY)
     live: LiveFeed = LiveFeed()
     metrics = Metrics()
     checks: HealthChecks = HealthChecks()

@@ -30,6 +30,7 @@ import pytest  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
 from tests.conftest import ensure_vhost  # noqa: E402
+from tests.faults.cluster import Cluster, Node  # noqa: E402
 
 VHOST = os.environ.get("APPT_TEST_NAMEKO_VHOST", "appt_test_nameko")
 SESSION_TOKEN = uuid.uuid4().hex[:8]
@@ -189,3 +190,41 @@ def wait_for() -> Callable[..., None]:
             time.sleep(interval)  # green: lets the containers run
 
     return wait
+
+
+@pytest.fixture
+def own_node() -> Any:
+    """A RabbitMQ node of the test's own (tests/faults/cluster.py), to stop and start under a
+    container; always torn down."""
+    with Cluster.started(1, prefix="nmk") as cluster:
+        yield cluster.nodes[0]
+
+
+def container_on(service_cls: type, node: Node, config: dict[str, Any] | None = None) -> Any:
+    """A started container on `node`, killed at the end of the `with`. Not container_factory:
+    nameko's pytest plugin reorders that fixture, and a container killed after its broker is gone
+    waits for ever in kombu's reconnect loop, hence the bounded kill."""
+    from contextlib import contextmanager
+
+    from nameko.containers import ServiceContainer
+
+    @contextmanager
+    def run() -> Any:
+        container = ServiceContainer(service_cls, {**(config or {}), "AMQP_URI": node.uri})
+        container.start()
+        try:
+            yield container
+        finally:
+            with eventlet.Timeout(30, False):
+                container.kill()
+
+    return run()
+
+
+def green_wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for `condition` without blocking the hub (eventlet.sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        eventlet.sleep(0.1)

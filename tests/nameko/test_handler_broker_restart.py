@@ -11,19 +11,17 @@ back the unsettled delivery comes again and is handled.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
-import eventlet
 import pytest
 from eventlet.event import Event
 from nameko.containers import ServiceContainer
 
 from infra import handling
 from infra.handling import Transient, reliable_event_handler
-from tests.faults.cluster import Cluster, Node
-from tests.nameko.conftest import Broker
+from tests.faults.cluster import Node
+from tests.nameko.conftest import Broker, container_on, green_wait
 
 pytestmark = pytest.mark.integration
 
@@ -43,43 +41,26 @@ class Held:
 
 
 @pytest.fixture
-def node() -> Iterator[Node]:
-    with Cluster.started(1, prefix="hdlrestart") as cluster:
-        yield cluster.nodes[0]
-
-
-@pytest.fixture
-def container(node: Node, rabbit_config, monkeypatch) -> Iterator[ServiceContainer]:
+def container(own_node: Node, rabbit_config, monkeypatch) -> Iterator[ServiceContainer]:
     # nameko's and our publish retries would wait a minute for the broker: the point here is what
     # happens when they give up, so they give up at once.
     monkeypatch.setattr(handling, "PUBLISH_RETRY_POLICY", {"max_retries": 0})
-    container = ServiceContainer(Held, {**rabbit_config, "AMQP_URI": node.uri})
-    container.start()
-    yield container
-    with eventlet.Timeout(30, False):
-        container.kill()
+    with container_on(Held, own_node, rabbit_config) as container:
+        yield container
 
 
-def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        eventlet.sleep(0.1)
-
-
-def test_a_delivery_the_broker_cannot_settle_leaves_the_service_alive_and_comes_back(node, container):
+def test_a_delivery_the_broker_cannot_settle_leaves_the_service_alive_and_comes_back(own_node, container):
     event_id = str(uuid.uuid4())
-    Broker(node.uri).publish_event("heldsource", {"type": "ThingHappened", "event_id": event_id})
-    _wait(lambda: seen == [event_id], 15, "the handler to start")
+    Broker(own_node.uri).publish_event("heldsource", {"type": "ThingHappened", "event_id": event_id})
+    green_wait(lambda: seen == [event_id], 15, "the handler to start")
 
-    node.stop()
+    own_node.stop()
     release.send(True)  # the handler fails now: its retry has no broker to go to
-    _wait(lambda: not container._worker_threads, 60, "the worker to finish")
+    green_wait(lambda: not container._worker_threads, 60, "the worker to finish")
     assert not container._being_killed and not container._died.ready(), \
         "the container killed itself when the delivery could not be settled"
 
-    node.start()
-    _wait(lambda: len(seen) >= 2, 90, "the unsettled delivery to come back once the broker is up")
+    own_node.start()
+    green_wait(lambda: len(seen) >= 2, 90, "the unsettled delivery to come back once the broker is up")
     assert set(seen) == {event_id}
     assert not container._being_killed and not container._died.ready()

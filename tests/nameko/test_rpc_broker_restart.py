@@ -20,7 +20,8 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from infra.queues import QUORUM
 from infra.rpc import rpc
-from tests.faults.cluster import Cluster, Node
+from tests.faults.cluster import Node
+from tests.nameko.conftest import container_on, green_wait
 
 pytestmark = pytest.mark.integration
 
@@ -43,28 +44,14 @@ class Slow:
 
 
 @pytest.fixture
-def node() -> Iterator[Node]:
-    with Cluster.started(1, prefix="rpcrestart") as cluster:
-        yield cluster.nodes[0]
+def node(own_node: Node) -> Node:
+    return own_node
 
 
 @pytest.fixture
 def container(node: Node) -> Iterator[ServiceContainer]:
-    """Not the conftest's container_factory: nameko's pytest plugin reorders that fixture, and a
-    container killed after its broker is gone waits for ever in kombu's reconnect loop."""
-    container = ServiceContainer(Slow, {"AMQP_URI": node.uri})
-    container.start()
-    yield container
-    with eventlet.Timeout(30, False):
-        container.kill()
-
-
-def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        eventlet.sleep(0.1)
+    with container_on(Slow, node) as container:
+        yield container
 
 
 def test_container_survives_a_broker_restart_with_a_reply_pending(node, container):
@@ -75,11 +62,11 @@ def test_container_survives_a_broker_restart_with_a_reply_pending(node, containe
 
     with ClusterRpcProxy(config) as proxy:
         proxy.slow_restart.work.call_async(21)  # published with confirms before this returns
-    _wait(lambda: calls == [21], 10, "the worker to start")
+    green_wait(lambda: calls == [21], 10, "the worker to start")
 
     node.stop()
     release.send(True)  # the worker returns; its reply has no broker to go to
-    _wait(lambda: not container._worker_threads, 60, "the worker to finish handling its result")
+    green_wait(lambda: not container._worker_threads, 60, "the worker to finish handling its result")
     assert not container._being_killed, "the container killed itself when the reply could not be published"
 
     node.start()
@@ -94,4 +81,4 @@ def test_container_survives_a_broker_restart_with_a_reply_pending(node, containe
                 raise
             eventlet.sleep(1)
     assert not container._being_killed and not container._died.ready()
-    _wait(lambda: calls.count(21) >= 2, 30, "the unacked request to be redelivered")
+    green_wait(lambda: calls.count(21) >= 2, 30, "the unacked request to be redelivered")

@@ -118,3 +118,23 @@ def test_failover_alternates_count_as_up_when_any_one_answers():
         assert probe.is_up() is True
     finally:
         broker.close()
+
+
+def test_the_deadline_is_sent_as_a_header_of_the_request():
+    """nameko sends `worker_ctx.data` as `nameko.<key>` headers; `context_data` is a copy (a key set
+    there is silently lost, as the first version of set_deadline did)."""
+    from nameko.containers import WorkerContext
+    from nameko.messaging import HeaderEncoder
+
+    class Container:
+        service_name = "gateway"
+        config: dict[str, Any] = {}
+
+    class Entrypoint:
+        method_name = "book"
+
+    worker_ctx = WorkerContext(Container(), None, Entrypoint())
+    method = Method(closed_port())
+    method.worker_ctx = worker_ctx  # type: ignore[attr-defined]
+    api.set_deadline(method, 1234.5)
+    assert HeaderEncoder().get_message_headers(worker_ctx)["nameko.deadline"] == "1234.500"

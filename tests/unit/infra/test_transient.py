@@ -78,3 +78,9 @@ def test_a_periodic_job_still_raises_what_is_not_an_outage() -> None:
 
     with pytest.raises(ValueError):
         tick()
+
+
+def test_a_predecessor_not_handled_yet_is_waited_for_not_parked():
+    from infra.memory import NotKnownYet
+
+    assert is_transient(NotKnownYet("appointments: nothing remembered for appointment_id='a1' yet"))
