@@ -139,8 +139,26 @@ rpc = Rpc.decorator
 
 
 class ReplyListener(NamekoReplyListener):
+    """Transient reply queues, and a reply whose ack cannot be sent does not kill the caller.
+
+    nameko's `handle_message` acks first; on a channel that died with a restarting broker the ack
+    raises ConnectionResetError (nameko's QueueConsumer.ack_message catches amqp's ConnectionError,
+    which is not the builtin one) out of the consumer's thread and the container is killed: the
+    fault run saw the gateway die so twice in one broker restart. The reply is delivered to its
+    waiting caller anyway; unacked, it is requeued with the dead channel and comes back for a
+    correlation id nobody waits for any more, which is ignored."""
+
     queue: Any
     routing_key: str
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        try:
+            self.queue_consumer.ack_message(message)
+        except Exception as exc:  # noqa: BLE001 -- see above
+            _log.warning("rpc_reply_ack_lost", error=mask_text(f"{type(exc).__name__}: {exc}")[:300])
+        event = self._reply_events.pop(message.properties.get("correlation_id"), None)
+        if event is not None:
+            event.send(body)
 
     def setup(self) -> None:
         super().setup()  # registers with the QueueConsumer, which reads `self.queue` when it starts

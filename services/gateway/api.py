@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import eventlet
-from nameko.exceptions import RemoteError
+from nameko.exceptions import ContainerBeingKilled, RemoteError
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from pydantic import BaseModel, ValidationError
@@ -50,6 +50,7 @@ Handler = Callable[..., Response]
 class Unavailable(DomainError):
     code = "unavailable"
     status = 503
+    retry_after: int | None = 2  # every 503 says when to try again
 
 
 class MethodNotAllowed(DomainError):
@@ -428,6 +429,14 @@ class _GatewayWebServer(WebServer):
 
 class _GatewayHttp(HttpRequestHandler):
     server = _GatewayWebServer()
+
+    def response_from_exception(self, exc: Exception) -> Response:
+        """What fails before a worker runs: a container being stopped (or killed) still has its
+        web server taking requests for a moment, and nameko answered those 500 with the text
+        "Error: ContainerBeingKilled"; it is the 503 of a process going away, with Retry-After."""
+        if isinstance(exc, ContainerBeingKilled):
+            return error_response(Unavailable("服务正在重启，请稍后重试 / restarting, try again shortly"))
+        return super().response_from_exception(exc)  # type: ignore[no-any-return]
 
 
 http: Callable[[str, str], Callable[[Handler], Handler]] = _GatewayHttp.decorator

@@ -46,7 +46,6 @@ class Limits:
         self.sms = TokenBucket(cfg.sms_per_client, cfg.sms_burst_client)
         self.login = LoginPolicy(account=Backoff(free=cfg.login_failures, cap=cfg.login_window_s),
                                  client=Backoff(free=cfg.login_client_failures, cap=cfg.login_window_s))
-        self.sold_out = SoldOutCache()
         self.sessions = SessionCache()
         self.proxies = TrustedProxies(cfg.trusted_proxies or "")
         self.names = NameCache()
@@ -74,39 +73,6 @@ class LimitsProvider(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> Limits:
         return self.limits
-
-
-class SoldOutCache:
-    """Sessions booking just answered "full" for, per channel, for `ttl` seconds: a sold-out
-    session's crowd is answered here without a booking round trip. It can only hide a slot
-    freed within the last `ttl` seconds, never invent one."""
-
-    def __init__(self, ttl: float = 1.0, remember_keys: int = 200_000) -> None:
-        self.ttl = ttl
-        self._until: OrderedDict[tuple[str, str], float] = OrderedDict()
-        # Requests this gateway has forwarded: a retry of one of them (same patient and key) always
-        # goes to booking, which answers a repeat with the first answer, even when the session
-        # has sold out since. (A retry through another gateway replica is not covered.)
-        self._forwarded: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._max_keys = remember_keys
-
-    def is_retry(self, patient_id: str, key: str) -> bool:
-        return (patient_id, key) in self._forwarded
-
-    def forwarded(self, patient_id: str, key: str) -> None:
-        self._forwarded[(patient_id, key)] = None
-        if len(self._forwarded) > self._max_keys:
-            self._forwarded.popitem(last=False)
-
-    def full(self, session_id: str, channel: str) -> bool:
-        until = self._until.get((session_id, channel))
-        return until is not None and time.monotonic() < until
-
-    def remember(self, session_id: str, channel: str) -> None:
-        self._until.pop((session_id, channel), None)
-        self._until[(session_id, channel)] = time.monotonic() + self.ttl
-        if len(self._until) > self._max_keys:
-            self._until.popitem(last=False)
 
 
 class SessionCache:

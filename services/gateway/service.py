@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 from werkzeug.wrappers import Request, Response
 
-from contracts import Forbidden, InvalidInput, NotFound, SessionFull
+from contracts import Forbidden, InvalidInput, NotFound
 from infra.health import HealthChecks
 from infra.logging import mask_id
 from infra.metrics import Metrics
@@ -335,18 +335,14 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
     def book(self, request: Request, principal: Principal, body: BookBody) -> Response:
         key, patient_id = idempotency_key(request), acting_for(principal, body.patient_id)
         channel, operator_id = ("web", None) if principal.role == "patient" else ("phone", principal.subject)
-        sold_out = self.limits.sold_out
-        if sold_out.full(body.session_id, channel) and not sold_out.is_retry(patient_id, key):
-            raise SessionFull("该出诊已约满 / this session is full", field="session_id")
-        sold_out.forwarded(patient_id, key)
+        # No sold-out memory here any more: it answered a retry "full" without asking booking when
+        # the gateway that had forwarded the first attempt was restarted (its memory of forwarded
+        # keys gone), while the first attempt had booked the place (issue 14's fault run). Booking's
+        # own sold-out path answers a repeat from its key event.
         command = {"session_id": body.session_id, "patient_id": patient_id, "channel": channel,
                    "operator_id": operator_id, "idempotency_key": key,
                    "correlation_id": correlation_id(request), "actor": principal.actor()}
-        try:
-            answer = call(self.booking.book_appointment, command)
-        except SessionFull:
-            sold_out.remember(body.session_id, channel)
-            raise
+        answer = call(self.booking.book_appointment, command)
         return json_response(answer, 201)
 
     @api("GET", "/api/v1/appointments", "my bookings; a session's list (staff); a caller's bookings (operators)",

@@ -124,7 +124,7 @@ def test_a_check_in_keeps_its_place_and_the_full_session_stays_full(platform):
     assert json.loads(checked.body)["status"] == "checked_in"
 
     # Both replicas must agree: ask more than once (the gateway spreads calls over them), after the
-    # sold-out memories (a second in the gateway, half a second in booking) have expired.
+    # sold-out memory (half a second in booking) has expired.
     time.sleep(1.5)
     for i in range(4):
         late = one(address, "POST", "/api/v1/appointments", {"session_id": SESSION}, tokens[WEB_QUOTA],

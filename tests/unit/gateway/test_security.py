@@ -16,7 +16,7 @@ from infra.passwords import check_password, check_staff_username
 from services.gateway.api import PayloadTooLarge, UnsupportedMediaType, api, json_response, read_json
 from services.gateway.auth import Backoff, LoginPolicy, TrustedProxies
 from services.gateway.bodies import RegisterBody, StaffBody
-from services.gateway.limits import GatewaySettings, Limits, SessionCache, SoldOutCache
+from services.gateway.limits import GatewaySettings, Limits, SessionCache
 
 pytestmark = pytest.mark.unit
 
@@ -163,15 +163,11 @@ def test_a_state_change_from_another_site_is_refused(headers, status):
 # --- bounded memory -------------------------------------------------------------------------------
 
 
-def test_the_session_cache_and_the_sold_out_memory_are_bounded():
+def test_the_session_cache_is_bounded():
     sessions = SessionCache(max_entries=100)
     for i in range(1_000):
         sessions.put(f"token-{i}", False, object())
     assert len(sessions._entries) == 100 and sessions.get("token-999", False) is not None
-    sold_out = SoldOutCache(remember_keys=50)
-    for i in range(500):
-        sold_out.remember(f"s-{i}", "web")
-    assert len(sold_out._until) == 50 and sold_out.full("s-499", "web")
 
 
 # --- text and passwords ---------------------------------------------------------------------------
