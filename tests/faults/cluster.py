@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.launcher import _alive  # a zombie counts as gone
+
 SBIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT = 90.0
 
@@ -196,19 +198,6 @@ class Node:
         self.stop_app()
         self.ctl("join_cluster", first.name, timeout=120)
         self.start_app()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
