@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 os.environ.setdefault("APPT_DB_PREFIX", "appt_test")
 
@@ -82,3 +85,16 @@ _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 def with_check_digit(body: str) -> str:
     """The 17 digits of a resident ID with its GB 11643 check character: test patients' IDs."""
     return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
+    """Poll `check` until it answers something truthy (returned), or fail saying what was awaited
+    and what was seen last: the one wait of the unpatched runs (e2e, browser)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")

@@ -13,7 +13,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from infra.db import drop_database
 from infra.settings import pg_dsn
 from scripts.launcher import ROOT, Platform
 from services.gateway.staff import ApiClient
-from tests.conftest import delete_vhost, ensure_vhost, free_port, with_check_digit
+from tests.conftest import delete_vhost, ensure_vhost, free_port, until, with_check_digit  # noqa: F401 - until: the pages tests import it from here
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,17 +44,6 @@ STAFF = {  # the demo accounts (services.gateway.staff demo)
     "operator": ("op-12580", "op-pass-2024"),
     "platform_admin": ("admin", "admin-pass-2024"),
 }
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
 def today() -> str:

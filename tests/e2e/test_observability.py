@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -21,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.launcher import ROOT, Platform
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 from tests.e2e.conftest import running_platform
 from tests.e2e.test_http_api import SESSION, Client
 
@@ -82,17 +82,6 @@ class Ops:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                     total += sample.value
         return total
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def envelope(type_: str, source: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ on the simulator's MLLP socket with an AA, the count in stats (from the event st
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,12 @@ import requests
 
 from scripts.launcher import Platform
 from services.gateway.staff import ApiClient
+from tests.conftest import until
 from tests.e2e.conftest import running_platform
 
 pytestmark = pytest.mark.e2e
 
 SESSION = "hebmu2-zhang-d3-am"
-
-
-def _until(what: str, check, timeout: float = 60.0, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +66,7 @@ def _book(p: Platform, token: str, key: str) -> requests.Response:
 def test_a_booking_travels_through_every_service(platform: Platform) -> None:
     p = platform
     # The session reaches booking through the relay and RabbitMQ: wait until it is bookable.
-    _until("the demo session to be visible with web quota",
+    until("the demo session to be visible with web quota",
            lambda: any(s["session_id"] == SESSION and s["remaining"]["web"] == 2 for s in requests.get(
                _url(p, "/api/v1/departments/hebmu2-xnk/schedule"), timeout=30).json().get("sessions", [])))
 
@@ -104,7 +93,7 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
     def sms():
         page = _outbox(p).text
         return page if a1["code"] in page and a2["code"] in page else None
-    page = _until("both confirmation SMS in the outbox", sms)
+    page = until("both confirmation SMS in the outbox", sms)
     assert "138****8000" in page and "13800138000" not in page
     assert "就诊序号1" in page and "河北医科大学第二医院" in page
 
@@ -117,7 +106,7 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
         lines = [json.loads(x) for x in his_log.read_text(encoding="utf-8").splitlines() if x.strip()]
         got = {x.get("appointment_id") or x.get("placer_appointment_id"): x for x in lines}
         return got if {a1["appointment_id"], a2["appointment_id"]} <= set(got) else None
-    got = _until("two SIU^S12 at the HIS simulator", received)
+    got = until("two SIU^S12 at the HIS simulator", received)
     assert got[a1["appointment_id"]]["message_type"] == "SIU^S12"
     assert "11010519491231002X" not in his_log.read_text(encoding="utf-8")
 
@@ -130,12 +119,12 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
         lines = [json.loads(x) for x in his_log.read_text(encoding="utf-8").splitlines() if x.strip()]
         return [x for x in lines if x["message_type"] == "SIU^S15"
                 and (x.get("appointment_id") or x.get("placer_appointment_id")) == a1["appointment_id"]]
-    assert len(_until("SIU^S15 for the cancelled booking", cancel_received)) == 1
+    assert len(until("SIU^S15 for the cancelled booking", cancel_received)) == 1
 
     def cancel_sms():
         page = _outbox(p).json()["messages"]
         return [m for m in page if m["template"] == "cancelled" and a1["code"] in m["text"]]
-    assert "已取消" in _until("the cancellation SMS", cancel_sms)[0]["text"]
+    assert "已取消" in until("the cancellation SMS", cancel_sms)[0]["text"]
 
     # stats: counted from the event store (analysts only)
     assert requests.get(_url(p, "/api/v1/stats/summary"), timeout=30).status_code == 401
@@ -147,7 +136,7 @@ def test_a_booking_travels_through_every_service(platform: Platform) -> None:
     def counted():
         s = requests.get(_url(p, "/api/v1/stats/summary"), headers=analyst, timeout=30).json()
         return s if s["metrics"].get("booked", {}).get("web") == 2 else None
-    _until("stats to count two web bookings", counted)
+    until("stats to count two web bookings", counted)
 
     # nothing leaked into any log
     for log in (Path(p.run_dir) / "logs").glob("*.log"):
