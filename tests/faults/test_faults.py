@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg2
 import pytest
@@ -40,6 +40,7 @@ from services.gateway.staff import ApiClient
 from tests.conftest import free_port
 from tests.faults.cluster import Cluster, Node
 from tests.faults.servers import PgCluster
+from tests.integration.his import Simulator, launch
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
@@ -63,39 +64,27 @@ class FaultPlatform(Platform):
 
 
 class His:
+    """The hospital's HIS (the simulator), to be taken away and brought back on the same port."""
+
     def __init__(self, port: int, journal: Path, logs: Path) -> None:
         self.port, self.journal, self.logs = port, journal, logs
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.running: tuple[Simulator, IO[bytes]] | None = None
 
     def start(self) -> None:
-        log = open(self.logs / "his-simulator.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.his_sync.simulator", "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--log", str(self.journal)], cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        deadline = time.monotonic() + 30
-        while not _connects(self.port):
-            assert time.monotonic() < deadline, "the HIS simulator did not start"
-            time.sleep(0.2)
+        self.running = launch(self.port, self.journal, self.logs / "his-simulator.log")
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+        if self.running is not None:
+            simulator, output = self.running
+            simulator.process.kill()
+            simulator.process.wait()
+            output.close()
+            self.running = None
 
     def received(self) -> list[dict[str, Any]]:
         if not self.journal.exists():
             return []
         return [json.loads(line) for line in self.journal.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _connects(port: int) -> bool:
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def demo_data(today: date) -> tuple[dict[str, Any], list[str]]:

@@ -39,16 +39,9 @@ def start_simulator(tmp_path: Path) -> Iterator[StartSimulator]:
 
     def start(*extra: str, port: int | None = None) -> Simulator:
         port = port or free_port()
-        log = tmp_path / f"his-{port}-{len(started)}.jsonl"
-        output_path = tmp_path / f"simulator-{port}-{len(started)}.out"
-        output = output_path.open("wb")
-        command = [sys.executable, "-m", "services.his_sync.simulator", "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--log", str(log), *extra]
-        # Output goes to a file, not a pipe nobody reads: a full pipe would block the simulator.
-        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        started.append((process, output))
-        simulator = Simulator(port, log, process, output_path)
-        wait_until_listening(simulator)
+        simulator, output = launch(port, tmp_path / f"his-{port}-{len(started)}.jsonl",
+                                   tmp_path / f"simulator-{port}-{len(started)}.out", *extra)
+        started.append((simulator.process, output))
         return simulator
 
     yield start
@@ -61,6 +54,19 @@ def start_simulator(tmp_path: Path) -> Iterator[StartSimulator]:
                 process.kill()
                 process.wait()
         output.close()
+
+
+def launch(port: int, log: Path, output_path: Path, *extra: str) -> tuple[Simulator, IO[bytes]]:
+    """One simulator process on `port`, journal in `log`, listening when this returns; the caller
+    closes the output file after the process has ended."""
+    output = output_path.open("ab")
+    command = [sys.executable, "-m", "services.his_sync.simulator", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log", str(log), *extra]
+    # Output goes to a file, not a pipe nobody reads: a full pipe would block the simulator.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    simulator = Simulator(port, log, process, output_path)
+    wait_until_listening(simulator)
+    return simulator, output
 
 
 def free_port() -> int:
