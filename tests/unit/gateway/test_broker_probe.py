@@ -138,3 +138,36 @@ def test_the_deadline_is_sent_as_a_header_of_the_request():
     method.worker_ctx = worker_ctx  # type: ignore[attr-defined]
     api.set_deadline(method, 1234.5)
     assert HeaderEncoder().get_message_headers(worker_ctx)["nameko.deadline"] == "1234.500"
+
+
+def test_a_broker_slow_to_accept_is_not_called_down_until_the_slowness_lasts(monkeypatch):
+    """The flash-crowd bench: RabbitMQ's accept queue full under load made one probe time out and
+    150 requests were answered 503. A timeout is not a refusal; only lasting timeouts are."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)  # never accepted: once the backlog is full, further connects hang
+    port = int(sock.getsockname()[1])
+    held = []
+    try:
+        for _ in range(8):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            held.append(c)
+        time.sleep(0.1)
+        monkeypatch.setattr(BrokerProbe, "CONNECT_TIMEOUT", 0.1)
+        monkeypatch.setattr(BrokerProbe, "PROBE_INTERVAL", 0.0)
+        monkeypatch.setattr(BrokerProbe, "SLOW_IS_DOWN", 0.6)
+        probe = BrokerProbe(f"amqp://guest:guest@127.0.0.1:{port}/")
+        assert api._connects(("127.0.0.1", port), 0.1) is None  # the premise: a timeout, not a refusal
+        assert probe.is_up()
+        started = time.monotonic()
+        while time.monotonic() - started < 0.4:
+            assert probe.is_up()
+        while time.monotonic() - started < 2.0 and probe.is_up():
+            pass
+        assert not probe.is_up()  # slow for longer than SLOW_IS_DOWN: away
+    finally:
+        for c in held:
+            c.close()
+        sock.close()
