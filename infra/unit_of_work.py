@@ -96,7 +96,13 @@ def execute(
 def repeat_or_raise(store: EventStore, key_id: uuid.UUID, error: DomainError, actor: Actor | None = None) -> Outcome:
     """A refusal decided before `execute` (a fast path): the first answer if this is a repeat by
     the same actor (`actor` None: the caller has checked who asks)."""
-    if (prior := store.get_event(key_id)) is not None and (actor is None or _same_actor(prior, actor)):
+    return repeat_or_refuse(store.get_event(key_id), error, actor)
+
+
+def repeat_or_refuse(prior: Envelope | None, error: DomainError, actor: Actor | None = None) -> Outcome:
+    """`repeat_or_raise` with the key event already looked up (`prior`, None: not stored), for a
+    caller that looked up many keys in one query."""
+    if prior is not None and (actor is None or _same_actor(prior, actor)):
         return _repeat(prior, prior.actor)
     raise error
 

@@ -217,6 +217,15 @@ class EventStoreContract:
         assert (got.position, got.version) == (1, 1)
         assert store.get_event(uuid.uuid4()) is None
 
+    def test_get_events_answers_the_stored_ones_of_many_ids_at_once(self, store):
+        stored = [event("patient-1", n=1), event("patient-1", n=2)]
+        store.append_to("patient-1", 0, *stored)
+        unknown = uuid.uuid4()
+        got = store.get_events([stored[1].event_id, unknown, stored[0].event_id])
+        assert set(got) == {stored[0].event_id, stored[1].event_id}
+        assert got[stored[1].event_id].data["n"] == 2 and got[stored[1].event_id].version == 2
+        assert store.get_events([]) == {}
+
     def test_any_expected_version_appends_whatever_the_version(self, store):
         store.append_to("s", None, event("s"))
         store.append_to("s", None, event("s"), event("s"))

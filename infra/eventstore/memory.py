@@ -126,6 +126,9 @@ class InMemoryEventStore:
         ev = self._by_id.get(event_id)
         return ev if ev is not None and (ev.position or 0) <= self._head else None
 
+    def get_events(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
+        return {i: ev for i in event_ids if (ev := self.get_event(i)) is not None}
+
     def head(self) -> int:
         return self._head
 

@@ -166,6 +166,13 @@ class PostgresEventStore:
         row = self.db.fetchone(f"SELECT {_COLUMNS} FROM es_events WHERE event_id = %s", (event_id,))
         return row_to_envelope(row) if row else None
 
+    def get_events(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
+        """Those of `event_ids` that are stored, in one query (a batch's repeats)."""
+        if not event_ids:
+            return {}
+        rows = self.db.fetchall(f"SELECT {_COLUMNS} FROM es_events WHERE event_id = ANY (%s)", (list(event_ids),))
+        return {env.event_id: env for env in map(row_to_envelope, rows)}
+
     def head(self) -> int:
         row = self.db.fetchone("SELECT position FROM es_head WHERE id = 1")
         return int(row[0]) if row else 0
