@@ -182,6 +182,11 @@ def _params(fn: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(inspect.signature(fn).parameters)
 
 
+def dependency(deps: Deps, name: str) -> Any:
+    """One of a handler's dependencies, from a service (attributes) or a mapping (tests)."""
+    return _get(deps, name)
+
+
 def _get(deps: Deps, name: str) -> Any:
     if isinstance(deps, Mapping):
         if name not in deps:

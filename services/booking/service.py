@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from pydantic import Field, ValidationError
@@ -35,6 +36,11 @@ from infra.rpc import rpc
 from infra.settings import Settings
 from services.booking import domain, handlers, readmodel
 from services.booking.handlers import APP
+
+BATCH_LIMIT = 200  # commands in one book_appointments request
+# The bookings of one batch that are not answered "full" at once run concurrently (each session's
+# lock makes those of one session take turns); a pool per process bounds what one batch holds.
+_BOOKERS = eventlet.GreenPool(8)
 
 
 class BookingSettings(Settings):
@@ -126,6 +132,21 @@ class BookingService:
         answer: BookingAnswer = APP.handle(cmd, self)
         self.log.info("appointment_booked", appointment_id=answer.appointment_id, session_id=answer.session_id)
         return answer
+
+    @rpc
+    @contract()
+    def book_appointments(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Many BookAppointment commands in one request (the gateway's batcher sends what queued up
+        while its earlier batches were in flight), each answered as `book_appointment` answers it,
+        a refusal as its {"domain_error": ...}, in the order given (handlers.book_many)."""
+        if not isinstance(commands, list) or len(commands) > BATCH_LIMIT:
+            raise InvalidInput(f"commands: a list of at most {BATCH_LIMIT}", field="commands")
+        answers = handlers.book_many(commands, self, run_all=_BOOKERS.imap)
+        for answer in answers:
+            if "appointment_id" in answer:
+                self.log.info("appointment_booked", appointment_id=answer["appointment_id"],
+                              session_id=answer.get("session_id"))
+        return answers
 
     @rpc
     @contract(CancelAppointment)

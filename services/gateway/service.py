@@ -24,6 +24,7 @@ from services.gateway import his_api, ops_api, pages, readmodel, sms_api, stats_
 from services.gateway.api import (
     ANYONE,
     NO_PUBLISH_RETRY,
+    RPC_TIMEOUT,
     acting_for,
     api,
     call,
@@ -36,6 +37,7 @@ from services.gateway.api import (
     day_param as _day,
 )
 from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated
+from services.gateway.batching import Batcher
 from services.gateway.bodies import (
     ADMIN_BODIES,
     PHONE,
@@ -57,6 +59,7 @@ from services.gateway.openapi import APPOINTMENT, DAY, document, query
 
 HOSPITAL_STAFF: tuple[Role, ...] = ("clerk", "hospital_admin", "platform_admin")  # and the platform admin
 HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+BOOKINGS = Batcher()  # one per gateway process: bookings that arrive together leave in one RPC (batching.py)
 
 
 def _today() -> date:
@@ -342,7 +345,9 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
         command = {"session_id": body.session_id, "patient_id": patient_id, "channel": channel,
                    "operator_id": operator_id, "idempotency_key": key,
                    "correlation_id": correlation_id(request), "actor": principal.actor()}
-        answer = call(self.booking.book_appointment, command)
+        proxy = self.booking
+        answer = BOOKINGS.submit(lambda commands, timeout: call(proxy.book_appointments, commands, timeout=timeout),
+                                 command, RPC_TIMEOUT)
         return json_response(answer, 201)
 
     @api("GET", "/api/v1/appointments", "my bookings; a session's list (staff); a caller's bookings (operators)",

@@ -14,8 +14,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import eventlet
+import eventlet.event
 import pytest
+from nameko.extensions import Entrypoint
 from nameko.testing.services import entrypoint_hook
+from nameko.testing.utils import get_extension
 
 from contracts import Envelope, from_wire
 from infra.eventstore import PostgresEventStore
@@ -50,6 +54,21 @@ def rpc(container, method: str, *args: Any) -> Any:
     with entrypoint_hook(container, method) as call:
         answer = call(*args)
     return answer
+
+
+def concurrent_rpc(container, method: str, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Workers of `method` running at once, each answer its own (entrypoint_hook cannot: its waiter
+    answers every hook with the first worker of the method that finishes)."""
+    entrypoint = get_extension(container, Entrypoint, method_name=method)
+    done = [eventlet.event.Event() for _ in calls]
+    for ev, args in zip(done, calls, strict=True):
+        def handle_result(worker_ctx: Any, result: Any, exc_info: Any, ev: Any = ev) -> Any:
+            ev.send(exc_info[1] if exc_info else result)
+            return result, exc_info
+        container.spawn_worker(entrypoint, args, {}, handle_result=handle_result)
+    answers = [ev.wait() for ev in done]
+    assert not any(isinstance(a, BaseException) for a in answers), answers
+    return answers
 
 
 def ok(answer: Any) -> Any:
@@ -158,6 +177,38 @@ def test_book_repeat_full_cancel_and_rebook(booking, rabbit_config):
     patient_stream = [e.type for e in store.read_stream(f"patient-{p1}")]
     assert patient_stream == ["PatientRegistered", "PatientAppointmentsChanged", "PatientAppointmentsChanged"]
     store.close()
+
+
+def test_concurrent_batches_book_exactly_the_quota_and_a_winner_repeating_in_a_batch_gets_its_booking(booking):
+    """The gateway's batcher sends bookings in `book_appointments` requests, several in flight at
+    once: exactly the quota is booked, every other answer is "full", each in its place."""
+    scheduled(booking, session_event("crowd", quota={"web": 5, "phone": 0, "window": 0}))
+    people = [register(booking, 200 + n) for n in range(45)]
+
+    def command(p: str, key: str) -> dict[str, Any]:
+        return {"session_id": "crowd", "patient_id": p, "channel": "web", "idempotency_key": key,
+                "actor": {"kind": "patient", "id": p}}
+
+    batches = [[command(p, f"crowd-{b}-{i:03d}") for i, p in enumerate(people[b::3])] for b in range(3)]
+    answers = concurrent_rpc(booking, "book_appointments", [(batch,) for batch in batches])
+    assert [len(a) for a in answers] == [len(b) for b in batches]
+    flat = [a for batch in answers for a in batch]
+    booked = [a for a in flat if "appointment_id" in a]
+    assert len(booked) == 5, str([from_wire(a).code if from_wire(a) else a["sequence_number"] for a in flat])
+    assert all(refused(a) == "session_full" for a in flat if "appointment_id" not in a)
+    assert sorted(a["sequence_number"] for a in booked) == [1, 2, 3, 4, 5]
+    store = PostgresEventStore(booking.config["EVENTSTORE_DSN"], pool_size=1)
+    try:
+        ledger = store.read_stream("ledger-crowd")
+    finally:
+        store.close()
+    assert sorted(e.data["appointment_id"] for e in ledger) == sorted(a["appointment_id"] for a in booked)
+    # a winner's retry, in a later batch of losers, answers its own booking
+    b, i = next((b, i) for b, batch in enumerate(answers) for i, a in enumerate(batch) if "appointment_id" in a)
+    again = rpc(booking, "book_appointments", [command(people[50 % 45], "crowd-late-001"), batches[b][i]])
+    assert refused(again[0]) in ("session_full", "already_booked")
+    assert again[1] == answers[b][i]
+    assert refused(rpc(booking, "book_appointments", [batches[0][0]] * 201)) == "invalid_input"
 
 
 def test_booking_window_and_unknown_things_are_refused(booking):

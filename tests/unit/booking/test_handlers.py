@@ -393,3 +393,63 @@ def test_an_appointment_by_code_only_for_its_hospital(p):
         with pytest.raises(InvalidInput) as bad:
             handlers.appointment_by_code(p.readmodel, p.vault, malformed, CLERK)  # type: ignore[arg-type]
         assert bad.value.field == "code"
+
+
+def _serial(fn: Any, items: Any) -> Any:
+    return map(fn, items)
+
+
+def _command(patient_id: str, session_id: str, key: str) -> dict[str, Any]:
+    return {"session_id": session_id, "patient_id": patient_id, "channel": "web", "idempotency_key": key,
+            "actor": {"kind": "patient", "id": patient_id}}
+
+
+def test_a_batch_answers_each_booking_as_a_single_booking_would_in_order(p):
+    p.session("s1", web=2)
+    p.session("s2", web=1)
+    people = [p.patient(n) for n in range(1, 7)]
+    commands = [_command(people[0], "s1", "key-batch-01"), _command(people[1], "s2", "key-batch-02"),
+                {"session_id": "s1", "patient_id": people[2]},  # no key: invalid, answered alone
+                _command(people[3], "s1", "key-batch-04"), _command(people[4], "s1", "key-batch-05"),
+                _command(people[5], "s2", "key-batch-06"), _command(people[1], "nope", "key-batch-07"),
+                _command(people[0], "s2", "key-batch-08") | {"actor": {"kind": "patient", "id": people[1]}}]
+    answers = handlers.book_many(commands, p.deps(), run_all=_serial)
+    assert len(answers) == len(commands)
+    booked = [a for a in answers if "appointment_id" in a]
+    assert [(a["session_id"], a["sequence_number"]) for a in booked] == [("s1", 1), ("s2", 1), ("s1", 2)]
+    assert [i for i, a in enumerate(answers) if "appointment_id" in a] == [0, 1, 3]
+    assert answers[2]["domain_error"]["code"] == "invalid_input"
+    assert answers[4]["domain_error"]["code"] == "session_full" and answers[5]["domain_error"]["code"] == "session_full"
+    assert answers[6]["domain_error"]["status"] == 404
+    assert answers[7]["domain_error"]["status"] == 403  # booking for somebody else
+    assert [e.data["patient_id"] for e in p.memory.read_stream("ledger-s1")] == [people[0], people[3]]
+    assert [e.data["appointment_id"] for e in p.memory.read_stream("ledger-s1")] == \
+        [answers[0]["appointment_id"], answers[3]["appointment_id"]]
+    assert len(p.memory.read_stream("ledger-s2")) == 1
+
+
+def test_a_batch_of_a_full_session_reads_its_keys_in_one_lookup_and_a_winner_repeating_gets_its_booking(p):
+    p.session("s1", web=1)
+    people = [p.patient(n) for n in range(1, 40)]
+    first = p.book(people[0], "s1", "key-first-0001")
+    with pytest.raises(SessionFull):
+        p.book(people[1], "s1", "key-late-0001")  # this process now knows the session is full
+    p.store = CountingStore(p.memory)
+    commands = [_command(a, "s1", f"key-crowd-{i:04d}") for i, a in enumerate(people[2:])]
+    commands.insert(5, _command(people[0], "s1", "key-first-0001"))  # the winner's retry
+    head = p.memory.head()
+    answers = handlers.book_many(commands, p.deps(), run_all=_serial)
+    assert answers[5] == first.model_dump(mode="json")
+    assert [a["domain_error"]["code"] for i, a in enumerate(answers) if i != 5] == ["session_full"] * 37
+    assert p.store.reads == 0  # no ledger or patient read; the keys in one get_events
+    assert p.memory.head() == head
+
+
+def test_a_batch_that_finds_its_cached_ledger_stale_refreshes_it_once_and_books_no_more_than_the_quota(p):
+    p.session("s1", web=3)
+    people = [p.patient(n) for n in range(1, 21)]
+    answers = handlers.book_many([_command(a, "s1", f"key-{i:04d}") for i, a in enumerate(people)], p.deps(),
+                                 run_all=_serial)
+    assert sum("appointment_id" in a for a in answers) == 3
+    assert sum(a.get("domain_error", {}).get("code") == "session_full" for a in answers) == 17
+    assert len(p.memory.read_stream("ledger-s1")) == 3
