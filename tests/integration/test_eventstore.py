@@ -32,7 +32,7 @@ class TestPostgresEventStore(EventStoreContract):
         conn = psycopg2.connect(store.dsn, application_name="test-slow-writer")
         try:
             with conn.cursor() as cur:
-                sql, params, _ = append_statement({events[0].stream: (None, events)})
+                sql, params = append_statement({events[0].stream: (None, events)})
                 cur.execute(sql, params)
                 positions = sorted(r[3] for r in cur.fetchall())
                 started()
@@ -168,7 +168,7 @@ class TestPostgresEventStore(EventStoreContract):
         outcome: list[Any] = []
         try:
             with first.cursor() as cur:
-                sql, params, _ = append_statement({"s": (expected, [ev])})
+                sql, params = append_statement({"s": (expected, [ev])})
                 cur.execute(sql, params)
 
             def repeat() -> None:
@@ -227,7 +227,7 @@ class TestPostgresEventStore(EventStoreContract):
                 count = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'es_events'"
                 cur.execute(count)
                 before = cur.fetchone()[0]
-                sql, params, _ = append_statement({"s": (0, [ev])})
+                sql, params = append_statement({"s": (0, [ev])})
                 cur.execute(sql, params)
                 assert [r[3] for r in cur.fetchall()] == [5001]
                 cur.execute(count)
