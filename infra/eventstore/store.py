@@ -9,7 +9,8 @@ a single round trip (the `es_append` function in autocommit mode) so the lock is
 statement plus the commit. Group commit: appends that arrive in one process while another is in
 flight are combined by the next leader into one es_append call (at most GROUP_MAX requests),
 which checks and stores each request in order and answers each on its own (stored, repeat,
-partial duplicate, conflict), so they share one head lock and one commit. tests/integration/test_eventstore.py proves it with concurrent
+partial duplicate, conflict), so they share one head lock and one commit.
+tests/integration/test_eventstore.py proves it with concurrent
 writers, some holding their transaction open, and a reader that must see every event once,
 in order.
 """
