@@ -1,14 +1,16 @@
 """Event store benchmark: our PostgreSQL store against the `eventsourcing` library's recorder and
 a raw psycopg2 loop, all in one run on the same server (DESIGN.md section 5).
 
-    python bench/eventstore.py [--n N] [--rounds R] [--prefill K] [--json PATH]
+    python bench/eventstore.py [--n N] [--rounds R] [--prefill K] [--threads T] [--json PATH]
 
 Appends are single events, one transaction each, sequential, with the server's own durability
 settings for every contender (nothing turns synchronous_commit off). Each contender runs N
 appends split into R interleaved rounds (the order rotates per round), so drifting machine noise
 hits all of them alike. `--prefill K` first bulk-loads K similar rows into every contender's
 table (one INSERT ... SELECT each, then ANALYZE), to measure a store that is not nearly empty.
-Everything runs in scratch databases that are dropped at the end.
+`--threads T` (default 8) adds a concurrent section: T threads sharing one store, each appending
+N/T single events to new streams (the store groups them into shared commits), against T threads
+each on its own connection doing raw INSERT; COMMIT. Everything runs in scratch databases that are dropped at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -34,6 +37,7 @@ import psycopg2.extras  # noqa: E402
 from eventsourcing.persistence import StoredEvent  # noqa: E402
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore  # noqa: E402
 
+from bench.results import record  # noqa: E402
 from contracts.envelope import Envelope  # noqa: E402
 from infra.db import drop_database, ensure_database  # noqa: E402
 from infra.eventstore import PostgresEventStore  # noqa: E402
@@ -42,6 +46,7 @@ from infra.settings import pg_dsn  # noqa: E402
 PAGE = 1000
 TARGET_VS_EVENTSOURCING = 3.0
 TARGET_VS_RAW = 0.5
+TARGET_CONCURRENT = 0.5
 RAW_TABLE = """
 CREATE TABLE bench_raw (
     id          bigserial   PRIMARY KEY,
@@ -86,7 +91,8 @@ def payload(ev: Envelope) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class Bench:
-    def __init__(self, n: int, rounds: int, prefill: int = 0) -> None:
+    def __init__(self, n: int, rounds: int, prefill: int = 0, threads: int = 8) -> None:
+        self.threads = threads
         self.n = n
         self.rounds = rounds
         self.prefill = prefill
@@ -100,7 +106,7 @@ class Bench:
     def setup(self) -> None:
         ensure_database(self.ours_dsn)
         ensure_database(self.es_dsn)
-        self.store = PostgresEventStore(self.ours_dsn, pool_size=2)
+        self.store = PostgresEventStore(self.ours_dsn, pool_size=max(2, self.threads))
         self.store.setup()
 
         self.raw = psycopg2.connect(self.ours_dsn, application_name="bench-raw")
@@ -243,6 +249,58 @@ class Bench:
                 conn.commit()
         return time.perf_counter() - start
 
+    # --- concurrent: T threads at once ------------------------------------------------------
+
+    def _concurrently(self, work: Callable[[int], None]) -> float:
+        ready = threading.Barrier(self.threads + 1)
+
+        def run(t: int) -> None:
+            ready.wait()
+            work(t)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(self.threads)]
+        for th in threads:
+            th.start()
+        ready.wait()
+        start = time.perf_counter()
+        for th in threads:
+            th.join()
+        return time.perf_counter() - start
+
+    def ours_concurrent(self, count: int) -> float:
+        per = [[make_event(self._next(), f"booking-{uuid.uuid4()}") for _ in range(count // self.threads)]
+               for _ in range(self.threads)]
+
+        def work(t: int) -> None:
+            for ev in per[t]:
+                self.store.append_to(ev.stream, 0, ev)
+
+        return self._concurrently(work)
+
+    def raw_concurrent(self, count: int) -> float:
+        per = [[make_event(self._next(), f"booking-{uuid.uuid4()}") for _ in range(count // self.threads)]
+               for _ in range(self.threads)]
+        conns = [psycopg2.connect(self.ours_dsn, application_name="bench-raw-concurrent")
+                 for _ in range(self.threads)]
+
+        def work(t: int) -> None:
+            conn = conns[t]
+            with conn.cursor() as cur:
+                for ev in per[t]:
+                    data, meta = payload(ev)
+                    cur.execute(
+                        "INSERT INTO bench_raw (stream, event_id, type, data, meta, occurred_at) "
+                        "VALUES (%s, %s, %s, %s, %s, %s)",
+                        (ev.stream, ev.event_id, ev.type, json.dumps(data), json.dumps(meta), ev.occurred_at),
+                    )
+                    conn.commit()
+
+        try:
+            return self._concurrently(work)
+        finally:
+            for conn in conns:
+                conn.close()
+
     # --- reads: every stored row, in pages of PAGE ----------------------------------------
 
     def read_ours(self) -> tuple[int, float]:
@@ -309,6 +367,20 @@ class Bench:
                 rate.seconds += fn(count)
                 rate.ops += count
 
+        if self.threads > 1:
+            concurrent: list[tuple[str, Callable[[int], float]]] = [
+                (f"ours: {self.threads} threads append_to, new streams", self.ours_concurrent),
+                (f"raw psycopg2: {self.threads} threads INSERT; COMMIT", self.raw_concurrent),
+            ]
+            for name, fn in concurrent:
+                fn(self.threads * 5)
+                self.rates[name] = Rate(name, "concurrent")
+            for r, count in enumerate(per_round):
+                for name, fn in concurrent[r % 2:] + concurrent[: r % 2]:
+                    done = count // self.threads * self.threads
+                    self.rates[name].seconds += fn(count)
+                    self.rates[name].ops += done
+
         readers: list[tuple[str, Callable[[], tuple[int, float]]]] = [
             ("ours: read_all, pages of 1000", self.read_ours),
             ("ours: read_all_raw, pages of 1000", self.read_ours_raw_rows),
@@ -331,9 +403,12 @@ def report(bench: Bench, settings: dict[str, str], total_seconds: float) -> dict
     es_read = rates["eventsourcing 9.5.6: select_notifications"].per_second
     raw_read = rates["raw psycopg2: SELECT same rows"].per_second
 
+    raw_concurrent = next((r.per_second for r in rates.values() if r.kind == "concurrent"
+                           and r.name.startswith("raw")), 0.0)
     rows = []
     for rate in rates.values():
-        es, raw = (es_append, raw_append) if rate.kind == "append" else (es_read, raw_read)
+        es, raw = {"append": (es_append, raw_append), "read": (es_read, raw_read),
+                   "concurrent": (0.0, raw_concurrent)}[rate.kind]
         ours = rate.name.startswith("ours")
         rows.append(
             {
@@ -359,6 +434,20 @@ def report(bench: Bench, settings: dict[str, str], total_seconds: float) -> dict
                     "met": value >= goal,
                 }
             )
+
+    single = rates["ours: append_to, one stream, expected v"].per_second
+    record("eventstore", "store: single appends / eventsourcing", single, es_append, TARGET_VS_EVENTSOURCING,
+           unit="/s")
+    record("eventstore", "store: single appends / raw INSERT", single, raw_append, TARGET_VS_RAW, unit="/s")
+    ours_concurrent = next((r.per_second for r in rates.values() if r.kind == "concurrent"
+                            and r.name.startswith("ours")), None)
+    if ours_concurrent is not None:
+        ratio = ours_concurrent / raw_concurrent if raw_concurrent else 0.0
+        targets.append({"what": f"ours: {bench.threads} concurrent appenders >= {TARGET_CONCURRENT:g} x "
+                                f"{bench.threads} raw inserters",
+                        "ratio": ratio, "goal": TARGET_CONCURRENT, "met": ratio >= TARGET_CONCURRENT})
+        record("eventstore", "store: 8 concurrent appenders / 8 raw inserters", ours_concurrent,
+               raw_concurrent, TARGET_CONCURRENT, unit="/s", threads=bench.threads)
 
     width = max(len(r["name"]) for r in rows)
     print(
@@ -399,13 +488,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3000, help="single-event appends per contender")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (noise control)")
     parser.add_argument("--prefill", type=int, default=0, help="rows bulk-loaded into each table first")
+    parser.add_argument("--threads", type=int, default=8, help="concurrent section's threads (1: skip it)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.n < args.rounds:
         parser.error("--n must be at least --rounds")
 
     started = time.perf_counter()
-    bench = Bench(args.n, args.rounds, args.prefill)
+    bench = Bench(args.n, args.rounds, args.prefill, args.threads)
     try:
         bench.setup()
         settings = bench.server_settings()

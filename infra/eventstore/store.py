@@ -6,7 +6,11 @@ are handed out in commit order and a reader that has read up to position p can n
 meet a committed event below p (`bigserial` alone would let a slow transaction commit a lower
 number after a reader passed it). The cost is that appends are serialised at the head; each is
 a single round trip (the `es_append` function in autocommit mode) so the lock is held for one
-statement plus the commit. tests/integration/test_eventstore.py proves it with concurrent
+statement plus the commit. Group commit: appends that arrive in one process while another is in
+flight are combined by the next leader into one es_append call (at most GROUP_MAX requests),
+which checks and stores each request in order and answers each on its own (stored, repeat,
+partial duplicate, conflict), so they share one head lock and one commit.
+tests/integration/test_eventstore.py proves it with concurrent
 writers, some holding their transaction open, and a reader that must see every event once,
 in order.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +45,22 @@ from infra.eventstore.base import (
 SCHEMA = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
 NOTIFY_CHANNEL = "es_appended"
 _COLUMNS = COLUMNS
+GROUP_MAX = 64  # requests per es_append call
+
+
+class _Request:
+    """One caller's append waiting in a group: its outcome, and the event that wakes it."""
+
+    __slots__ = ("appends", "ordered", "result", "error", "done", "lead")
+
+    def __init__(self, appends: Mapping[str, tuple[int | None, Sequence[Envelope]]],
+                 ordered: list[Envelope]) -> None:
+        self.appends = appends
+        self.ordered = ordered
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.lead = False  # woken to lead the next group, not with an outcome
 
 
 class PostgresEventStore:
@@ -49,6 +70,9 @@ class PostgresEventStore:
         self.dsn = dsn
         self.db = shared_database(dsn, pool_size, autocommit=True) if shared else Database(
             dsn, size=pool_size, autocommit=True)
+        self._group_lock = threading.Lock()
+        self._pending: list[_Request] = []
+        self._leading = False
 
     def setup(self) -> None:
         ensure_database(self.dsn)
@@ -61,32 +85,98 @@ class PostgresEventStore:
 
     def append(self, appends: Mapping[str, tuple[int | None, Sequence[Envelope]]]) -> AppendResult:
         """Append atomically to one or more streams, each with its expected version
-        (0 = the stream must not exist yet, None = any). Raises WrongExpectedVersion."""
-        sql, params, ordered = append_statement(appends)
+        (0 = the stream must not exist yet, None = any). Raises WrongExpectedVersion.
+
+        Group commit: appends that arrive while another is in flight wait in `_pending`; the
+        next leader sends up to GROUP_MAX of them in one es_append call (one commit), and each
+        gets its own outcome. threading.Lock/Event are green under eventlet's monkey patching."""
+        request = _Request(appends, ordered_events(appends))
+        with self._group_lock:
+            self._pending.append(request)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        if not lead:
+            request.done.wait()
+            if request.lead:
+                lead = True
+        if lead:
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _lead(self) -> None:
+        with self._group_lock:
+            batch = self._pending[:GROUP_MAX]
+            del self._pending[:GROUP_MAX]
+        try:
+            self._run_group(batch)
+        finally:
+            with self._group_lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.done.set()
+                else:
+                    self._leading = False
+            for req in batch:
+                if req.result is None and req.error is None:
+                    req.error = RuntimeError("append not run")
+                req.done.set()
+
+    def _run_group(self, batch: list[_Request]) -> None:
+        sql, params = append_statement(*(req.appends for req in batch))
         try:
             with self.db.transaction() as cur:
                 cur.execute(sql, params)
-                result = cur.fetchall()
+                rows = cur.fetchall()
         except psycopg2.Error as exc:
-            error = _translate(exc, appends)
+            if len(batch) > 1:
+                # Refused as a whole: each alone, so one bad request never fails its neighbours.
+                for req in batch:
+                    self._run_group([req])
+                return
+            req = batch[0]
+            error = _translate(exc, req.appends)
             if isinstance(error, WrongExpectedVersion | PartialDuplicate):
-                # A repeat that raced its own original (which committed while we waited for the
-                # stream lock) is a duplicate, not a conflict: answer what the original stored.
-                repeat = self._already_stored(ordered)
+                repeat = self._already_stored(req.ordered)
                 if repeat is not None:
-                    return repeat
-            raise error from exc
-        duplicate = bool(result) and all(r[4] for r in result)
-        if duplicate:
+                    req.result = repeat
+                    return
+            req.error = error
+            req.error.__cause__ = exc
+            return
+        by_request: dict[int, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            by_request.setdefault(r[5], []).append(r)
+        for i, req in enumerate(batch, start=1):
+            try:
+                req.result = self._outcome(req, by_request.get(i, []))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller of this request
+                req.error = exc
+
+    def _outcome(self, req: _Request, rows: list[tuple[Any, ...]]) -> AppendResult:
+        status = rows[0][6] if rows else "missing"
+        if status == "conflict":
+            stream = rows[0][1]
+            raise WrongExpectedVersion(stream, req.appends[stream][0], int(rows[0][7]))
+        if status == "partial":
+            raise PartialDuplicate(f"{rows[0][7]} of {len(req.ordered)} events are already stored")
+        if status == "duplicate":
             # The events as first stored, not the caller's new copies (their data may differ).
-            stored_before = self._already_stored(ordered)
+            stored_before = self._already_stored(req.ordered)
             if stored_before is not None:
                 return stored_before
-        placed = {r[0]: (r[2], r[3]) for r in result}
+            raise PartialDuplicate("the stored events vanished")  # cannot happen: append-only
+        if status != "ok":
+            raise RuntimeError(f"es_append answered nothing for a request ({status})")
+        placed = {r[0]: (r[2], r[3]) for r in rows}
         stored = [ev.model_copy(update={"version": placed[ev.event_id][0], "position": placed[ev.event_id][1]})
-                  for ev in ordered]
+                  for ev in req.ordered]
         stored.sort(key=lambda e: e.position or 0)
-        return AppendResult(events=stored, duplicate=duplicate)
+        return AppendResult(events=stored, duplicate=False)
 
     def _already_stored(self, events: Sequence[Envelope]) -> AppendResult | None:
         rows = self.db.fetchall(
@@ -197,29 +287,46 @@ class PostgresEventStore:
 
 
 _APPEND_SQL = (
-    "SELECT o_event_id, o_stream, o_version, o_position, o_duplicate FROM es_append("
+    "SELECT o_event_id, o_stream, o_version, o_position, o_duplicate, o_request, o_status, o_actual "
+    "FROM es_append(%s::integer[], %s::integer[], %s::integer[], %s::integer[], "
     "%s::text[], %s::integer[], %s::text[], %s::uuid[], %s::text[], %s::integer[], %s::text[], "
     "%s::jsonb[], %s::jsonb[], %s::timestamptz[])"
 )
 
 
 def append_statement(
-    appends: Mapping[str, tuple[int | None, Sequence[Envelope]]],
-) -> tuple[str, tuple[Any, ...], list[Envelope]]:
-    """The es_append call for `appends`: (sql, params, events in append order). Tests use it to
-    run exactly the store's statement inside a transaction of their own."""
-    ordered = ordered_events(appends)
-    streams = [stream for stream, (_, events) in appends.items() if events]
-    expected_versions = [appends[stream][0] for stream in streams]
+    *requests: Mapping[str, tuple[int | None, Sequence[Envelope]]],
+) -> tuple[str, tuple[Any, ...]]:
+    """The es_append call for one or more append requests: (sql, params). Its rows are
+    (event_id, stream, version, position, duplicate, request number from 1, status, actual).
+    Tests use it to run exactly the store's statement inside a transaction of their own."""
+    stream_lo: list[int] = []
+    stream_hi: list[int] = []
+    event_lo: list[int] = []
+    event_hi: list[int] = []
+    streams: list[str] = []
+    expected_versions: list[int | None] = []
+    ordered: list[Envelope] = []
+    for appends in requests:
+        events = ordered_events(appends)
+        stream_lo.append(len(streams) + 1)
+        for stream, (expected, evs) in appends.items():
+            if evs:
+                streams.append(stream)
+                expected_versions.append(expected)
+        stream_hi.append(len(streams))
+        event_lo.append(len(ordered) + 1)
+        ordered.extend(events)
+        event_hi.append(len(ordered))
     params = (
-        streams, expected_versions,
+        stream_lo, stream_hi, event_lo, event_hi, streams, expected_versions,
         [e.stream for e in ordered], [e.event_id for e in ordered], [e.type for e in ordered],
         [e.schema_version for e in ordered], [e.source for e in ordered],
         [json.dumps(e.data, ensure_ascii=False) for e in ordered],
         [json.dumps(meta_of(e), ensure_ascii=False) for e in ordered],
         [e.occurred_at for e in ordered],
     )
-    return _APPEND_SQL, params, ordered
+    return _APPEND_SQL, params
 
 
 def _translate(exc: psycopg2.Error, appends: Mapping[str, Any]) -> Exception:

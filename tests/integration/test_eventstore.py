@@ -32,7 +32,7 @@ class TestPostgresEventStore(EventStoreContract):
         conn = psycopg2.connect(store.dsn, application_name="test-slow-writer")
         try:
             with conn.cursor() as cur:
-                sql, params, _ = append_statement({events[0].stream: (None, events)})
+                sql, params = append_statement({events[0].stream: (None, events)})
                 cur.execute(sql, params)
                 positions = sorted(r[3] for r in cur.fetchall())
                 started()
@@ -168,7 +168,7 @@ class TestPostgresEventStore(EventStoreContract):
         outcome: list[Any] = []
         try:
             with first.cursor() as cur:
-                sql, params, _ = append_statement({"s": (expected, [ev])})
+                sql, params = append_statement({"s": (expected, [ev])})
                 cur.execute(sql, params)
 
             def repeat() -> None:
@@ -227,7 +227,7 @@ class TestPostgresEventStore(EventStoreContract):
                 count = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'es_events'"
                 cur.execute(count)
                 before = cur.fetchone()[0]
-                sql, params, _ = append_statement({"s": (0, [ev])})
+                sql, params = append_statement({"s": (0, [ev])})
                 cur.execute(sql, params)
                 assert [r[3] for r in cur.fetchall()] == [5001]
                 cur.execute(count)
@@ -286,3 +286,72 @@ def test_a_subscription_run_again_after_a_failure_listens_afresh(store):
         runner.join(timeout=30)
         for conn in spare:
             conn.close()
+
+
+def test_one_grouped_call_answers_each_request_on_its_own(store):
+    """Several requests in one es_append call (what group commit sends): a conflict, a partial
+    duplicate and a repeat among them get their own answers; the others are stored, gap-free."""
+    first = event("a")
+    store.append_to("a", 0, first)
+    ok1, ok2, dup_new = event("b"), event("c"), event("d")
+    sql, params = append_statement(
+        {"b": (0, [ok1])},
+        {"a": (0, [event("a")])},           # conflict: a is at version 1
+        {"a": (1, [first])},                # a repeat of the first append
+        {"d": (0, [dup_new]), "a": (None, [first])},  # partial duplicate
+        {"c": (0, [ok2])},
+        {"b": (0, [ok1])},                  # a repeat of a request earlier in the same call
+    )
+    conn = psycopg2.connect(store.dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    status = {r[5]: r[6] for r in rows}
+    assert status == {1: "ok", 2: "conflict", 3: "duplicate", 4: "partial", 5: "ok", 6: "duplicate"}
+    assert [e.position for e in store.read_all(0)] == [1, 2, 3]
+    assert [e.stream for e in store.read_all(0)] == ["a", "b", "c"]
+    assert store.head() == 3
+
+
+def test_concurrent_appenders_of_one_store_each_get_their_own_answer(store):
+    """Threads appending at once through one store are grouped; conflicts and repeats mixed in
+    get their own answer, every good append is stored once, the global order has no gap."""
+    from infra.eventstore import WrongExpectedVersion
+
+    repeat = event("r")
+    store.append_to("r", 0, repeat)
+    outcomes: dict[tuple[int, int], Any] = {}
+
+    def worker(t: int) -> None:
+        for i in range(40):
+            try:
+                if i % 10 == 3:
+                    outcomes[(t, i)] = store.append_to("r", 0, event("r"))  # always a conflict
+                elif i % 10 == 7:
+                    outcomes[(t, i)] = store.append_to("r", 1, repeat)  # always a repeat
+                else:
+                    outcomes[(t, i)] = store.append_to(f"s-{t}-{i}", 0, event(f"s-{t}-{i}"))
+            except Exception as exc:  # noqa: BLE001 - the outcome is what is asserted
+                outcomes[(t, i)] = exc
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for (_, i), out in outcomes.items():
+        if i % 10 == 3:
+            assert isinstance(out, WrongExpectedVersion) and out.actual == 1
+        elif i % 10 == 7:
+            assert not isinstance(out, Exception) and out.duplicate is True
+            assert out.events[0].position == 1
+        else:
+            assert not isinstance(out, Exception), out
+            assert out.duplicate is False
+    stored = store.read_all(0, 10_000)
+    assert [e.position for e in stored] == list(range(1, 1 + 1 + 8 * 32))
+    assert len({e.event_id for e in stored}) == len(stored)
