@@ -178,7 +178,8 @@ class BenchPlatform:
             # The load comes from one address: lift the per-client limit (the per-patient one stays).
             env={"APPT_DB_PREFIX": self.prefix, "AMQP_URI": self.amqp, "LOG_FORMAT": "json",
                  "RATE_PER_CLIENT": "1000000", "RATE_BURST_CLIENT": "1000000",
-                 "SMS_PER_CLIENT": "1000000", "SMS_BURST_CLIENT": "1000000"},
+                 "SMS_PER_CLIENT": "1000000", "SMS_BURST_CLIENT": "1000000",
+                 "METRICS_ADDRESS": ""},  # none: `make run` serves /metrics on its fixed ports
             # every port its own: a platform of `make run` may hold the default ones
             gateway_address=f"127.0.0.1:{_free_port()}",
             his_port=_free_port(), his_listen_port=_free_port(), his_http_port=_free_port(),
