@@ -61,15 +61,22 @@ test-nameko:
 test-faults:
 	$(PYTEST) -q -rs --suppress-nameko-eventlet-notification tests/faults
 
+# Every bench in turn (bench/README.md), each on scratch databases / vhosts of its own, so it runs
+# beside `make run`. A failing bench does not stop the others; the summary at the end lists every
+# row of the performance table (.run/bench-results.jsonl, bench/results.py) and each bench's
+# verdict, and fails when a bench did. BENCHES="flash_crowd steady" runs a subset;
+# BENCH_ARGS_<bench>="--patients 1000" passes options to one bench.
+BENCHES ?= eventstore rpc_echo flash_crowd steady big_store connections live_streams sms his stats_rebuild
 bench: setup-bench
-	$(PY) bench/eventstore.py
-	$(PY) bench/rpc_echo.py
-	$(PY) bench/flash_crowd.py
-	$(PY) bench/steady.py
-	$(PY) bench/live_streams.py
-	$(PY) bench/sms.py
-	$(PY) bench/his.py
-	$(PY) bench/stats_rebuild.py
+	@mkdir -p .run; : > .run/bench-results.jsonl; : > .run/bench-exits
+	@export BENCH_RESULTS=$(CURDIR)/.run/bench-results.jsonl; \
+	for b in $(BENCHES); do \
+	  [ -f bench/$$b.py ] || { echo "=== bench/$$b.py: not there, skipped"; continue; }; \
+	  args=BENCH_ARGS_$$b; \
+	  echo "=== bench/$$b.py $${!args}"; \
+	  $(PY) bench/$$b.py $${!args}; echo "$$b $$?" >> .run/bench-exits; \
+	done; \
+	$(PY) bench/summary.py --results .run/bench-results.jsonl --exits .run/bench-exits
 
 lint: setup lint-only
 

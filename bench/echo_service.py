@@ -26,6 +26,11 @@ class EchoGateway:
     def plain(self, request: Any) -> str:
         return "ok"
 
+    @http("POST", "/plain")
+    def plain_post(self, request: Any) -> str:
+        request.get_data()  # read like the echo reads it, then answer at once: no RPC
+        return "ok"
+
     @http("GET", "/echo")
     def echo(self, request: Any) -> str:
         return str(self.echo_rpc.echo("ok"))

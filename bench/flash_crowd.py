@@ -5,14 +5,17 @@
 Starts its own platform (every service its own process, scripts.launcher.Platform) on scratch
 databases and a scratch RabbitMQ vhost, imports one open session, registers the patients through
 the gateway (timed separately, not part of the crowd), then sends every patient's booking at once
-over `--concurrency` keep-alive connections. Afterwards the same crowd shape (same count, same
-concurrency) goes to the bare nameko @http -> RPC echo (bench/rpc_echo.py) as the baseline.
+over `--concurrency` keep-alive connections. Once the platform is quiet again it reads the RSS of
+every platform process. Afterwards the same crowd shape (same count, same bodies, same concurrency)
+goes to two baselines (bench/rpc_echo.py's processes): the bare nameko @http answering at once, and
+the @http -> RPC echo.
 
 Checks (DESIGN.md section 5): exactly S answers 201, N - S answers 409 session_full, nothing else,
-no timeouts; exactly S AppointmentBooked events in the store's ledger stream; the crowd's rate
->= 1.5 x the echo rate. Exit code 1 when overbooked or any error / timeout. Everything it created
-(processes, databases, vhost, and the run directory unless --keep-logs) is removed at the end,
-also on failure or Ctrl-C.
+no timeouts; exactly S AppointmentBooked events in the store's ledger stream. Targets: the crowd's
+rate >= 3 x the echo rate and >= 0.6 x the bare @http; registration >= 60/s; every process <= 200 MB
+RSS after the crowd (bench/results.py rows for `make bench`). Exit code 1 when overbooked or any
+error / timeout. Everything it created (processes, databases, vhost, and the run directory unless
+--keep-logs) is removed at the end, also on failure or Ctrl-C.
 
 The harness part of this file (BenchPlatform and friends) is shared with bench/steady.py.
 """
@@ -44,13 +47,17 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # infra
 import psycopg2  # noqa: E402
 
 from bench.loadgen import Request, Result, Summary, get, post_json, proved, run  # noqa: E402
-from bench.rpc_echo import EchoProcesses, _free_port  # noqa: E402
+from bench.results import record  # noqa: E402
+from bench.rpc_echo import EchoProcesses, _free_port, add_vhost, delete_vhost  # noqa: E402
 from scripts.launcher import Platform  # noqa: E402
 
 PG_URL = os.environ.get("PG_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 AMQP_BASE = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
-FLASH_TARGET = 1.5
+FLASH_TARGET = 3.0           # x the @http -> RPC echo
+BARE_TARGET = 0.6            # x the bare @http answering at once
+REGISTRATION_TARGET = 60.0   # registrations per second at concurrency 50
+RSS_TARGET_MB = 200.0        # every service process after the crowd
 
 
 # ============================================================================================
@@ -90,6 +97,15 @@ def verdict(ok: bool) -> str:
 
 def met(ok: bool) -> str:
     return "met" if ok else "NOT MET"
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS of a live process in MB (MiB), None when it is gone or has no such line."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024  # kB
+    return None
 
 
 def _cpu_ticks(pids: list[int]) -> int:
@@ -162,9 +178,11 @@ class BenchPlatform:
             # The load comes from one address: lift the per-client limit (the per-patient one stays).
             env={"APPT_DB_PREFIX": self.prefix, "AMQP_URI": self.amqp, "LOG_FORMAT": "json",
                  "RATE_PER_CLIENT": "1000000", "RATE_BURST_CLIENT": "1000000",
-                 "SMS_PER_CLIENT": "1000000", "SMS_BURST_CLIENT": "1000000"},
+                 "SMS_PER_CLIENT": "1000000", "SMS_BURST_CLIENT": "1000000",
+                 "METRICS_ADDRESS": ""},  # none: `make run` serves /metrics on its fixed ports
+            # every port its own: a platform of `make run` may hold the default ones
             gateway_address=f"127.0.0.1:{_free_port()}",
-            his_port=_free_port(),
+            his_port=_free_port(), his_listen_port=_free_port(), his_http_port=_free_port(),
         )
         self.address = self.platform.gateway_address
         self.timings: dict[str, float] = {}
@@ -209,17 +227,10 @@ class BenchPlatform:
             signal.signal(signal.SIGTERM, self._old_term)
 
     def _ensure_vhost(self) -> None:
-        ctl = shutil.which("rabbitmqctl")
-        if ctl is None:
-            raise RuntimeError("rabbitmqctl not found: cannot create a scratch vhost")
-        subprocess.run([ctl, "add_vhost", self.vhost], capture_output=True, check=False, timeout=60)
-        subprocess.run([ctl, "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*"],
-                       capture_output=True, check=True, timeout=60)
+        add_vhost(self.vhost)
 
     def _delete_vhost(self) -> None:
-        ctl = shutil.which("rabbitmqctl")
-        if ctl:
-            subprocess.run([ctl, "delete_vhost", self.vhost], capture_output=True, check=False, timeout=60)
+        delete_vhost(self.vhost)
 
     def _drop_databases(self) -> None:
         conn = psycopg2.connect(f"{PG_URL}/postgres")
@@ -333,13 +344,22 @@ class BenchPlatform:
         return out
 
     @staticmethod
+    def cpu_cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+        """Cores each entry of two snapshots kept busy over `seconds`, busiest first. PostgreSQL
+        backends that ended in between are not counted."""
+        used = {k: (after.get(k, 0.0) - v) / seconds for k, v in before.items() if k in after and seconds}
+        return dict(sorted(used.items(), key=lambda kv: -kv[1]))
+
+    @staticmethod
     def cpu_line(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-        """CPU seconds per process between two snapshots, as cores busy over the timed part.
-        PostgreSQL backends that ended in between are not counted."""
-        used = {k: after.get(k, 0.0) - v for k, v in before.items() if k in after}
-        parts = [f"{k} {v / seconds:.2f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1])
-                 if v / seconds >= 0.01]
+        """CPU seconds per process between two snapshots, as cores busy over the timed part."""
+        parts = [f"{k} {v:.2f}" for k, v in BenchPlatform.cpu_cores(before, after, seconds).items() if v >= 0.01]
         return "CPU during the timed part, in cores (2 on this machine): " + ", ".join(parts)
+
+    def rss(self) -> dict[str, float]:
+        """VmRSS in MB of every platform process (the launcher's pid files), largest first."""
+        got = {name: rss_mb(pid) for name, pid in self.platform.pids().items()}
+        return dict(sorted(((k, v) for k, v in got.items() if v is not None), key=lambda kv: -kv[1]))
 
     def log_report(self, limit: int = 6) -> list[str]:
         """Warnings, errors and tracebacks in the platform's logs, counted by file and event."""
@@ -375,10 +395,24 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def echo_crowd(amqp: str, reqs: list[Request], concurrency: int, timeout: float) -> Answers:
     """The bare nameko @http -> one RPC -> echo service through the same broker, same crowd shape."""
+    return baseline_crowds(amqp, reqs, concurrency, timeout, bare=False)["echo"]
+
+
+def baseline_crowds(amqp: str, reqs: list[Request], concurrency: int, timeout: float,
+                    bare: bool = True) -> dict[str, Answers]:
+    """The same crowd (its bodies and headers, POST) sent to the echo processes: "bare" to the
+    nameko @http that answers at once (POST /plain), then "echo" to the @http -> one RPC -> echo
+    service through the same broker (POST /echo)."""
+    out = {}
     with EchoProcesses(amqp) as echo:
         run(echo.address, [get("/echo")] * 200, concurrency)  # warm up connections and workers
-        results, summary = run(echo.address, reqs, concurrency, timeout=timeout)
-    return Answers.of(results, summary)
+        for name, path in (("bare", "/plain"), ("echo", "/echo")):
+            if name == "bare" and not bare:
+                continue
+            results, summary = run(echo.address, [(m, path, b, h) for (m, _, b, h) in reqs], concurrency,
+                                   timeout=timeout)
+            out[name] = Answers.of(results, summary)
+    return out
 
 
 def phase_line(timings: dict[str, float]) -> str:
@@ -402,6 +436,28 @@ def flash_data(slots: int, day: date) -> dict[str, Any]:
                       "period": "morning", "start": "08:00", "end": "11:30", "capacity": slots,
                       "quota": {"web": slots, "phone": 0, "window": 0}, "fee": "50.00"}],
     }
+
+
+def record_rows(flash: Answers, echo: Answers, bare: Answers, reg: Summary, rss: dict[str, float],
+                args: argparse.Namespace) -> None:
+    """The flash crowd's rows of the performance table (bench/results.py; `make bench` sums up)."""
+    size = {"patients": args.patients, "slots": args.slots, "concurrency": args.concurrency}
+    rate = flash.summary.rate
+    record("flash_crowd", "flash crowd / echo", rate, echo.summary.rate, FLASH_TARGET, "ratio",
+           value_unit="req/s", **size)
+    record("flash_crowd", "flash crowd / bare @http", rate, bare.summary.rate, BARE_TARGET, "ratio",
+           value_unit="req/s", **size)
+    record("flash_crowd", "patient registration", reg.rate, None, REGISTRATION_TARGET, "/s",
+           concurrency=args.register_concurrency, patients=args.patients)
+    for name in ("gateway", "booking"):
+        if name in rss:
+            record("flash_crowd", f"RSS {name} after flash crowd", rss[name], None, RSS_TARGET_MB, "MB",
+                   better="lower", process=name)
+    others = {k: v for k, v in rss.items() if k not in ("gateway", "booking")}
+    if others:
+        name = max(others, key=lambda k: others[k])
+        record("flash_crowd", "RSS largest other process after flash crowd", others[name], None, RSS_TARGET_MB,
+               "MB", better="lower", process=name)
 
 
 def main() -> int:
@@ -449,10 +505,11 @@ def main() -> int:
         answered = [json.loads(r.body) for r in results if kind(r) == "booked"]
 
         bp.timings["quiet before echo"] = bp.wait_quiet()
-        echo_reqs = [("POST", "/echo", body, headers) for (_, _, body, headers) in crowd]
+        rss = bp.rss()  # after the crowd, with its background work (relay, SMS, HIS, stats) done
         t = time.perf_counter()
-        echo = echo_crowd(bp.amqp, echo_reqs, args.concurrency, args.timeout)
-        bp.timings["echo (start+warm-up+run)"] = time.perf_counter() - t
+        baselines = baseline_crowds(bp.amqp, crowd, args.concurrency, args.timeout)
+        bare, echo = baselines["bare"], baselines["echo"]
+        bp.timings["bare + echo (start+warm-up+run)"] = time.perf_counter() - t
         logs = bp.log_report()
 
         # --- report ----------------------------------------------------------------------
@@ -474,6 +531,7 @@ def main() -> int:
             "same": answered_ids == stored_ids and len(stored_patients) == len(stored),
         }
         rate_ratio = flash.summary.rate / echo.summary.rate if echo.summary.rate else 0.0
+        bare_ratio = flash.summary.rate / bare.summary.rate if bare.summary.rate else 0.0
         b50, b99 = flash.latency("booked")
         f50, f99 = flash.latency("full")
 
@@ -499,21 +557,34 @@ def main() -> int:
               f"{s.p50_ms:.1f} | {s.p99_ms:.1f} |")
         print(f"|   of which booked (201) | {flash.by_kind['booked']} | | | {b50:.1f} | {b99:.1f} |")
         print(f"|   of which full (409) | {flash.by_kind['full']} | | | {f50:.1f} | {f99:.1f} |")
-        e = echo.summary
+        e, b = echo.summary, bare.summary
         print(f"| echo baseline POST /echo (@http -> RPC) | {e.count} | {e.seconds:.2f} s | {e.rate:.0f} | "
               f"{e.p50_ms:.1f} | {e.p99_ms:.1f} |")
+        print(f"| bare baseline POST /plain (@http answering at once) | {b.count} | {b.seconds:.2f} s | "
+              f"{b.rate:.0f} | {b.p50_ms:.1f} | {b.p99_ms:.1f} |")
         print()
         print(cpu)
         print(f"flash rate / echo rate = {s.rate:.0f} / {e.rate:.0f} = {rate_ratio:.2f}   "
-              f"target >= {FLASH_TARGET}: {met(rate_ratio >= FLASH_TARGET)}")
-        if echo.by_kind.keys() - {"200"} or echo.summary.errors:
-            print(f"WARNING: the echo baseline itself had failures: {dict(echo.by_kind)} {echo.error_samples}")
+              f"target >= {FLASH_TARGET:g}: {met(rate_ratio >= FLASH_TARGET)}")
+        print(f"flash rate / bare @http rate = {s.rate:.0f} / {b.rate:.0f} = {bare_ratio:.2f}   "
+              f"target >= {BARE_TARGET:g}: {met(bare_ratio >= BARE_TARGET)}")
+        print(f"patient registration: {reg.rate:.1f} /s at concurrency {args.register_concurrency}   "
+              f"target >= {REGISTRATION_TARGET:g} /s: {met(reg.rate >= REGISTRATION_TARGET)}")
+        for name, base in (("echo", echo), ("bare @http", bare)):
+            if base.by_kind.keys() - {"200"} or base.summary.errors:
+                print(f"WARNING: the {name} baseline itself had failures: {dict(base.by_kind)} {base.error_samples}")
+        print()
+        print("| process | RSS after the crowd (platform quiet) | |")
+        print("|---|---:|---|")
+        for name, mb in rss.items():
+            print(f"| {name} | {mb:.0f} MB | {met(mb <= RSS_TARGET_MB)} (<= {RSS_TARGET_MB:.0f}) |")
         if flash.error_samples:
             print("first failures: " + " | ".join(flash.error_samples))
         print("platform logs (warnings / errors):")
         print("\n".join(logs))
         overbooked = len(stored) > args.slots or flash.by_kind["booked"] > args.slots
         correct = all(checks.values())
+        record_rows(flash, echo, bare, reg, rss, args)
         if overbooked:
             print(f"OVERBOOKED: {len(stored)} stored, {flash.by_kind['booked']} answered 201, {args.slots} slots")
         print(f"result: {'correct' if correct else 'INCORRECT'}")

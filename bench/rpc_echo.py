@@ -2,17 +2,24 @@
 RPC to an echo service through the same RabbitMQ. Other gateway benches are ratios to the second.
 
     python bench/rpc_echo.py [--n 4000] [--concurrency 50]
+
+Run by hand it uses a scratch vhost of its own on the broker (`appt_bench_echo_<tag>`, deleted at
+the end), so it never meets the queues of a platform that `make run` keeps up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +34,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def add_vhost(vhost: str) -> None:
+    """A scratch vhost on the shared broker, guest allowed everything in it (rabbitmqctl)."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl not found: cannot create a scratch vhost")
+    subprocess.run([ctl, "add_vhost", vhost], capture_output=True, check=False, timeout=60)
+    subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   capture_output=True, check=True, timeout=60)
+
+
+def delete_vhost(vhost: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, check=False, timeout=60)
+
+
+@contextlib.contextmanager
+def scratch_vhost(amqp_base: str, label: str) -> Iterator[str]:
+    """The AMQP URI of a new vhost `appt_bench_<label>_<tag>`, deleted on the way out."""
+    vhost = f"appt_bench_{label}_{uuid.uuid4().hex[:6]}"
+    add_vhost(vhost)
+    try:
+        yield amqp_base.rstrip("/") + "/" + vhost
+    finally:
+        delete_vhost(vhost)
+
+
 class EchoProcesses:
     """The echo service and its HTTP front, as two real nameko processes."""
 
@@ -34,9 +68,12 @@ class EchoProcesses:
         self.address = f"127.0.0.1:{_free_port()}"
         self.amqp_uri = amqp_uri
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.cfg: Path | None = None
 
     def __enter__(self) -> EchoProcesses:
-        cfg = Path(tempfile.mkstemp(suffix=".yaml")[1])
+        fd, name = tempfile.mkstemp(suffix=".yaml")
+        os.close(fd)
+        self.cfg = cfg = Path(name)
         cfg.write_text(f"AMQP_URI: {self.amqp_uri}\nWEB_SERVER_ADDRESS: {self.address}\nmax_workers: 100\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
         for cls in ("EchoService", "EchoGateway"):
@@ -60,6 +97,8 @@ class EchoProcesses:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if self.cfg is not None:
+            self.cfg.unlink(missing_ok=True)
 
 
 def measure(amqp_uri: str, n: int, concurrency: int) -> dict[str, Summary]:
@@ -74,10 +113,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"))
+    parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+                        help="the broker; a scratch vhost is made on it")
     args = parser.parse_args()
-    results = measure(args.amqp, args.n, args.concurrency)
-    print("nameko baseline (same broker, loopback, this machine, this run):")
+    with scratch_vhost(args.amqp, "echo") as amqp:
+        results = measure(amqp, args.n, args.concurrency)
+    print("nameko baseline (same broker, loopback, this machine, this run, a scratch vhost):")
     for label, s in results.items():
         print("  " + s.line(label))
     ratio = results["http_rpc_echo"].rate / results["http_only"].rate

@@ -51,6 +51,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import psycopg2  # noqa: E402
 
+from bench.results import record  # noqa: E402
 from contracts import SessionScheduled  # noqa: E402
 from infra.db import drop_database  # noqa: E402
 from infra.eventstore import PostgresEventStore  # noqa: E402
@@ -494,6 +495,8 @@ def main() -> int:
         drop_database(events_dsn)
 
     q = queries[0]
+    record("stats_rebuild", "stats rebuild / read", rebuild_rate, baseline, TARGET_REBUILD, "ratio",
+           value_unit="events/s", events=args.events, batch=args.batch)
     print()
     print(f"{'what':58} {'rate or time':>16} {'baseline':>16} {'ratio':>7}  target")
     print(f"{'rebuild from 0 (positions/s) vs read_all (events/s)':58} {rebuild_rate:16,.0f} {baseline:16,.0f} "
