@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PYTHONPATH=/app LOG_FORMAT=json \
-    MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=2
+    MALLOC_ARENA_MAX=2
 COPY requirements.lock pyproject.toml ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY contracts ./contracts

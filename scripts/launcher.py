@@ -46,14 +46,14 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)  # on top of the platform's (METRICS_ADDRESS)
 
 
-# glibc's malloc and argon2: each hash allocates 19 MiB. glibc serves an allocation that large by
-# mmap and returns it on free, but after the first such free it raises its mmap threshold to that
-# size (the dynamic threshold), so later hashes come from the arenas of the (eventlet tpool)
-# threads that ran them and stay there: booking held 577 MB after the flash crowd's 5,000
-# registrations (bench/flash_crowd.py's RSS rows). A fixed threshold (setting it turns the
-# dynamic one off) keeps every allocation of 1 MiB or more mapped and given back; two arenas
-# bound what the threads keep of the rest. Dockerfile sets the same.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"}
+# glibc's malloc and argon2: each hash allocates 19 MiB, which glibc keeps in the arena of the
+# thread that ran it (after the first free it raises its mmap threshold to that size). With an
+# arena per tpool thread booking held 577 MB after the flash crowd's 5,000 registrations
+# (bench/flash_crowd.py's RSS rows). Two arenas, and at most as many hashes at once as cores
+# (infra/blocking.py), keep it to a few hashes' worth. (A fixed mmap threshold gave the memory
+# back too but cost a third more CPU per hash: every hash faulted in 19 MiB of fresh pages.)
+# Dockerfile sets the same.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 @dataclass
