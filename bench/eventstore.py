@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,19 @@ CREATE TABLE bench_raw (
     meta        jsonb       NOT NULL,
     occurred_at timestamptz NOT NULL
 )"""
+
+
+def raw_inserts(conn: Any, events: Sequence[Envelope]) -> None:
+    """The raw baseline: one INSERT and one COMMIT per event on `conn`."""
+    with conn.cursor() as cur:
+        for ev in events:
+            data, meta = payload(ev)
+            cur.execute(
+                "INSERT INTO bench_raw (stream, event_id, type, data, meta, occurred_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (ev.stream, ev.event_id, ev.type, json.dumps(data), json.dumps(meta), ev.occurred_at),
+            )
+            conn.commit()
 
 
 @dataclass
@@ -236,17 +249,8 @@ class Bench:
 
     def raw_insert(self, count: int) -> float:
         events = [make_event(self._next(), f"booking-{uuid.uuid4()}") for _ in range(count)]
-        conn = self.raw
         start = time.perf_counter()
-        with conn.cursor() as cur:
-            for ev in events:
-                data, meta = payload(ev)
-                cur.execute(
-                    "INSERT INTO bench_raw (stream, event_id, type, data, meta, occurred_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (ev.stream, ev.event_id, ev.type, json.dumps(data), json.dumps(meta), ev.occurred_at),
-                )
-                conn.commit()
+        raw_inserts(self.raw, events)
         return time.perf_counter() - start
 
     # --- concurrent: T threads at once ------------------------------------------------------
@@ -284,16 +288,7 @@ class Bench:
                  for _ in range(self.threads)]
 
         def work(t: int) -> None:
-            conn = conns[t]
-            with conn.cursor() as cur:
-                for ev in per[t]:
-                    data, meta = payload(ev)
-                    cur.execute(
-                        "INSERT INTO bench_raw (stream, event_id, type, data, meta, occurred_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s)",
-                        (ev.stream, ev.event_id, ev.type, json.dumps(data), json.dumps(meta), ev.occurred_at),
-                    )
-                    conn.commit()
+            raw_inserts(conns[t], per[t])
 
         try:
             return self._concurrently(work)
