@@ -429,12 +429,14 @@ def test_the_handover_card_and_the_his_tab_fit_and_are_translated(new_page: Any,
     # far enough ahead that no 16:00 hand-over has run for it
     page.locator("#phone-date").fill(add_days(today(), 20))
     page.locator("#phone-date").dispatch_event("change")
-    empty = page.locator("#handover-table tbody td.muted")
-    empty.wait_for()
     expected = {
         "zh": "该日尚未交接（每天16:00交接次日已付费电话预约）",
         "en": "No hand-over for this day yet (each day at 16:00 the next day's paid phone bookings are handed over)",
     }
+    # The table first shows the default day (tomorrow: after 16:00 Beijing its hand-over has run, and
+    # it says so); wait for the chosen day's answer, not for whichever empty row is there first.
+    empty = page.locator("#handover-table tbody td.muted").filter(has_text=expected[lang])
+    empty.wait_for()
     assert empty.inner_text() == expected[lang]
     assert page.locator("#handover-summary").is_hidden()
     text = page.inner_text("#panel-phone")
