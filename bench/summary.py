@@ -128,7 +128,8 @@ def table(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
         base = got.get("baseline")
         base_text = _with_unit(float(base), unit) if isinstance(base, int | float) and base else "—"
         mark = "met" if is_met(ratio, spec.target, spec.better) else "NOT MET"
-        which = f" ({got['process']})" if got.get("process") else ""  # e.g. the largest other process
+        process = str(got.get("process") or "")
+        which = f" ({process})" if process and process not in spec.measure else ""  # the largest other one
         lines.append(f"| {spec.measure} | {_with_unit(value, unit)}{which} | {base_text} | {_num(ratio)} | {target} | "
                      f"{mark} |")
         if got.get("target") not in (None, spec.target) or got.get("better") not in (None, spec.better):

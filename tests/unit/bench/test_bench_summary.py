@@ -107,9 +107,12 @@ def test_skipped_benches_alone_are_no_run_and_the_largest_process_is_named(files
     rows, exits = files
     results.record("flash_crowd", "RSS largest other process after flash crowd", 86.4, None, 200, "MB",
                    better="lower", process="his_sync")
+    results.record("flash_crowd", "RSS gateway after flash crowd", 110, None, 200, "MB", better="lower",
+                   process="gateway")
     exits.write_text("big_store skipped\nconnections skipped\n")
 
     lines, code = summary.summary(rows, exits)
 
     assert code == 1  # nothing ran
     assert "| 86.4 MB (his_sync) |" in line_of(lines, "RSS largest other process after flash crowd")
+    assert "| 110 MB |" in line_of(lines, "RSS gateway after flash crowd")  # its name is in the measure already
