@@ -71,7 +71,7 @@ bench: setup-bench
 	@mkdir -p .run; : > .run/bench-results.jsonl; : > .run/bench-exits
 	@export BENCH_RESULTS=$(CURDIR)/.run/bench-results.jsonl; \
 	for b in $(BENCHES); do \
-	  [ -f bench/$$b.py ] || { echo "=== bench/$$b.py: not there, skipped"; continue; }; \
+	  [ -f bench/$$b.py ] || { echo "=== bench/$$b.py: not there, skipped"; echo "$$b skipped" >> .run/bench-exits; continue; }; \
 	  args=BENCH_ARGS_$$b; \
 	  echo "=== bench/$$b.py $${!args}"; \
 	  $(PY) bench/$$b.py $${!args}; echo "$$b $$?" >> .run/bench-exits; \

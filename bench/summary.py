@@ -4,15 +4,17 @@ bench's correctness verdict.
     python bench/summary.py --results .run/bench-results.jsonl --exits .run/bench-exits
 
 `--results` is the JSON-lines file the benches appended to through `bench/results.py`'s `record`
-(BENCH_RESULTS); `--exits` has one line `<bench> <exit code>` per bench that ran (the Makefile
-writes it). The table lists the rows of ROWS (the issue's table, in its order) whether measured or
-not: a row no bench recorded says `not measured`. Whether a row is `met` is decided here from the
-recorded ratio and the target of ROWS (the one place the targets are fixed), so a bench with a
-stale target cannot mark itself met. A recorded row whose measure is not in ROWS is listed apart
-(a misspelt measure name shows up there instead of vanishing).
+(BENCH_RESULTS); `--exits` has one line `<bench> <exit code>` per bench that ran, or `<bench>
+skipped` for one whose file is not there (the Makefile writes it). The table lists the rows of
+ROWS (the issue's table, in its order) whether measured or not: a row no bench recorded says
+`not measured`. Whether a row is `met` is decided here from the recorded ratio and the target of
+ROWS (the one place the targets are fixed), so a bench with a stale target cannot mark itself
+met. A recorded row whose measure is not in ROWS is listed apart (a misspelt measure name shows
+up there instead of vanishing).
 
 A bench's checks are `ok` when it exited 0; any other exit code is a failure, named. Exit code 1
-when a bench failed (or none ran), 0 otherwise: a target NOT MET is a finding, not a failure.
+when a bench failed (or none ran; a skipped one does not count), 0 otherwise: a target NOT MET
+is a finding, not a failure.
 """
 
 from __future__ import annotations
@@ -70,15 +72,17 @@ def load_results(path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     return rows, bad
 
 
-def load_exits(path: Path) -> dict[str, int]:
-    """`<bench> <exit code>` per line, in the order the benches ran."""
-    out: dict[str, int] = {}
+def load_exits(path: Path) -> dict[str, int | None]:
+    """`<bench> <exit code>` per line, in the order the benches ran; None for `<bench> skipped`."""
+    out: dict[str, int | None] = {}
     if not path.exists():
         return out
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("-").isdigit():
             out[parts[0]] = int(parts[1])
+        elif len(parts) == 2 and parts[1] == "skipped":
+            out[parts[0]] = None
     return out
 
 
@@ -124,7 +128,9 @@ def table(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
         base = got.get("baseline")
         base_text = _with_unit(float(base), unit) if isinstance(base, int | float) and base else "—"
         mark = "met" if is_met(ratio, spec.target, spec.better) else "NOT MET"
-        lines.append(f"| {spec.measure} | {_with_unit(value, unit)} | {base_text} | {_num(ratio)} | {target} | "
+        process = str(got.get("process") or "")
+        which = f" ({process})" if process and process not in spec.measure else ""  # the largest other one
+        lines.append(f"| {spec.measure} | {_with_unit(value, unit)}{which} | {base_text} | {_num(ratio)} | {target} | "
                      f"{mark} |")
         if got.get("target") not in (None, spec.target) or got.get("better") not in (None, spec.better):
             notes.append(f"{spec.measure}: the bench recorded target {got.get('target')} ({got.get('better')}), "
@@ -132,10 +138,12 @@ def table(rows: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
     return lines, notes
 
 
-def verdicts(exits: dict[str, int]) -> list[str]:
+def verdicts(exits: dict[str, int | None]) -> list[str]:
     lines = []
     for bench, code in exits.items():
-        lines.append(f"  {bench:16} " + ("checks ok" if code == 0 else f"FAILED (exit code {code})"))
+        what = (f"not run (no bench/{bench}.py yet)" if code is None
+                else "checks ok" if code == 0 else f"FAILED (exit code {code})")
+        lines.append(f"  {bench:16} {what}")
     return lines
 
 
@@ -157,12 +165,13 @@ def summary(results: Path, exits_path: Path) -> tuple[list[str], int]:
     out += [f"note: {n}" for n in notes]
     out += ["", "correctness (a bench's exit code 0: its own checks ok):"]
     out += verdicts(exits) or ["  no bench ran"]
-    failed = [b for b, code in exits.items() if code != 0]
+    failed = [b for b, code in exits.items() if code is not None and code != 0]
+    ran = [b for b, code in exits.items() if code is not None]
     if failed:
         out += ["", f"FAILED: {', '.join(failed)} (its own output above says which check)"]
-    elif exits:
-        out += ["", "every bench's checks ok"]
-    return out, 1 if failed or not exits else 0
+    elif ran:
+        out += ["", "every bench that ran: checks ok"]
+    return out, 1 if failed or not ran else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,13 +67,14 @@ def test_the_table_target_counts_not_the_one_a_bench_recorded(files: tuple[Path,
 def test_a_failing_bench_is_named_and_fails_the_summary(files: tuple[Path, Path]) -> None:
     rows, exits = files
     results.record("steady", "steady booking / echo", 70, 100, 0.6, "ratio")
-    exits.write_text("eventstore 0\nsteady 1\nsms 0\n")
+    exits.write_text("eventstore 0\nsteady 1\nbig_store skipped\nsms 0\n")
 
     lines, code = summary.summary(rows, exits)
 
     assert code == 1
     assert any("steady" in ln and "FAILED (exit code 1)" in ln for ln in lines)
     assert any("eventstore" in ln and "checks ok" in ln for ln in lines)
+    assert any("big_store" in ln and "not run (no bench/big_store.py yet)" in ln for ln in lines)
     assert "FAILED: steady (its own output above says which check)" in lines
 
 
@@ -100,3 +101,18 @@ def test_the_last_row_of_a_measure_recorded_twice_counts(files: tuple[Path, Path
     lines, _ = summary.summary(rows, exits)
 
     assert line_of(lines, "steady booking / echo").endswith("| 0.80 | >= 0.6 | met |")
+
+
+def test_skipped_benches_alone_are_no_run_and_the_largest_process_is_named(files: tuple[Path, Path]) -> None:
+    rows, exits = files
+    results.record("flash_crowd", "RSS largest other process after flash crowd", 86.4, None, 200, "MB",
+                   better="lower", process="his_sync")
+    results.record("flash_crowd", "RSS gateway after flash crowd", 110, None, 200, "MB", better="lower",
+                   process="gateway")
+    exits.write_text("big_store skipped\nconnections skipped\n")
+
+    lines, code = summary.summary(rows, exits)
+
+    assert code == 1  # nothing ran
+    assert "| 86.4 MB (his_sync) |" in line_of(lines, "RSS largest other process after flash crowd")
+    assert "| 110 MB |" in line_of(lines, "RSS gateway after flash crowd")  # its name is in the measure already
