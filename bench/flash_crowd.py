@@ -343,6 +343,31 @@ class BenchPlatform:
             out["[machine busy]"] = (sum(cpu) - cpu[3] - cpu[4]) / hz
         return out
 
+    def db_snapshot(self) -> dict[str, tuple[int, int, int]]:
+        """Per database of this platform: transactions (committed + rolled back), rows written
+        (inserted + updated + deleted) and rows returned, so far (pg_stat_database)."""
+        conn = psycopg2.connect(f"{PG_URL}/postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT datname, xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted, "
+                            "tup_returned FROM pg_stat_database WHERE datname LIKE %s", (self.prefix + "\\_%",))
+                return {r[0][len(self.prefix) + 1:]: (int(r[1]), int(r[2]), int(r[3])) for r in cur.fetchall()}
+        finally:
+            conn.close()
+
+    @staticmethod
+    def db_line(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]], per: int) -> str:
+        """What `per` operations cost each database between two snapshots: transactions and rows
+        written per operation (pg_stat_database is updated when a backend reports, about every
+        second: take the second snapshot a little after the load)."""
+        parts = []
+        for name in sorted(after, key=lambda n: -(after[n][0] - before.get(n, (0, 0, 0))[0])):
+            b = before.get(name, (0, 0, 0))
+            xacts, writes = after[name][0] - b[0], after[name][1] - b[1]
+            if xacts and per:
+                parts.append(f"{name} {xacts / per:.1f} xact/{writes / per:.1f} rows")
+        return "PostgreSQL per booking (transactions / rows written, by database): " + ", ".join(parts)
+
     @staticmethod
     def cpu_cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
         """Cores each entry of two snapshots kept busy over `seconds`, busiest first. PostgreSQL

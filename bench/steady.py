@@ -28,6 +28,7 @@ Exit code 1 when overbooked or any error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -50,6 +51,7 @@ from bench.flash_crowd import (  # noqa: E402
     verdict,
 )
 from bench.loadgen import post_json, run_for  # noqa: E402
+from bench.profile import Profiler  # noqa: E402
 from bench.results import record  # noqa: E402
 
 STEADY_TARGET = 0.6
@@ -100,6 +102,8 @@ def main() -> int:
     parser.add_argument("--register-concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request before it counts as a timeout")
     parser.add_argument("--keep-logs", action="store_true", help="keep .run/bench-steady-*/logs after a good run")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy profiles of every platform process during the bookings (bench/profile.py)")
     args = parser.parse_args()
     if args.sessions < 5 or args.sessions % DAYS:
         parser.error("--sessions must be a positive multiple of 5")
@@ -128,14 +132,19 @@ def main() -> int:
         reqs = [post_json("/api/v1/appointments", {"session_id": sid},
                           {"Idempotency-Key": f"steady-{k:06d}-{bp.tag}", **bp.auth(patient_ids[p])})
                 for k, (p, sid) in enumerate(plan)]
-        cpu_before = bp.cpu_snapshot()
-        sent, results, summary = run_for(bp.address, reqs, args.concurrency, args.timeout,
-                                         args.seconds if args.seconds else float("inf"))
-        cpu_after = bp.cpu_snapshot()
+        profiling = Profiler(bp.platform.pids(), args.profile) if args.profile else contextlib.nullcontext()
+        with profiling:
+            db_before = bp.db_snapshot()
+            cpu_before = bp.cpu_snapshot()
+            sent, results, summary = run_for(bp.address, reqs, args.concurrency, args.timeout,
+                                             args.seconds if args.seconds else float("inf"))
+            cpu_after = bp.cpu_snapshot()
         cpu = bp.cpu_line(cpu_before, cpu_after, summary.seconds)
         cores = bp.cpu_cores(cpu_before, cpu_after, summary.seconds)
         booking = Answers.of(results, summary)
         bp.timings["bookings"] = summary.seconds
+        time.sleep(1.5)  # the backends' statistics reach pg_stat_database about once a second
+        db_cost = bp.db_line(db_before, bp.db_snapshot(), summary.count)
 
         from infra.eventstore import PostgresEventStore
 
@@ -220,6 +229,7 @@ def main() -> int:
               f"{e.p50_ms:.1f} | {e.p99_ms:.1f} |")
         print()
         print(cpu)
+        print(db_cost)
         print(f"throughput steady / echo = {s.rate:.0f} / {e.rate:.0f} = {rate_ratio:.2f}   "
               f"target >= {STEADY_TARGET}: {met(rate_ratio >= STEADY_TARGET)}")
         print(f"latency steady / echo: p50 {p50_ratio:.2f} x, p99 {p99_ratio:.2f} x (reported, no target)")
