@@ -184,6 +184,10 @@ class BookingReadModel:
     def __init__(self, db: Database, projection: Projection | None = None) -> None:
         self.db = db
         self.projection = projection
+        # One instance per worker (ProjectionRunner.get_dependency), so this memo lasts one
+        # request: a batch of bookings (book_appointments) reads each of its sessions once, not
+        # once to sort out the sold-out ones and again in every booking.
+        self._sessions: dict[str, tuple[SessionInfo | None, BookingRules]] = {}
 
     def caught_up(self, position: int, timeout: float = 10.0) -> bool:
         """Read-your-writes: wait until the projection has applied `position`."""
@@ -192,13 +196,18 @@ class BookingReadModel:
     # sessions and hospitals
 
     def session_and_rules(self, session_id: str) -> tuple[SessionInfo | None, BookingRules]:
+        known = self._sessions.get(session_id)
+        if known is not None:
+            return known
         rows = self.db.fetchall(
             "SELECT s.data, s.stopped, h.rules FROM sessions s LEFT JOIN hospitals h "
             "ON h.hospital_id = s.data->>'hospital_id' WHERE s.session_id = %s", (session_id,))
         if not rows:
-            return None, BookingRules()
+            return None, BookingRules()  # not remembered: it may be projected in a moment
         data, stopped, rules = rows[0]
-        return SessionInfo.from_event(data, stopped=stopped), BookingRules.model_validate(rules or {})
+        found = SessionInfo.from_event(data, stopped=stopped), BookingRules.model_validate(rules or {})
+        self._sessions[session_id] = found
+        return found
 
     def session_info(self, session_id: str) -> SessionInfo | None:
         return self.session_and_rules(session_id)[0]

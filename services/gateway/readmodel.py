@@ -169,13 +169,8 @@ def open_session(db: Database, vault: PiiVault, role: str, subject: str, hospita
 
 
 def session_principal(db: Database, vault: PiiVault, token: str, via_cookie: bool) -> Principal | None:
-    with db.transaction() as cur:
-        cur.execute(
-            "SELECT role, subject, hospital_id, name_enc, csrf, doctor_id FROM login_sessions "
-            "WHERE token_hash = %s AND expires_at > now()",
-            (token_hash(token),),
-        )
-        row = cur.fetchone()
+    row = db.fetchone("SELECT role, subject, hospital_id, name_enc, csrf, doctor_id FROM login_sessions "
+                      "WHERE token_hash = %s AND expires_at > now()", (token_hash(token),))
     if row is None:
         return None
     return Principal(role=row[0], subject=row[1], hospital_id=row[2], name=_decrypted(vault, row[3]),
