@@ -10,13 +10,16 @@ rolls the claim back so that the delivery is retried. Each message also has an i
 event, the template, the recipient; a reminder's appointment and day), unique in the outbox: a
 second run of a timer, or a second replica running it, queues nothing new.
 
-The patient's phone is asked of booking over RPC inside that transaction, after the inbox claim:
-a redelivery asks nothing. It is kept encrypted with the message (and with the appointment, for
-its reminder) and decrypted only by the dispatcher, for the send.
+The patient's phone is asked of booking over RPC inside that transaction, after the inbox claim,
+once per patient (when the patient registers, or at the first event that needs it) and
+remembered sealed: a redelivery, and a patient's later bookings, ask nothing. It is kept
+encrypted with the message (and with the appointment, for its reminder) and decrypted only by the
+dispatcher, for the send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from collections.abc import Callable
@@ -43,6 +46,7 @@ from contracts import (
     NotFound,
     PatientBanned,
     PatientPasswordReplaced,
+    PatientRegistered,
     PatientRegistrationRefused,
     SendVerificationCode,
     VerificationSent,
@@ -51,10 +55,19 @@ from contracts import (
 from infra.application import Application
 from infra.db import Database
 from infra.logging import get_logger, mask_phone
+from infra.memory import JsonMemory, NotKnownYet
 from infra.pii import PiiVault
 from services.notification import domain
 from services.notification.providers import Outgoing, Receipt, SendFailed, SmsProvider, Unavailable
-from services.notification.readmodel import Appointments, Doctors, Hospitals, Names, SmsOutbox, VerificationCodes
+from services.notification.readmodel import (
+    CONTACTS,
+    Appointments,
+    Doctors,
+    Hospitals,
+    Names,
+    SmsOutbox,
+    VerificationCodes,
+)
 
 APP = Application("notification")
 
@@ -65,13 +78,14 @@ Render = Callable[[dict[str, Any], dict[str, str]], str]
 # --- reactions: an appointment's life -----------------------------------------------------------
 
 @APP.on(AppointmentBooked, backfill=False)
-def confirm_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, booking: Any, vault: PiiVault,
+def confirm_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, booking: Any,
+                    contacts: JsonMemory, vault: PiiVault,
                     names: Names, hospitals: Hospitals, doctors: Doctors, sms_outbox: SmsOutbox,
                     appointments: Appointments, now: datetime) -> None:
     """The patient's confirmation (time band, address, window); the doctor's notice when the
     doctor asked for one per booking. The appointment is remembered with the patient's contact."""
     appt = event.model_dump(mode="json")
-    contact = _contact(booking, event.patient_id, vault)
+    contact = _contact(cur, contacts, booking, event.patient_id, vault)
     sms = hospitals.settings(cur, event.hospital_id)
     known = _names(cur, names, appt)
     text = domain.booking_confirmation(appt, known, contact["locale"], sms)
@@ -81,14 +95,15 @@ def confirm_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, book
 
 
 @APP.on(AppointmentMoved, backfill=False)
-def tell_moved(cur: Any, event: AppointmentMoved, envelope: Envelope, booking: Any, vault: PiiVault,
+def tell_moved(cur: Any, event: AppointmentMoved, envelope: Envelope, booking: Any,
+               contacts: JsonMemory, vault: PiiVault,
                names: Names, hospitals: Hospitals, doctors: Doctors, sms_outbox: SmsOutbox,
                appointments: Appointments, now: datetime) -> None:
     """A doctor stop moved the booking: the new time and number, the fee kept, and the other
     doctor named when the replacement is someone else's. Urgent when the visit is soon."""
     appt = event.model_dump(mode="json")
     previous = appointments.recall(cur, event.appointment_id)
-    contact = previous.get("contact") or _contact(booking, event.patient_id, vault)
+    contact = previous.get("contact") or _contact(cur, contacts, booking, event.patient_id, vault)
     sms = hospitals.settings(cur, event.hospital_id)
     known = _names(cur, names, appt, previous.get("doctor_id"))
     text = domain.moved(appt, known, contact.get("locale", "zh"), previous)
@@ -99,13 +114,14 @@ def tell_moved(cur: Any, event: AppointmentMoved, envelope: Envelope, booking: A
 
 
 @APP.on(AppointmentCancelled, backfill=False)
-def tell_cancelled(cur: Any, event: AppointmentCancelled, envelope: Envelope, booking: Any, vault: PiiVault,
+def tell_cancelled(cur: Any, event: AppointmentCancelled, envelope: Envelope, booking: Any,
+                   contacts: JsonMemory, vault: PiiVault,
                    names: Names, hospitals: Hospitals, sms_outbox: SmsOutbox, appointments: Appointments,
                    now: datetime) -> None:
     """The cancellation SMS; for a doctor stop it is the warning the patient must not miss (urgent
     for a visit today or tomorrow). Its booking not handled yet: NotKnownYet, retried after it."""
     appt = appointments.recall(cur, event.appointment_id)
-    contact = appt.get("contact") or _contact(booking, event.patient_id, vault)
+    contact = appt.get("contact") or _contact(cur, contacts, booking, event.patient_id, vault)
     template = "cancelled_doctor_stop" if event.reason == "doctor_stop" else "cancelled"
     sms = hospitals.settings(cur, appt["hospital_id"])
     text = domain.cancellation(appt, _names(cur, names, appt), event.reason, event.refund_due,
@@ -116,12 +132,13 @@ def tell_cancelled(cur: Any, event: AppointmentCancelled, envelope: Envelope, bo
 
 
 @APP.on(AppointmentRefunded, backfill=False)
-def tell_refunded(cur: Any, event: AppointmentRefunded, envelope: Envelope, booking: Any, vault: PiiVault,
+def tell_refunded(cur: Any, event: AppointmentRefunded, envelope: Envelope, booking: Any,
+                  contacts: JsonMemory, vault: PiiVault,
                   names: Names, hospitals: Hospitals, sms_outbox: SmsOutbox, appointments: Appointments,
                   now: datetime) -> None:
     """退号 at the window: the patient gets the refund in writing."""
     appt = appointments.recall(cur, event.appointment_id)
-    contact = appt.get("contact") or _contact(booking, event.patient_id, vault)
+    contact = appt.get("contact") or _contact(cur, contacts, booking, event.patient_id, vault)
     text = domain.refunded(appt, _names(cur, names, appt), event.refund_due, contact.get("locale", "zh"))
     sms = hospitals.settings(cur, appt["hospital_id"])
     _to_patient(cur, sms_outbox, envelope, "refunded", appt, contact, text, sms, now, urgent=False)
@@ -137,12 +154,19 @@ def note_outcome(cur: Any, event: AppointmentCheckedIn | AppointmentLapsed, enve
     appointments.remember(cur, event.appointment_id, {**appt, "status": status})
 
 
+@APP.on(PatientRegistered, backfill=False)
+def learn_contact(cur: Any, event: PatientRegistered, envelope: Envelope, booking: Any, contacts: JsonMemory,
+                  vault: PiiVault) -> None:
+    """A new patient's contact, sealed, before the first booking needs it (see `_contact`)."""
+    _contact(cur, contacts, booking, event.patient_id, vault)
+
+
 @APP.on(PatientBanned, backfill=False)
-def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any, vault: PiiVault,
+def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any, contacts: JsonMemory, vault: PiiVault,
                 sms_outbox: SmsOutbox, now: datetime) -> None:
     """The ban with its end date now, and its lift queued for the morning after it ends. A longer
     ban withdraws the lift notices it made wrong."""
-    contact = _contact(booking, event.patient_id, vault)
+    contact = _contact(cur, contacts, booking, event.patient_id, vault)
     locale = contact["locale"]
     lift_at = domain.ban_lift_at(event.until)
     sms_outbox.withdraw(cur, event.patient_id, "ban_lifted", lift_at)
@@ -156,10 +180,11 @@ def tell_banned(cur: Any, event: PatientBanned, envelope: Envelope, booking: Any
 
 @APP.on(PatientRegistrationRefused, backfill=False)
 def warn_registration_refused(cur: Any, event: PatientRegistrationRefused, envelope: Envelope, booking: Any,
+                              contacts: JsonMemory,
                               vault: PiiVault, sms_outbox: SmsOutbox) -> None:
     """The owner of the resident ID hears that another mobile tried to register it (at once:
     someone may be trying to take the account over)."""
-    contact = _contact(booking, event.patient_id, vault)
+    contact = _contact(cur, contacts, booking, event.patient_id, vault)
     _add(cur, sms_outbox, envelope, event.patient_id, contact, "registration_refused",
          domain.registration_refused(event.attempt_phone_masked), urgent=True)
     _log.info("sms_queued", template="registration_refused", patient_id=event.patient_id)
@@ -167,8 +192,9 @@ def warn_registration_refused(cur: Any, event: PatientRegistrationRefused, envel
 
 @APP.on(PatientPasswordReplaced)
 def tell_password_replaced(cur: Any, event: PatientPasswordReplaced, envelope: Envelope, booking: Any,
+                           contacts: JsonMemory,
                            vault: PiiVault, sms_outbox: SmsOutbox) -> None:
-    contact = _contact(booking, event.patient_id, vault)
+    contact = _contact(cur, contacts, booking, event.patient_id, vault)
     _add(cur, sms_outbox, envelope, event.patient_id, contact, "password_replaced", domain.password_replaced(),
          urgent=True)
     _log.info("sms_queued", template="password_replaced", patient_id=event.patient_id)
@@ -381,7 +407,7 @@ def run_reminders(db: Database, vault: PiiVault, booking: Any, names: Names, hos
             hospitals.lock_reminders(cur, hid)
             due = [a for a in appointments.active_on(cur, hid, day) if domain.reminder_wanted(a, day)]
             for appt in due:
-                contact = appt.get("contact") or _contact(booking, appt["patient_id"], vault)
+                contact = appt.get("contact") or _contact(cur, CONTACTS, booking, appt["patient_id"], vault)
                 text = domain.reminder(appt, _names(cur, names, appt), contact.get("locale", "zh"), sms)
                 if sms_outbox.add(cur, event_id=None, patient_id=appt["patient_id"], phone_enc=contact["phone_enc"],
                                   phone_masked=contact["phone_masked"], phone_hash=contact["phone_hash"],
@@ -523,15 +549,25 @@ def _names(cur: Any, names: Names, appt: dict[str, Any], *more: str | None) -> d
     return names.of(cur, ids)
 
 
-def _contact(booking: Any, patient_id: str, vault: PiiVault) -> dict[str, str]:
+def _contact(cur: Any, contacts: JsonMemory, booking: Any, patient_id: str, vault: PiiVault) -> dict[str, str]:
     """The patient's phone as booking answers it, sealed at once: encrypted, masked, keyed hash,
-    and the patient's language. The clear number is not kept."""
+    and the patient's language. The clear number is not kept.
+
+    Asked of booking once per patient and remembered sealed (`contacts`, in the reaction's
+    transaction): a patient's phone and language are fixed at registration, so the RPC per
+    booking was pure cost (issue 15: a fifth of notification's samples in the steady bench, and
+    booking's replica answering it). Learnt when the patient registers (`learn_contact`), so a
+    booking normally asks nothing."""
+    with contextlib.suppress(NotKnownYet):
+        return {k: str(v) for k, v in contacts.recall(cur, patient_id).items()}
     contact = booking.patient_contact(patient_id)
     if (err := from_wire(contact)) is not None:
         raise err
     phone = str(contact["phone"])
-    return {"phone_enc": vault.encrypt(phone), "phone_masked": str(contact["phone_masked"]),
-            "phone_hash": vault.lookup_hash(phone), "locale": "en" if contact.get("locale") == "en" else "zh"}
+    sealed = {"phone_enc": vault.encrypt(phone), "phone_masked": str(contact["phone_masked"]),
+              "phone_hash": vault.lookup_hash(phone), "locale": "en" if contact.get("locale") == "en" else "zh"}
+    contacts.remember(cur, patient_id, sealed)
+    return sealed
 
 
 def _to_patient(cur: Any, sms_outbox: SmsOutbox, envelope: Envelope, template: str, appt: dict[str, Any],

@@ -22,7 +22,7 @@ from typing import Any
 from infra.memory import JsonMemory
 from services.notification.domain import DoctorNotice, HospitalSms, StoredCode
 
-__all__ = ["APPOINTMENTS", "DOCTORS", "HOSPITALS", "NAMES", "SCHEMA", "SMS_OUTBOX", "VERIFICATION_CODES",
+__all__ = ["APPOINTMENTS", "CONTACTS", "DOCTORS", "HOSPITALS", "NAMES", "SCHEMA", "SMS_OUTBOX", "VERIFICATION_CODES",
            "Appointments", "Doctors", "Hospitals", "Names", "SmsOutbox", "VerificationCodes"]
 
 _OUTBOX_COLUMNS = ("message_id", "patient_id", "phone_masked", "template", "text", "status", "created_at",
@@ -471,7 +471,10 @@ NAMES = Names()
 HOSPITALS = Hospitals()
 DOCTORS = Doctors()
 APPOINTMENTS = Appointments()
+# Each patient's contact as booking gave it, sealed (encrypted phone, masked, keyed hash, locale):
+# asked once per patient, not once per booking (handlers._contact).
+CONTACTS = JsonMemory("patient_contacts", "patient_id")
 SMS_OUTBOX = SmsOutbox()
 VERIFICATION_CODES = VerificationCodes()
 SCHEMA = (NAMES.schema + HOSPITALS.schema + DOCTORS.schema + APPOINTMENTS.schema + SMS_OUTBOX.schema
-          + VERIFICATION_CODES.schema)
+          + VERIFICATION_CODES.schema + CONTACTS.schema)

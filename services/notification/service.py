@@ -93,6 +93,7 @@ class NotificationService:
     hospitals = readmodel.HOSPITALS
     doctors = readmodel.DOCTORS
     appointments = readmodel.APPOINTMENTS
+    contacts = readmodel.CONTACTS
     sms_outbox = readmodel.SMS_OUTBOX
     verification_codes = readmodel.VERIFICATION_CODES
     metrics = Metrics()

@@ -215,4 +215,7 @@ def test_a_refused_registration_delivered_twice_sends_one_sms_to_the_owner(notif
     assert sorted(m["template"] for m in messages) == ["password_replaced", "registration_refused"]
     [warning] = [m for m in messages if m["template"] == "registration_refused"]
     assert "139****1111" in warning["text"] and warning["patient_id"] == "patient-5b1e"
-    assert notification.booking_asked == ["patient-5b1e", "patient-5b1e"]  # the redelivery asked nothing
+    # Asked once: the redelivery asked nothing, the second event found the contact remembered.
+    assert notification.booking_asked == ["patient-5b1e"]
+    [kept] = notification.rows("SELECT data FROM patient_contacts WHERE patient_id = 'patient-5b1e'")
+    assert PHONE not in str(kept) and kept[0]["phone_masked"] == warning["phone_masked"]

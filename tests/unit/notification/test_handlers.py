@@ -24,6 +24,7 @@ from contracts import (
     NotFound,
     PatientBanned,
     PatientPasswordReplaced,
+    PatientRegistered,
     PatientRegistrationRefused,
     to_wire,
 )
@@ -120,6 +121,7 @@ class Notification:
             "doctors": FakeDoctors(),
             "sms_outbox": FakeOutbox(),
             "appointments": FakeMemory("appointments", "appointment_id"),
+            "contacts": FakeMemory("patient_contacts", "patient_id"),
             "now": NOON,
         }
 
@@ -407,3 +409,25 @@ def test_a_backfilled_history_sends_no_sms_and_asks_booking_nothing(svc):
     assert "appt-7f3a" not in svc.db.rows("appointments")
     svc.deliver(booked())  # the live one still is told
     assert [s["template"] for s in svc.sms()] == ["booking_confirmation"]
+
+
+def test_a_patient_s_contact_is_asked_of_booking_once_and_kept_sealed(svc):
+    registered = PatientRegistered(patient_id="patient-5b1e", id_masked="130102********1234",
+                                   phone_masked=PHONE_MASKED, birth_date="1980-01-01", sex="F")
+    svc.deliver(registered)
+    assert svc.booking.asked == ["patient-5b1e"]  # learnt at registration
+    kept = svc.db.rows("patient_contacts")["patient-5b1e"]
+    assert PHONE not in str(kept) and svc.vault.decrypt(kept["phone_enc"]) == PHONE
+    svc.deliver(booked())
+    svc.deliver(booked(appointment_id="appt-2", code="K7M2QX9Q", session_id="s-hb3-card-0311-am", date="2025-03-11"))
+    sent = svc.sms()
+    assert len(sent) == 2 and all(svc.vault.decrypt(m["phone_enc"]) == PHONE for m in sent)
+    assert svc.booking.asked == ["patient-5b1e"]  # neither booking asked again
+
+
+def test_a_patient_registered_before_contacts_were_kept_is_asked_at_the_first_booking_only():
+    service = Notification()
+    service.deliver(booked())
+    service.deliver(booked(appointment_id="appt-2", code="K7M2QX9Q", session_id="s-hb3-card-0311-am"))
+    assert service.booking.asked == ["patient-5b1e"]
+    assert len(service.sms()) == 2
