@@ -24,8 +24,8 @@ from typing import Any
 
 from infra.memory import JsonMemory
 
-__all__ = ["APPOINTMENTS", "HIS_ENDPOINTS", "HIS_HANDOVERS", "HIS_INBOUND", "HIS_OUTBOX", "SCHEMA", "HisEndpoints",
-           "HisHandovers", "HisInbound", "HisOutbox"]
+__all__ = ["APPOINTMENTS", "HIS_ENDPOINTS", "HIS_HANDOVERS", "HIS_INBOUND", "HIS_OUTBOX", "IDENTITIES", "SCHEMA",
+           "HisEndpoints", "HisHandovers", "HisInbound", "HisOutbox"]
 
 ENDPOINT_COLUMNS = ("hospital_id", "host", "port", "receiving_application", "receiving_facility",
                     "sending_facility", "charset", "rate_per_s", "inbound_facility", "enabled", "circuit",
@@ -386,5 +386,8 @@ HIS_ENDPOINTS = HisEndpoints()
 HIS_OUTBOX = HisOutbox()
 HIS_INBOUND = HisInbound()
 HIS_HANDOVERS = HisHandovers()
+# Each patient's real-name fields for PID as booking gave them, encrypted: asked once per patient,
+# not once per booking (handlers._sealed_identity).
+IDENTITIES = JsonMemory("patient_identities", "patient_id")
 SCHEMA = (APPOINTMENTS.schema + LEGACY_SCHEMA + HIS_ENDPOINTS.schema + HIS_OUTBOX.schema + HIS_INBOUND.schema
-          + HIS_HANDOVERS.schema)
+          + HIS_HANDOVERS.schema + IDENTITIES.schema)

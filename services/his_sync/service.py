@@ -245,6 +245,7 @@ class HisSyncService:
     his_endpoints = readmodel.HIS_ENDPOINTS
     his_outbox = readmodel.HIS_OUTBOX
     his_handovers = readmodel.HIS_HANDOVERS
+    identities = readmodel.IDENTITIES
 
     @rpc
     def health(self) -> dict[str, Any]:

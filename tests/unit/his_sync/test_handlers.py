@@ -21,6 +21,7 @@ from contracts import (
     AppointmentRefunded,
     Event,
     HospitalRegistered,
+    PatientRegistered,
     PhoneBookingsHandedOver,
 )
 from contracts.envelope import BACKFILL_PREFIX
@@ -80,6 +81,7 @@ class HisSync:
         self.deps = {"db": self.db, "appointments": FakeMemory("appointments", "appointment_id"),
                      "his_endpoints": FakeEndpoints(), "his_outbox": FakeOutbox(), "booking": self.booking,
                      "his_handovers": FakeHandovers(),
+                     "identities": FakeMemory("patient_identities", "patient_id"),
                      "vault": self.vault, "now": NOW, "default_his": None}
         if connected:
             with self.db.transaction() as cur:
@@ -199,3 +201,22 @@ def test_a_backfilled_history_sends_the_his_nothing(svc):
     assert svc.queued() == [] and svc.booking.asked == []
     svc.deliver(AppointmentBooked(**BOOKED))
     assert [r["message_type"] for r in svc.queued()] == ["SIU^S12"]
+
+
+def test_a_patient_s_identity_is_asked_of_booking_once_and_kept_sealed(svc):
+    svc.deliver(PatientRegistered(patient_id="patient-5b1e", id_masked="130105********1237",
+                                  phone_masked="139****0000", birth_date="1990-01-01", sex="M"))
+    assert svc.booking.asked == ["patient-5b1e"]  # learnt at registration
+    kept = svc.db.rows("patient_identities")["patient-5b1e"]
+    assert "王小明" not in str(kept) and IDENTITY["id_number"] not in str(kept)
+    svc.deliver(AppointmentBooked(**BOOKED))
+    svc.deliver(AppointmentBooked(**{**BOOKED, "appointment_id": "appt-2", "code": "K7M2QX9Q"}))
+    texts = [svc.text(row) for row in svc.queued()]
+    assert len(texts) == 2 and all("王小明" in t and IDENTITY["id_number"] in t for t in texts)
+    assert svc.booking.asked == ["patient-5b1e"]  # neither booking asked again
+
+
+def test_a_patient_registered_before_identities_were_kept_is_asked_at_the_first_booking_only(svc):
+    svc.deliver(AppointmentBooked(**BOOKED))
+    svc.deliver(AppointmentBooked(**{**BOOKED, "appointment_id": "appt-2", "code": "K7M2QX9Q"}))
+    assert svc.booking.asked == ["patient-5b1e"] and len(svc.queued()) == 2
