@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 from kombu.entity import Queue
+from nameko.amqp.publish import Publisher
 from nameko.constants import (
     AMQP_SSL_CONFIG_KEY,
     AMQP_URI_CONFIG_KEY,
@@ -58,6 +59,26 @@ from infra.logging import get_logger, mask_text
 from infra.queues import rpc_queue
 
 _log = get_logger(__name__)
+TRANSIENT_DELIVERY_MODE = 1  # AMQP 0-9-1 delivery-mode: 1 non-persistent, 2 persistent
+
+
+class _ReplyPublisher(Publisher):
+    """A reply is published without a publisher confirm and as a transient message.
+
+    Why: the confirm made every reply wait a broker round trip (and cost the broker the confirm)
+    for nothing the responder can act on: a reply that fails is dropped (handle_result below),
+    and the caller, timed out, repeats its command with its idempotency key. The reply queue is
+    transient (ReplyListener), so a persistent mark bought nothing either: RabbitMQ keeps no
+    message of a queue that does not survive it. Requests keep their confirms: a request lost
+    unconfirmed would leave its caller waiting for its whole timeout. (issue 15: the steady
+    bench's booking process spent about a fifth of its samples in Responder.send_response.)"""
+
+    use_confirms = False
+    delivery_mode = TRANSIENT_DELIVERY_MODE
+
+
+class _Responder(Responder):
+    publisher_cls = _ReplyPublisher
 
 
 class QuorumRpcConsumer(RpcConsumer):
@@ -73,7 +94,7 @@ class QuorumRpcConsumer(RpcConsumer):
     def handle_result(self, message: Any, result: Any, exc_info: Any) -> Any:
         config = self.container.config
         serializer = config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER)
-        responder = Responder(
+        responder = _Responder(
             config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config), serializer, message,
             ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
         )
