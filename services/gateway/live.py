@@ -484,7 +484,10 @@ class LiveFeed(DependencyProvider):
                     queue = Queue(self.queue_name, bindings=bindings, exclusive=True, auto_delete=True,
                                   durable=False, queue_arguments={"x-max-length": self.cfg.live_ring,
                                                                   "x-overflow": "drop-head"})
-                    with conn.Consumer(queue, callbacks=[self._on_message], accept=["json"], prefetch_count=500):
+                    # no_ack: the broker counts a notice delivered once sent, no ack frame per
+                    # event (issue 15: every booking's events reach every replica's feed). A notice
+                    # is no effect: one lost with a broken connection is covered by the resync.
+                    with conn.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
                         if not first:
                             self.hub.cut()
                         first = False
@@ -507,8 +510,6 @@ class LiveFeed(DependencyProvider):
                 self.hub.publish(notice)
         except Exception:  # noqa: BLE001 - a bad message must not stop the feed
             _log.exception("live_notice_failed")
-        finally:
-            message.ack()
 
     def _lookup(self, session_id: str) -> Place | None:
         """A session no event has told this replica about yet: ask schedule (bounded wait)."""
