@@ -226,6 +226,16 @@ class EventStoreContract:
         assert got[stored[1].event_id].data["n"] == 2 and got[stored[1].event_id].version == 2
         assert store.get_events([]) == {}
 
+    def test_read_streams_reads_each_stream_from_the_version_asked(self, store):
+        store.append_to("a", 0, *(event("a", n=i) for i in range(4)))
+        store.append_to("b", 0, *(event("b", n=i) for i in range(3)))
+        whole = store.read_streams(["a", "b", "none"])
+        assert {s: [e.data["n"] for e in evs] for s, evs in whole.items()} == {"a": [0, 1, 2, 3], "b": [0, 1, 2],
+                                                                               "none": []}
+        tails = store.read_streams(["a", "b", "none"], from_versions={"a": 3, "none": 5})
+        assert {s: [e.version for e in evs] for s, evs in tails.items()} == {"a": [3, 4], "b": [1, 2, 3], "none": []}
+        assert store.read_streams(["a"], from_versions={"a": 5}) == {"a": []}  # nothing past the head
+
     def test_any_expected_version_appends_whatever_the_version(self, store):
         store.append_to("s", None, event("s"))
         store.append_to("s", None, event("s"), event("s"))

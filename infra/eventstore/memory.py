@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from contracts.envelope import Envelope
@@ -97,8 +97,9 @@ class InMemoryEventStore:
         head = self._head
         return [e for e in self._streams.get(stream, ())[max(from_version, 1) - 1:] if (e.position or 0) <= head]
 
-    def read_streams(self, streams: Sequence[str]) -> dict[str, list[Envelope]]:
-        return {s: self.read_stream(s) for s in streams}
+    def read_streams(self, streams: Sequence[str], from_versions: Mapping[str, int] | None = None
+                     ) -> dict[str, list[Envelope]]:
+        return {s: self.read_stream(s, (from_versions or {}).get(s, 1)) for s in streams}
 
     def stream_version(self, stream: str) -> int:
         return len(self.read_stream(stream))

@@ -199,15 +199,25 @@ class PostgresEventStore:
         )
         return [row_to_envelope(r) for r in rows]
 
-    def read_streams(self, streams: Sequence[str]) -> dict[str, list[Envelope]]:
-        """Several whole streams in one query (one snapshot): what a decision reads."""
+    def read_streams(self, streams: Sequence[str], from_versions: Mapping[str, int] | None = None
+                     ) -> dict[str, list[Envelope]]:
+        """Several streams in one query (one snapshot): what a decision reads. Each from version 1,
+        or from `from_versions[stream]` (a cache that holds a stream's head reads only its tail)."""
         out: dict[str, list[Envelope]] = {s: [] for s in streams}
         if not out:
             return out
-        rows = self.db.fetchall(
-            f"SELECT {_COLUMNS} FROM es_events WHERE stream = ANY (%s) ORDER BY stream, version",
-            (list(out),),
-        )
+        if from_versions:
+            names = list(out)
+            rows = self.db.fetchall(
+                f"SELECT {_COLUMNS} FROM unnest(%s::text[], %s::int[]) AS f(s, v) "
+                f"JOIN es_events ON stream = f.s AND version >= f.v ORDER BY stream, version",
+                (names, [max(int(from_versions.get(n, 1)), 1) for n in names]),
+            )
+        else:
+            rows = self.db.fetchall(
+                f"SELECT {_COLUMNS} FROM es_events WHERE stream = ANY (%s) ORDER BY stream, version",
+                (list(out),),
+            )
         for r in rows:
             out[r[1]].append(row_to_envelope(r))
         return out

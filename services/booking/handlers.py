@@ -126,7 +126,15 @@ class LedgerCache:
 
     def events(self, store: EventStore, session_id: str) -> list[Envelope]:
         cached = self._ledgers.setdefault(session_id, _Cached())
-        for ev in store.read_stream(domain.ledger_stream(session_id), cached.ledger.version + 1):
+        return self._take(session_id, store.read_stream(domain.ledger_stream(session_id), cached.ledger.version + 1))
+
+    def _next_version(self, session_id: str) -> int:
+        return self._ledgers.setdefault(session_id, _Cached()).ledger.version + 1
+
+    def _take(self, session_id: str, tail: Sequence[Envelope]) -> list[Envelope]:
+        """Add a ledger's events read from the version after the cached head."""
+        cached = self._ledgers.setdefault(session_id, _Cached())
+        for ev in tail:
             # Two refreshes of one session may interleave (availability reads without the lock):
             # each event is taken once, in version order.
             if ev.version == cached.ledger.version + 1:
@@ -156,18 +164,14 @@ class LedgerCache:
             cached.refreshed = 0.0
 
     def loader(self, store: EventStore) -> Any:
-        """The unit of work's `load`: ledgers from this cache, every other stream in one read."""
+        """The unit of work's `load`: all streams in one read, the ledgers only from their cached
+        head on (a booking read its ledger's tail and the patient's stream in two round trips)."""
         def load(streams: Sequence[str]) -> Mapping[str, Sequence[Any]]:
-            out: dict[str, Sequence[Any]] = {}
-            rest = []
-            for stream in streams:
-                if stream.startswith("ledger-"):
-                    out[stream] = self.events(store, stream[len("ledger-"):])
-                else:
-                    rest.append(stream)
-            if rest:
-                out.update(store.read_streams(rest))
-            return out
+            ledgers = {stream: stream[len("ledger-"):] for stream in streams if stream.startswith("ledger-")}
+            got = store.read_streams(list(streams), from_versions={
+                stream: self._next_version(session_id) for stream, session_id in ledgers.items()})
+            return {stream: self._take(ledgers[stream], got[stream]) if stream in ledgers else got[stream]
+                    for stream in streams}
         return load
 
 

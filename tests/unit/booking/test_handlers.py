@@ -153,6 +153,16 @@ def test_a_full_session_answers_full_without_reading_the_store(p):
     assert p.book(a, "s1", "key-a-0001") == first
 
 
+def test_a_booking_reads_the_store_once_its_ledger_from_the_cached_head_on(p):
+    p.session("s1", web=5)
+    a, b = p.patient(1), p.patient(2)
+    p.book(a, "s1", "key-a-0001")
+    p.store = CountingStore(p.memory)
+    second = p.book(b, "s1", "key-b-0001")
+    assert p.store.reads == 1  # the ledger's tail and the patient's stream in one read
+    assert second.sequence_number == 2  # the cached ledger plus its tail: the first booking counted
+
+
 def test_cancel_is_idempotent_and_frees_the_place_for_a_new_number(p):
     p.session("s1", web=1)
     a, b = p.patient(1), p.patient(2)
