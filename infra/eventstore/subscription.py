@@ -71,6 +71,12 @@ class CatchUpSubscription:
             handled += len(rows)
             if self.on_progress is not None:
                 self.on_progress(upto)
+            if len(rows) < self.batch_size:
+                # A short read reached the head as its snapshot saw it: caught up. Reading again
+                # only to get nothing doubled every follower's reads (issue 15: each append woke
+                # the relay and every projection twice). What was appended since has notified the
+                # listener, which is LISTENing since before the first read, so `run` reads it next.
+                return handled
         return handled
 
     def run(self) -> None:
