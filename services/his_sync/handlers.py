@@ -106,9 +106,10 @@ def send_booking(cur: Any, event: AppointmentBooked, envelope: Envelope, appoint
                  his_endpoints: HisEndpoints, his_outbox: HisOutbox, booking: Any, identities: JsonMemory,
                  vault: PiiVault, now: datetime) -> None:
     appt = event.model_dump(mode="json")
-    if his_endpoints.of(cur, event.hospital_id) is not None:
+    endpoint = his_endpoints.of(cur, event.hospital_id)
+    if endpoint is not None:
         appt["patient_enc"] = _sealed_identity(cur, identities, booking, event.patient_id, vault)
-    _queue(cur, envelope, "SIU^S12", appt, his_endpoints, his_outbox, vault, now)
+    _queue(cur, envelope, "SIU^S12", appt, his_endpoints, his_outbox, vault, now, endpoint=endpoint)
     appointments.remember(cur, event.appointment_id, appt)
 
 
@@ -200,8 +201,9 @@ def learn_identity(cur: Any, event: PatientRegistered, envelope: Envelope, booki
 
 def _queue(cur: Any, envelope: Envelope, message_type: str, appt: dict[str, Any], his_endpoints: HisEndpoints,
            his_outbox: HisOutbox, vault: PiiVault, now: datetime, part: str = "",
-           handover_date: date | None = None) -> None:
-    endpoint = his_endpoints.of(cur, appt["hospital_id"])
+           handover_date: date | None = None, endpoint: dict[str, Any] | None = None) -> None:
+    """`endpoint`: the hospital's, when the caller has read it already (one query less)."""
+    endpoint = endpoint or his_endpoints.of(cur, appt["hospital_id"])
     if endpoint is None:
         _log.info("his_not_connected", hospital_id=appt["hospital_id"], message_type=message_type)
         return
