@@ -107,7 +107,7 @@ class Passwords:
             off_hub(self._hasher.verify, stored or self._dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return False
-        return stored is not None
+        return bool(stored)
 
     def _dummy_hash(self) -> str:
         if self._dummy is None:

@@ -257,7 +257,7 @@ def reset_patient_password(cmd: ResetPatientPassword, store: EventStore, readmod
 def change_patient_password(store: EventStore, readmodel: ReadModel, passwords: Passwords, patient_id: str,
                             old: str, new: str) -> dict[str, Any]:
     """A logged-in patient's new password, given the current one (the owner is told by SMS)."""
-    if not passwords.verify(readmodel.password_hash(patient_id) or None, old):
+    if not passwords.verify(readmodel.password_hash(patient_id), old):
         raise Forbidden("原密码错误 / the current password is wrong", field="old_password",
                         code="wrong_password")
     validate_password(new)
