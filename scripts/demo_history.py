@@ -82,6 +82,7 @@ from infra.db import Database, apply_schema, ensure_database  # noqa: E402
 from infra.eventstore import PostgresEventStore, idempotent_event_id, new_envelope, row_to_envelope  # noqa: E402
 from infra.eventstore.base import AppendResult  # noqa: E402
 from infra.logging import configure, mask_text  # noqa: E402
+from infra.passwords import PASSWORDS  # noqa: E402
 from infra.pii import PiiVault  # noqa: E402
 from infra.projections import PROJECTION_SCHEMA, Projection  # noqa: E402
 from infra.settings import load_config  # noqa: E402
@@ -400,7 +401,8 @@ class _History:
 
     def _deps(self) -> dict[str, Any]:
         return {"store": self.store, "readmodel": self.readmodel, "vault": self.vault, "cache": self.cache,
-                "now": self.clock.now, "settings": self.settings, "planned_doctors": lambda _h: []}
+                "now": self.clock.now, "settings": self.settings, "planned_doctors": lambda _h: [],
+                "passwords": PASSWORDS}
 
     def _ids(self, a: demo_plan.Action, what: str) -> dict[str, Any]:
         return {"idempotency_key": f"{self.key}-{a.ref}-{what}", "correlation_id": self.correlation}

@@ -6,7 +6,7 @@ version guards the quota) and the patient's own stream (its expected version gua
 per-patient limits). A version conflict means someone else changed one of them in between: the
 kernel decides again on the new state. Dependencies come in by parameter name: `store`,
 `readmodel` (readmodel.BookingReadModel, or a fake in unit tests), `vault`, `cache`, `now`,
-`settings`.
+`settings`, `passwords` (infra.passwords.Passwords).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from pydantic import ValidationError
 
 from contracts import (
@@ -54,11 +52,10 @@ from contracts import (
     to_wire,
 )
 from infra.application import Application, dependency
-from infra.blocking import off_hub
 from infra.decisions import World
 from infra.eventstore import EventStore, idempotent_event_id
 from infra.logging import mask_id, mask_phone
-from infra.passwords import check_password
+from infra.passwords import Passwords, check_password, patient_login
 from infra.pii import PiiVault
 from infra.unit_of_work import Outcome, execute, repeat_or_raise, repeat_or_refuse
 from services.booking import domain
@@ -66,8 +63,6 @@ from services.booking import domain
 SOURCE = "booking"
 APP = Application(SOURCE)
 _PATIENT_NS = uuid.UUID("2b8f1c52-9a0e-4f7d-8a61-3c5e0b9d4f27")
-# OWASP's argon2id minimum (19 MiB, t=2, p=1): ~15 ms a hash, run off the eventlet hub.
-_passwords = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 FULL_ANSWER_FRESH_SECONDS = 0.5
 _Item = tuple[int, BookAppointment]  # a batch's command and its place in the batch
 _Answered = tuple[int, dict[str, Any]]
@@ -179,7 +174,7 @@ class LedgerCache:
 
 @APP.command(RegisterPatient)
 def register_patient(cmd: RegisterPatient, store: EventStore, readmodel: ReadModel, vault: PiiVault,
-                     settings: Any) -> dict[str, Any]:
+                     settings: Any, passwords: Passwords) -> dict[str, Any]:
     rid = domain.parse_resident_id(cmd.id_number)
     validate_password(cmd.password)
     id_hash = vault.lookup_hash(rid.number)
@@ -194,7 +189,7 @@ def register_patient(cmd: RegisterPatient, store: EventStore, readmodel: ReadMod
     )
     created = False
     if existing is None:
-        password_hash = off_hub(_passwords.hash, cmd.password) if cmd.password else None
+        password_hash = passwords.hash(cmd.password) if cmd.password else None
         created = readmodel.add_patient({
             "patient_id": patient_id, "id_hash": id_hash, "phone_hash": vault.lookup_hash(cmd.phone),
             "name_enc": vault.encrypt(cmd.name), "id_enc": vault.encrypt(rid.number),
@@ -241,40 +236,36 @@ def _refuse_registration(cmd: RegisterPatient, store: EventStore, patient_id: st
 
 @APP.command(ResetPatientPassword)
 def reset_patient_password(cmd: ResetPatientPassword, store: EventStore, readmodel: ReadModel,
-                           vault: PiiVault) -> dict[str, Any]:
+                           vault: PiiVault, passwords: Passwords) -> dict[str, Any]:
     """A new password for the patient whose resident ID has exactly this mobile number registered
     (the gateway has proved the phone with an SMS code). An unknown ID and a wrong phone get the
-    same answer."""
+    same answer after the same work (one look-up, no password hash)."""
     rid = domain.parse_resident_id(cmd.id_number)
     validate_password(cmd.password)
+    phone_hash = vault.lookup_hash(cmd.phone)
     found = readmodel.patient_by_id_hash(vault.lookup_hash(rid.number))
-    if found is None or not hmac.compare_digest(found["phone_hash"], vault.lookup_hash(cmd.phone)):
+    if found is None or not hmac.compare_digest(found["phone_hash"], phone_hash):
         raise domain.no_such_account()
     patient_id = found["patient_id"]
     answer = {"patient_id": patient_id, "phone_masked": found["phone_masked"]}
     key_id = idempotent_event_id(f"reset_password:{patient_id}", cmd.idempotency_key)
     if store.get_event(key_id) is not None:
         return answer  # a repeat: the password was stored before the event was
-    readmodel.set_password(patient_id, off_hub(_passwords.hash, cmd.password))
+    readmodel.set_password(patient_id, passwords.hash(cmd.password))
     stream = domain.patient_stream(patient_id)
     execute(store, lambda w: w.stage(stream, PatientPasswordReplaced(patient_id=patient_id)), key_id=key_id,
             source=SOURCE, correlation_id=cmd.correlation_id, actor=cmd.actor, check_first=False)
     return answer
 
 
-def change_patient_password(store: EventStore, readmodel: ReadModel, patient_id: str, old: str,
-                            new: str) -> dict[str, Any]:
+def change_patient_password(store: EventStore, readmodel: ReadModel, passwords: Passwords, patient_id: str,
+                            old: str, new: str) -> dict[str, Any]:
     """A logged-in patient's new password, given the current one (the owner is told by SMS)."""
-    current = readmodel.password_hash(patient_id)
-    try:
-        if not current:
-            raise VerifyMismatchError
-        off_hub(_passwords.verify, current, old)
-    except (VerifyMismatchError, InvalidHashError):
+    if not passwords.verify(readmodel.password_hash(patient_id), old):
         raise Forbidden("原密码错误 / the current password is wrong", field="old_password",
-                        code="wrong_password") from None
+                        code="wrong_password")
     validate_password(new)
-    readmodel.set_password(patient_id, off_hub(_passwords.hash, new))
+    readmodel.set_password(patient_id, passwords.hash(new))
     stream = domain.patient_stream(patient_id)
     execute(store, lambda w: w.stage(stream, PatientPasswordReplaced(patient_id=patient_id)),
             key_id=idempotent_event_id(f"change_password:{patient_id}", uuid.uuid4().hex), source=SOURCE,
@@ -282,17 +273,20 @@ def change_patient_password(store: EventStore, readmodel: ReadModel, patient_id:
     return {"patient_id": patient_id}
 
 
-def authenticate_patient(readmodel: ReadModel, vault: PiiVault, username: str, password: str) -> dict[str, Any]:
-    """Login by mobile number or resident ID. The same answer for an unknown user and a wrong password."""
-    for patient_id, password_hash, id_masked, name_enc in readmodel.login_candidates(vault.lookup_hash(
-            username.strip())):
-        if not password_hash:
-            continue
-        try:
-            off_hub(_passwords.verify, password_hash, password)
-        except (VerifyMismatchError, InvalidHashError):
-            continue
-        return {"patient_id": patient_id, "id_masked": id_masked, "name": vault.decrypt(name_enc)}
+def authenticate_patient(readmodel: ReadModel, vault: PiiVault, passwords: Passwords, username: str,
+                         password: str) -> dict[str, Any]:
+    """Login by mobile number or resident ID. The same answer for an unknown user and a wrong
+    password, after the same work: one argon2 verification, against a dummy hash when nobody with
+    a password has that phone or ID (a patient registered by the hotline without one included).
+    A phone that several patients log in with is checked against each of theirs."""
+    login = patient_login(username)
+    found = readmodel.login_candidates(vault.lookup_hash(login)) if login else []
+    candidates = [candidate for candidate in found if candidate[1]]
+    for patient_id, password_hash, id_masked, name_enc in candidates:
+        if passwords.verify(password_hash, password):
+            return {"patient_id": patient_id, "id_masked": id_masked, "name": vault.decrypt(name_enc)}
+    if not candidates:
+        passwords.verify(None, password)
     raise NotFound("用户名或密码错误 / wrong username or password", field="username", code="bad_credentials")
 
 

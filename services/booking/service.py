@@ -30,6 +30,7 @@ from infra.application import bind_reactions
 from infra.handling import outage_tolerant
 from infra.health import HealthChecks
 from infra.metrics import Metrics
+from infra.passwords import PASSWORDS
 from infra.projections import ProjectionRunner
 from infra.providers import Clock, LogContext, ServiceDatabase, SettingsProvider, Store, Vault, contract
 from infra.rpc import rpc
@@ -75,6 +76,7 @@ class BookingService:
     now = Clock()
     metrics = Metrics()
     checks = HealthChecks()
+    passwords = PASSWORDS  # argon2id, a dummy hash for unknown accounts (infra.passwords)
 
     @rpc
     def health(self) -> dict[str, Any]:
@@ -91,12 +93,12 @@ class BookingService:
     @rpc
     @contract()
     def authenticate_patient(self, username: str, password: str) -> dict[str, Any]:
-        return handlers.authenticate_patient(self.readmodel, self.vault, username, password)
+        return handlers.authenticate_patient(self.readmodel, self.vault, self.passwords, username, password)
 
     @rpc
     @contract()
     def change_patient_password(self, patient_id: str, old: str, new: str) -> dict[str, Any]:
-        return handlers.change_patient_password(self.store, self.readmodel, patient_id, old, new)
+        return handlers.change_patient_password(self.store, self.readmodel, self.passwords, patient_id, old, new)
 
     @rpc
     @contract(ResetPatientPassword)

@@ -1,5 +1,6 @@
-"""Who may do what: principals, roles, tokens, login throttling and rate limits. Pure: the
-clock is passed in, storage lives in readmodel.py."""
+"""Who may do what: principals, roles, who a login is, tokens, login throttling and rate limits.
+Pure: the clock, the account look-ups and the password hasher are passed in, storage lives in
+readmodel.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import hashlib
 import ipaddress
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from contracts import Forbidden
+from infra.passwords import Passwords, patient_login
 
 Role = Literal["patient", "operator", "clerk", "hospital_admin", "doctor", "analyst", "platform_admin"]
 ROLES: tuple[Role, ...] = ("patient", "operator", "clerk", "hospital_admin", "doctor", "analyst", "platform_admin")
@@ -61,6 +64,57 @@ class Principal:
             return
         if self.role not in HOSPITAL_SCOPED or self.hospital_id != hospital_id:
             raise Forbidden("只能操作本院数据 / staff act only within their own hospital", field="hospital_id")
+
+
+@dataclass(frozen=True)
+class StaffCredentials:
+    """A staff account as a login checks it (readmodel.staff_credentials)."""
+
+    username: str
+    password_hash: str
+    role: Role
+    hospital_id: str | None
+    name: str
+    doctor_id: str | None
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """Who a login session is opened for."""
+
+    role: Role
+    subject: str
+    hospital_id: str | None = None
+    name: str = ""
+    doctor_id: str | None = None
+
+
+def log_in(username: str, password: str, staff: Callable[[str], StaffCredentials | None],
+           patient: Callable[[str, str], dict[str, Any] | None], passwords: Passwords) -> LoggedIn | None:
+    """Who these credentials are, or None (the same None for every refusal). A mobile or a resident
+    ID can only be a patient's (`patient`: booking's check, which answers None for a refusal) and
+    anything else only a staff username (infra.passwords.check_staff_username keeps them apart),
+    so one kind of account is looked at: a login costs one argon2 verification, found or not,
+    never a staff check for a patient or a patient look-up for staff."""
+    if patient_login(username) is not None:
+        found = patient(username, password)
+        if found is None:
+            return None
+        return LoggedIn("patient", str(found["patient_id"]), None, str(found.get("name", "")))
+    account = staff_login(staff(username), password, passwords)
+    if account is None:
+        return None
+    return LoggedIn(account.role, account.username, account.hospital_id, account.name, account.doctor_id)
+
+
+def staff_login(account: StaffCredentials | None, password: str, passwords: Passwords) -> StaffCredentials | None:
+    """The account, if it exists, is enabled and `password` is its password. An unknown account is
+    verified against a dummy hash and a disabled one against its own, so each refusal takes what
+    a wrong password takes."""
+    if not passwords.verify(account.password_hash if account else None, password):
+        return None
+    return account if account is not None and not account.disabled else None
 
 
 def new_token() -> str:

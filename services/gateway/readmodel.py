@@ -8,16 +8,22 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from cryptography.fernet import InvalidToken
 
 from contracts import Conflict, InvalidInput, TooManyRequests
-from infra.blocking import off_hub
 from infra.db import Database
-from infra.passwords import check_password, check_staff_username
+from infra.passwords import PASSWORDS, Passwords, check_password, check_staff_username
 from infra.pii import PiiVault
-from services.gateway.auth import HOSPITAL_SCOPED, ROLES, Backoff, Principal, new_token, token_hash
+from services.gateway.auth import (
+    HOSPITAL_SCOPED,
+    ROLES,
+    Backoff,
+    Principal,
+    StaffCredentials,
+    new_token,
+    staff_login,
+    token_hash,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS staff (
@@ -67,12 +73,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
 
 SESSION_HOURS = 12
 _STAFF_COLUMNS = ("username", "role", "hospital_id", "name", "doctor_id", "disabled")
-# OWASP's argon2id minimum (19 MiB, t=2, p=1): ~15 ms a hash, run off the eventlet hub.
-_passwords = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
 def create_staff(db: Database, username: str, password: str, role: str, hospital_id: str | None, name: str,
-                 exist_ok: bool = False, doctor_id: str | None = None) -> dict[str, Any]:
+                 exist_ok: bool = False, doctor_id: str | None = None,
+                 passwords: Passwords = PASSWORDS) -> dict[str, Any]:
     if role not in ROLES or role == "patient":
         raise InvalidInput(f"未知的工作人员角色 / unknown staff role {role}", field="role")
     if role in HOSPITAL_SCOPED and not hospital_id:
@@ -86,7 +91,7 @@ def create_staff(db: Database, username: str, password: str, role: str, hospital
         cur.execute(
             "INSERT INTO staff (username, password_hash, role, hospital_id, name, doctor_id) "
             "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING",
-            (username, off_hub(_passwords.hash, password), role, hospital_id if role in HOSPITAL_SCOPED else None,
+            (username, passwords.hash(password), role, hospital_id if role in HOSPITAL_SCOPED else None,
              name, doctor_id),
         )
         created = cur.rowcount == 1
@@ -96,23 +101,13 @@ def create_staff(db: Database, username: str, password: str, role: str, hospital
             "created": created}
 
 
-def verify_staff(db: Database, username: str, password: str) -> dict[str, Any] | None:
-    """The account, if the password is right and the account is not disabled (the same None for
-    every refusal: nobody learns which)."""
+def staff_credentials(db: Database, username: str) -> StaffCredentials | None:
+    """What a login checks of a staff account (auth.staff_login), or None when there is none."""
     with db.transaction() as cur:
-        cur.execute("SELECT password_hash, role, hospital_id, name, doctor_id, disabled_at FROM staff "
-                    "WHERE username = %s", (username,))
+        cur.execute("SELECT username, password_hash, role, hospital_id, name, doctor_id, disabled_at IS NOT NULL "
+                    "FROM staff WHERE username = %s", (username,))
         row = cur.fetchone()
-    if row is None:
-        off_hub(_passwords.hash, password)  # the same work for an unknown user: no timing oracle
-        return None
-    try:
-        off_hub(_passwords.verify, row[0], password)
-    except (VerifyMismatchError, InvalidHashError):
-        return None
-    if row[5] is not None:
-        return None
-    return {"role": row[1], "hospital_id": row[2], "name": row[3], "doctor_id": row[4]}
+    return StaffCredentials(*row) if row else None
 
 
 def staff_accounts(db: Database, hospital_id: str | None) -> list[dict[str, Any]]:
@@ -141,14 +136,14 @@ def set_staff_disabled(db: Database, username: str, disabled: bool) -> None:
             cur.execute("DELETE FROM login_sessions WHERE subject = %s AND role <> 'patient'", (username,))
 
 
-def change_staff_password(db: Database, username: str, old: str, new: str) -> bool:
+def change_staff_password(db: Database, username: str, old: str, new: str,
+                          passwords: Passwords = PASSWORDS) -> bool:
     """False when `old` is not the account's password; the policy refuses a weak `new`."""
-    if verify_staff(db, username, old) is None:
+    if staff_login(staff_credentials(db, username), old, passwords) is None:
         return False
     check_password(new)
     with db.transaction() as cur:
-        cur.execute("UPDATE staff SET password_hash = %s WHERE username = %s",
-                    (off_hub(_passwords.hash, new), username))
+        cur.execute("UPDATE staff SET password_hash = %s WHERE username = %s", (passwords.hash(new), username))
     return True
 
 

@@ -17,6 +17,7 @@ from contracts import Forbidden, InvalidInput, NotFound
 from infra.health import HealthChecks
 from infra.logging import mask_id
 from infra.metrics import Metrics
+from infra.passwords import PASSWORDS
 from infra.pii import PiiVault
 from infra.providers import LogContext, ServiceDatabase, SettingsProvider, Vault
 from infra.rpc import RpcProxy
@@ -36,7 +37,7 @@ from services.gateway.api import (
 from services.gateway.api import (
     day_param as _day,
 )
-from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated
+from services.gateway.auth import SESSION_COOKIE, Principal, Role, Unauthenticated, log_in
 from services.gateway.batching import Batcher
 from services.gateway.bodies import (
     ADMIN_BODIES,
@@ -110,6 +111,7 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
     live: LiveFeed = LiveFeed()
     metrics = Metrics()
     checks: HealthChecks = HealthChecks()
+    passwords = PASSWORDS  # argon2id, a dummy hash for unknown accounts (infra.passwords)
 
     # --- documents (health: ops_api.py) --------------------------------------------------------
 
@@ -166,26 +168,17 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
          body=LoginBody, limit="login")
     def login(self, request: Request, body: LoginBody, attempt: list[str]) -> Response:
         """The attempt was counted as failed by the gate before any password is checked; a right
-        password gives it back."""
-        staff = readmodel.verify_staff(self.db, body.username, body.password)
-        doctor_id = None
-        if staff is not None:
-            subject, role, hospital_id, name = body.username, staff["role"], staff["hospital_id"], staff["name"]
-            doctor_id = staff["doctor_id"]
-        else:
-            found = None
-            if len(body.username) >= 11:
-                try:
-                    found = call(self.booking.authenticate_patient, body.username, body.password)
-                except NotFound:
-                    found = None
-            if found is None:
-                raise Unauthenticated("用户名或密码错误 / wrong username or password")
-            subject, role, hospital_id, name = found["patient_id"], "patient", None, found.get("name", "")
+        password gives it back. Patients (a mobile or ID) are checked by booking, staff here: one
+        argon2 verification either way, for a known account or not (auth.log_in)."""
+        who = log_in(body.username, body.password, lambda username: readmodel.staff_credentials(self.db, username),
+                     self._authenticate_patient, self.passwords)
+        if who is None:
+            raise Unauthenticated("用户名或密码错误 / wrong username or password")
         readmodel.login_succeeded(self.db, attempt)
-        token, csrf = readmodel.open_session(self.db, self.vault, role, subject, hospital_id, name, doctor_id)
-        return self._login_answer({"role": role, "subject": subject, "hospital_id": hospital_id, "name": name,
-                                   "doctor_id": doctor_id}, token, csrf)
+        token, csrf = readmodel.open_session(self.db, self.vault, who.role, who.subject, who.hospital_id, who.name,
+                                             who.doctor_id)
+        return self._login_answer({"role": who.role, "subject": who.subject, "hospital_id": who.hospital_id,
+                                   "name": who.name, "doctor_id": who.doctor_id}, token, csrf)
 
     @api("POST", "/api/v1/auth/logout", "log out", "accounts", roles=ANYONE, status=204)
     def logout(self, request: Request, principal: Principal) -> Response:
@@ -213,7 +206,8 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
                 if err.code == "wrong_password":
                     raise Unauthenticated("原密码错误 / the current password is wrong") from None
                 raise
-        elif not readmodel.change_staff_password(self.db, principal.subject, body.old_password, body.new_password):
+        elif not readmodel.change_staff_password(self.db, principal.subject, body.old_password, body.new_password,
+                                                self.passwords):
             raise Unauthenticated("原密码错误 / the current password is wrong")
         return Response(status=204)
 
@@ -235,7 +229,7 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
             if doctor.get("hospital_id") != hospital_id:
                 raise InvalidInput("该医生不属于此医院 / the doctor is not of this hospital", field="doctor_id")
         made = readmodel.create_staff(self.db, body.username, body.password, body.role, hospital_id, body.name,
-                                      doctor_id=body.doctor_id)
+                                      doctor_id=body.doctor_id, passwords=self.passwords)
         readmodel.audit(self.db, principal, "create_staff", body.username, role=body.role, hospital_id=hospital_id)
         return json_response(made, 201)
 
@@ -530,6 +524,12 @@ class GatewayService(pages.Pages, ops_api.OpsEndpoints, sms_api.SmsEndpoints, hi
         departments = self.limits.names.get(f"departments:{hospital_id}", lambda: {
             d["department_id"]: d["name"] for d in call(self.schedule.list_departments, hospital_id)})
         return [{**row, "department_name": departments.get(row.get("department_id", ""), "")} for row in rows]
+
+    def _authenticate_patient(self, username: str, password: str) -> dict[str, Any] | None:
+        try:
+            return call(self.booking.authenticate_patient, username, password)  # type: ignore[no-any-return]
+        except NotFound:
+            return None
 
     def _verified(self, phone: str, purpose: str, code: str) -> None:
         """The caller holds this phone: the SMS code they typed is right (refused otherwise)."""

@@ -230,6 +230,24 @@ def test_answers_are_not_sniffed_and_cross_site_posts_are_refused(site):
     assert site.login("admin", "admin-pass-2024", Origin=site.base).status_code == 200
 
 
+def test_every_login_refusal_is_one_answer_whoever_the_account_is(site):
+    """Patient or staff, unknown or not, a wrong password or a disabled account: the same 401 (each
+    also costs the same one argon2 verification: tests/unit/gateway/test_security.py and
+    tests/unit/booking/test_accounts.py count them)."""
+    site.register(79)  # 13500000079 / good-pass-77; its ID ends in X
+    assert site.post("/api/v1/staff", {"username": "gone-op", "password": "gone-pass-2024", "role": "operator"},
+                     site.admin.token).status_code == 201
+    assert site.post("/api/v1/staff/gone-op/disable", {}, site.admin.token).status_code in (200, 204)
+    client = from_client("198.51.100.79")
+    refusals = [site.login(username, password, **client) for username, password in (
+        ("13500000079", "wrong-pass-77"), (rid(79), "wrong-pass-77"), ("13500000081", "good-pass-77"),
+        (rid(81), "good-pass-77"), ("hebmu2-clerk", "wrong-pass-2024"), ("no-such-clerk", "clerk-pass-2024"),
+        ("gone-op", "gone-pass-2024"))]
+    assert {(r.status_code, json.dumps(r.json(), sort_keys=True)) for r in refusals} == \
+        {(401, json.dumps(refusals[0].json(), sort_keys=True))}, [r.text for r in refusals]
+    assert rid(79).endswith("X") and site.login(rid(79).lower(), "good-pass-77", **client).status_code == 200
+
+
 def test_weak_passwords_and_bad_usernames_are_refused_for_everyone(site):
     phone = "13599990002"
     weak = site.post("/api/v1/patients", {"name": "王", "id_number": rid(91), "phone": phone,

@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from contracts import Conflict, RegisterPatient
 from infra.db import Database, apply_schema, ensure_database
+from infra.passwords import PASSWORDS
 from infra.pii import PiiVault
 from scripts.launcher import ROOT
 from services.booking import handlers, readmodel
@@ -45,14 +46,15 @@ class Booking:
 
     def handle(self, cmd: Any) -> Any:
         return APP.handle(cmd, {"store": self.store, "readmodel": self.readmodel, "vault": self.vault,
-                                "settings": SimpleNamespace(phone_max_patients=3)})
+                                "settings": SimpleNamespace(phone_max_patients=3), "passwords": PASSWORDS})
 
     def register(self, n: int, key: str, tel: str | None = None) -> Any:
         return self.handle(RegisterPatient(name=f"患者{n}", id_number=resident_id(n), phone=tel or phone(n),
                                            password=f"rekey-pass-{n:04d}", idempotency_key=key))
 
     def login(self, username: str, password: str) -> str:
-        return str(handlers.authenticate_patient(self.readmodel, self.vault, username, password)["patient_id"])
+        found = handlers.authenticate_patient(self.readmodel, self.vault, PASSWORDS, username, password)
+        return str(found["patient_id"])
 
     def rows(self) -> list[tuple[str, ...]]:
         return [tuple(r) for r in self.db.fetchall(

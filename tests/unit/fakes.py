@@ -5,6 +5,8 @@ a copy of them, kept when the block ends and dropped when it raises, as a real t
 only SQL it runs is the kernel's inbox claim (infra.handling.claim, issued by Application.react);
 a handler that sent any other statement would fail here: its SQL belongs in the read model, and
 the read model's surfaces are faked (over the same cursor's tables) next to each test.
+
+`CountingHasher` is argon2 at the password boundary, recording what each check verified against.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import argon2
+
 from contracts import Envelope, Event
 from infra.application import Application
 from infra.memory import NotKnownYet
+from infra.passwords import ARGON2, Passwords
 
 
 class FakeCursor:
@@ -91,3 +96,21 @@ def deliver(app: Application, body: dict[str, Any], deps: Mapping[str, Any]) -> 
     reactions = [r for r in app.reactions if r.event_cls.type_name() == body["type"]]
     assert len(reactions) == 1, f"{app.service} has {len(reactions)} reactions to {body['type']}"
     return app.react(reactions[0], body, deps)
+
+
+class CountingHasher(argon2.PasswordHasher):
+    """The real argon2id of infra.passwords.ARGON2, recording the parameters of every hash a
+    password was verified against: a login's cost, counted, whoever the account is."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=ARGON2.time_cost, memory_cost=ARGON2.memory_cost,
+                         parallelism=ARGON2.parallelism, hash_len=ARGON2.hash_len, salt_len=ARGON2.salt_len,
+                         type=ARGON2.type)
+        self.verified: list[argon2.Parameters] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Any:
+        self.verified.append(argon2.extract_parameters(hash if isinstance(hash, str) else hash.decode()))
+        return super().verify(hash, password)
+
+    def passwords(self) -> Passwords:
+        return Passwords(self)

@@ -1,13 +1,14 @@
 """Booking's security findings on the in-memory store with fakes: a refused registration tells the
-owner, a password reset needs the registered phone, a repeat is answered only to whoever may act
-on the appointment, a clerk finds only patients of their hospital, and a key rotation keeps every
-patient_id."""
+owner, a login costs one argon2 verification whoever it is, a password reset needs the registered
+phone, a repeat is answered only to whoever may act on the appointment, a clerk finds only patients
+of their hospital, and a key rotation keeps every patient_id."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+import argon2
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -23,10 +24,12 @@ from contracts import (
     RegisterPatient,
     ResetPatientPassword,
 )
+from infra.passwords import ARGON2
 from infra.pii import PiiVault
 from services.booking import handlers
 from services.booking.rekey import CannotDecrypt, rekey
 from tests.unit.booking.test_handlers import NOW, Platform, resident_id
+from tests.unit.fakes import CountingHasher
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +49,7 @@ def register(p: Platform, n: int, key: str, phone: str | None = None, password: 
 
 def login(p: Platform, username: str, password: str) -> str | None:
     try:
-        return str(handlers.authenticate_patient(p.readmodel, p.vault, username, password)["patient_id"])
+        return str(handlers.authenticate_patient(p.readmodel, p.vault, p.passwords, username, password)["patient_id"])
     except NotFound:
         return None
 
@@ -125,6 +128,61 @@ def test_the_password_policy_applies_to_a_reset(p):
     register(p, 1, "reg-owner-1", password="old-secret-1")
     with pytest.raises(InvalidInput):
         reset(p, 1, "13900000001", "12345678")
+
+
+# --- login: one argon2 verification, whoever it is ---------------------------------------------
+
+def refusal(p: Platform, username: str, password: str) -> tuple[str, str | None, str]:
+    with pytest.raises(NotFound) as refused:
+        handlers.authenticate_patient(p.readmodel, p.vault, p.passwords, username, password)
+    return refused.value.code, refused.value.field, refused.value.message
+
+
+def test_an_unknown_patient_costs_one_verification_as_a_wrong_password_does(p):
+    """No timing tells who is registered: every refusal verifies exactly one argon2 hash of the
+    production parameters (a dummy one when nobody matches) and answers the same words."""
+    hasher = CountingHasher()
+    p.passwords = hasher.passwords()
+    x_id = next(resident_id(n) for n in range(1, 100) if resident_id(n).endswith("X"))
+    p.handle(RegisterPatient(name="患者一", id_number=resident_id(1), phone="13900000001", password="right-secret-1",
+                             idempotency_key="reg-login-1"))
+    p.handle(RegisterPatient(name="患者X", id_number=x_id, phone="13900000004", password="right-secret-4",
+                             idempotency_key="reg-login-4"))
+    p.handle(RegisterPatient(name="来电者", id_number=resident_id(2), phone="13900000002",  # the hotline's: no password
+                             idempotency_key="reg-login-2"))
+    stored = p.readmodel.patients
+    assert [argon2.extract_parameters(r["password_hash"]) for r in stored.values() if r["password_hash"]] == \
+        [ARGON2, ARGON2]
+    refusals = []
+    for username, password in (
+            ("13900000001", "wrong-secret"),  # wrong password, by phone
+            (resident_id(1), "wrong-secret"),  # wrong password, by ID
+            (x_id.lower(), "wrong-secret"),  # by ID with a lower-case x
+            ("13900000009", "right-secret-1"),  # no such phone
+            (resident_id(9), "right-secret-1"),  # no such ID
+            (resident_id(2), "right-secret-1"),  # registered without a password
+            ("13900000002", "right-secret-1"),  # that patient's phone
+            ("hebmu2-admin", "right-secret-1")):  # neither a phone nor an ID
+        hasher.verified.clear()
+        refusals.append(refusal(p, username, password))
+        assert hasher.verified == [ARGON2], username
+    assert set(refusals) == {("bad_credentials", "username", "用户名或密码错误 / wrong username or password")}
+    for username, password in (("13900000001", "right-secret-1"), (x_id.lower(), "right-secret-4")):
+        hasher.verified.clear()
+        assert login(p, username, password) is not None
+        assert hasher.verified == [ARGON2]
+
+
+def test_a_wrong_current_password_costs_one_verification_with_a_password_or_without(p):
+    hasher = CountingHasher()
+    p.passwords = hasher.passwords()
+    pid = register(p, 1, "reg-owner-1", password="old-secret-1")["patient_id"]
+    hotline = register(p, 2, "reg-owner-2")["patient_id"]  # no password to change
+    for patient_id in (pid, hotline):
+        hasher.verified.clear()
+        with pytest.raises(Forbidden) as refused:
+            handlers.change_patient_password(p.store, p.readmodel, p.passwords, patient_id, "not-it-1", "new-secret-2")
+        assert refused.value.code == "wrong_password" and hasher.verified == [ARGON2]
 
 
 # --- 5. a repeat is answered only within the actor's scope ------------------------------------

@@ -30,6 +30,7 @@ from contracts import (
     SessionFull,
 )
 from infra.eventstore import InMemoryEventStore, new_envelope
+from infra.passwords import PASSWORDS, Passwords
 from infra.pii import PiiVault
 from services.booking import handlers
 from services.booking.domain import HOSPITAL_TZ, NoShowRules, Refused
@@ -59,10 +60,11 @@ class Platform:
         self.cache = handlers.LedgerCache()
         self.now = NOW
         self.settings = SimpleNamespace(phone_max_patients=3, no_show_rules=lambda: NoShowRules(3, 90, 90))
+        self.passwords: Passwords = PASSWORDS
 
     def deps(self) -> dict[str, Any]:
         return {"store": self.store, "readmodel": self.readmodel, "vault": self.vault, "cache": self.cache,
-                "now": self.now, "settings": self.settings}
+                "now": self.now, "settings": self.settings, "passwords": self.passwords}
 
     def handle(self, cmd: Any) -> Any:
         return APP.handle(cmd, self.deps())

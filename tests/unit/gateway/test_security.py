@@ -1,5 +1,6 @@
-"""The gateway's defences as pure parts: login back-off, the client address behind a proxy, body
-limits, cross-site refusals, bounded memory, and the password policy."""
+"""The gateway's defences as pure parts: who a login is and what it costs, login back-off, the
+client address behind a proxy, body limits, cross-site refusals, bounded memory, and the password
+policy."""
 
 from __future__ import annotations
 
@@ -12,13 +13,77 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from contracts import InvalidInput, RegisterPatient, TooManyRequests, from_wire, to_wire
-from infra.passwords import check_password, check_staff_username
+from infra.passwords import ARGON2, Passwords, check_password, check_staff_username, patient_login
 from services.gateway.api import PayloadTooLarge, UnsupportedMediaType, api, json_response, read_json
-from services.gateway.auth import Backoff, LoginPolicy, TrustedProxies
+from services.gateway.auth import Backoff, LoggedIn, LoginPolicy, StaffCredentials, TrustedProxies, log_in
 from services.gateway.bodies import RegisterBody, StaffBody
 from services.gateway.limits import GatewaySettings, Limits, SessionCache
+from tests.unit.fakes import CountingHasher
 
 pytestmark = pytest.mark.unit
+
+
+# --- who a login is: one kind of account, one argon2 verification -------------------------------
+
+
+class Accounts:
+    """Staff accounts as readmodel.staff_credentials finds them, and booking's patient check as a
+    callable; both record what they were asked."""
+
+    def __init__(self, passwords: Passwords) -> None:
+        self.staff = {name: StaffCredentials(name, passwords.hash(f"{name}-pass-2024"), "clerk", "hebmu2", name,
+                                             None, disabled=name.startswith("gone"))
+                      for name in ("hebmu2-clerk", "gone-clerk")}
+        self.staff_asked: list[str] = []
+        self.patients_asked: list[str] = []
+
+    def staff_account(self, username: str) -> StaffCredentials | None:
+        self.staff_asked.append(username)
+        return self.staff.get(username)
+
+    def patient(self, username: str, password: str) -> dict[str, Any] | None:
+        self.patients_asked.append(username)
+        return {"patient_id": "p-1", "name": "李明"} if password == "patient-pass-2024" else None
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+def logs_in(accounts: Accounts, hasher: CountingHasher, username: str, password: str) -> LoggedIn | None:
+    hasher.verified.clear()
+    return log_in(username, password, accounts.staff_account, accounts.patient, hasher.passwords())
+
+
+@pytest.mark.parametrize("username", ["13800138000", "11010519491231002X", "11010519491231002x"])
+def test_a_mobile_or_an_id_is_checked_by_booking_alone_without_a_staff_verification(hasher, username):
+    accounts = Accounts(hasher.passwords())
+    assert logs_in(accounts, hasher, username, "patient-pass-2024") == LoggedIn("patient", "p-1", None, "李明")
+    assert logs_in(accounts, hasher, username, "wrong-pass-2024") is None
+    assert accounts.patients_asked == [username, username]
+    assert accounts.staff_asked == [] and hasher.verified == []  # no staff look-up, no argon2 here
+
+
+@pytest.mark.parametrize("username, password", [
+    ("hebmu2-clerk", "wrong-pass-2024"),  # a wrong password
+    ("nobody-at-this-hospital", "hebmu2-clerk-pass-2024"),  # no such account (long as a phone: still staff)
+    ("gone-clerk", "gone-clerk-pass-2024"),  # disabled, with its right password
+    ("12580", "hebmu2-clerk-pass-2024"),  # neither a staff username nor a patient's login
+])
+def test_every_staff_refusal_costs_one_verification_of_the_same_parameters_and_no_booking_call(hasher, username,
+                                                                                             password):
+    accounts = Accounts(hasher.passwords())
+    assert logs_in(accounts, hasher, username, password) is None
+    assert hasher.verified == [ARGON2]
+    assert accounts.staff_asked == [username] and accounts.patients_asked == []
+
+
+def test_a_right_staff_password_logs_in_after_one_verification(hasher):
+    accounts = Accounts(hasher.passwords())
+    who = logs_in(accounts, hasher, "hebmu2-clerk", "hebmu2-clerk-pass-2024")
+    assert who == LoggedIn("clerk", "hebmu2-clerk", "hebmu2", "hebmu2-clerk", None)
+    assert hasher.verified == [ARGON2] and accounts.patients_asked == []
 
 
 # --- login back-off -----------------------------------------------------------------------------
@@ -215,6 +280,20 @@ def test_a_staff_username_never_looks_like_a_patient_login(name):
     with pytest.raises(ValidationError):
         StaffBody.model_validate({"username": name, "password": "Tj8#kq2Lm", "role": "clerk"})
     check_staff_username("hebmu2-clerk.wang")
+
+
+@pytest.mark.parametrize("name", ["13800138000", "11010519491231002X", "11010519491231002x"])
+def test_a_staff_username_shaped_as_a_patient_login_is_refused_saying_why(name):
+    with pytest.raises(InvalidInput) as refused:
+        check_staff_username(name)
+    assert (refused.value.code, refused.value.field) == ("bad_username", "username")
+    assert "手机号或身份证号" in refused.value.message and "patients log in with those" in refused.value.message
+
+
+@pytest.mark.parametrize("name", ["hebmu2-clerk", "a13800138000", "x11010519491231002", "op-12580"])
+def test_what_a_staff_username_may_be_is_never_a_patient_login(name):
+    check_staff_username(name)
+    assert patient_login(name) is None
 
 
 def test_a_429_keeps_its_retry_after_across_rpc():
