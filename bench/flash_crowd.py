@@ -47,6 +47,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # infra
 import psycopg2  # noqa: E402
 
 from bench.loadgen import Request, Result, Summary, get, post_json, proved, run  # noqa: E402
+from bench.profile import Profiler  # noqa: E402
 from bench.results import record  # noqa: E402
 from bench.rpc_echo import EchoProcesses, _free_port, add_vhost, delete_vhost  # noqa: E402
 from scripts.launcher import Platform  # noqa: E402
@@ -493,6 +494,8 @@ def main() -> int:
     parser.add_argument("--register-concurrency", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request before it counts as a timeout")
     parser.add_argument("--keep-logs", action="store_true", help="keep .run/bench-flash-*/logs after a good run")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy profiles of every platform process during the crowd (bench/profile.py)")
     args = parser.parse_args()
     if args.slots >= args.patients:
         parser.error("--slots must be smaller than --patients")
@@ -513,9 +516,10 @@ def main() -> int:
         crowd = [post_json("/api/v1/appointments", {"session_id": SESSION},
                            {"Idempotency-Key": f"flash-{i:06d}-{bp.tag}", **bp.auth(pid)})
                  for i, pid in enumerate(patient_ids)]
-        cpu_before = bp.cpu_snapshot()
-        results, summary = run(bp.address, crowd, args.concurrency, timeout=args.timeout)
-        cpu = bp.cpu_line(cpu_before, bp.cpu_snapshot(), summary.seconds)
+        with Profiler(bp.platform.pids(), args.profile) if args.profile else contextlib.nullcontext():
+            cpu_before = bp.cpu_snapshot()
+            results, summary = run(bp.address, crowd, args.concurrency, timeout=args.timeout)
+            cpu = bp.cpu_line(cpu_before, bp.cpu_snapshot(), summary.seconds)
         flash = Answers.of(results, summary)
         bp.timings["crowd"] = summary.seconds
 
