@@ -83,6 +83,9 @@ if [ ! -f "$smppd_stamp" ]; then
   touch "$smppd_stamp"
 fi
 if [ "$mode" = "--bench-tools" ]; then
+  # py-spy samples a bench platform's processes (`--profile DIR` of bench/steady.py and
+  # bench/flash_crowd.py, bench/profile.py); a bench tool, pinned, not a dependency of the platform.
+  if [ ! -x "$VENV/bin/py-spy" ]; then "$VENV/bin/pip" install --quiet --disable-pip-version-check py-spy==0.4.3; fi
   say "ready: Python deps in $VENV, RabbitMQ on 5672, PostgreSQL on 5432, node for the SMPP test server"
   exit 0
 fi
