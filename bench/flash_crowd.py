@@ -356,6 +356,23 @@ class BenchPlatform:
         finally:
             conn.close()
 
+    def pg_cpu_snapshot(self) -> dict[str, float]:
+        """CPU seconds used so far by the PostgreSQL backends of this platform, by database (a
+        backend that ends between two snapshots is not counted; the pools keep theirs under load)."""
+        conn = psycopg2.connect(f"{PG_URL}/postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pid, datname FROM pg_stat_activity WHERE datname LIKE %s", (self.prefix + "\\_%",))
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+        hz = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for pid, datname in rows:
+            name = datname[len(self.prefix) + 1:]
+            out[name] = out.get(name, 0.0) + _cpu_ticks([int(pid)]) / hz
+        return out
+
     @staticmethod
     def db_line(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]], per: int) -> str:
         """What `per` operations cost each database between two snapshots: transactions and rows

@@ -135,10 +135,12 @@ def main() -> int:
         profiling = Profiler(bp.platform.pids(), args.profile) if args.profile else contextlib.nullcontext()
         with profiling:
             db_before = bp.db_snapshot()
+            pg_before = bp.pg_cpu_snapshot()
             cpu_before = bp.cpu_snapshot()
             sent, results, summary = run_for(bp.address, reqs, args.concurrency, args.timeout,
                                              args.seconds if args.seconds else float("inf"))
             cpu_after = bp.cpu_snapshot()
+            pg_after = bp.pg_cpu_snapshot()
         cpu = bp.cpu_line(cpu_before, cpu_after, summary.seconds)
         cores = bp.cpu_cores(cpu_before, cpu_after, summary.seconds)
         booking = Answers.of(results, summary)
@@ -230,6 +232,9 @@ def main() -> int:
         print()
         print(cpu)
         print(db_cost)
+        pg_cores = bp.cpu_cores(pg_before, pg_after, summary.seconds)
+        print("PostgreSQL CPU by database, in cores (its backends of this platform): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in pg_cores.items() if v >= 0.005))
         print(f"throughput steady / echo = {s.rate:.0f} / {e.rate:.0f} = {rate_ratio:.2f}   "
               f"target >= {STEADY_TARGET}: {met(rate_ratio >= STEADY_TARGET)}")
         print(f"latency steady / echo: p50 {p50_ratio:.2f} x, p99 {p99_ratio:.2f} x (reported, no target)")
