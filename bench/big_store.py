@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg2  # noqa: E402
 
 from bench.flash_crowd import (  # noqa: E402
+    PG_URL,
     Answers,
     BenchPlatform,
     kind,
@@ -101,7 +102,8 @@ class Phase:
     stored_before: int
     answers: Answers
     plan: list[tuple[int, str]]
-    sent_ids: list[str]  # patient ids, in plan order
+    cpu: str  # cores per process during the load (BenchPlatform.cpu_line)
+    checkpoints: tuple[int, int]  # the server's checkpoints and buffers they wrote during the load
 
 
 class HistoryLoader:
@@ -203,14 +205,18 @@ class HistoryLoader:
             time.sleep(0.2)
         raise RuntimeError(f"the relay was not running again within {timeout:.0f} s")
 
-    def settle(self) -> tuple[float, float]:
-        """VACUUM (ANALYZE) the events table, then wait until no query of the platform is running
-        on the store (the projections walk past the loaded stretch on their own). Seconds each."""
+    def settle(self) -> tuple[float, float, float]:
+        """VACUUM (ANALYZE) the events table; CHECKPOINT, so the load's dirty pages are on disk
+        before the bookings (not written out by the checkpointer beside their commits); then
+        wait until no query of the platform is running on the store (the projections walk past
+        the loaded stretch on their own). Seconds each."""
         t = time.perf_counter()
         with self.conn.cursor() as cur:
             cur.execute("VACUUM (ANALYZE) es_events")
+            vacuum = time.perf_counter() - t
+            cur.execute("CHECKPOINT")
+            checkpoint = time.perf_counter() - t - vacuum
             cur.execute("SELECT pg_notify('es_appended', %s)", (str(self.head()),))
-        vacuum = time.perf_counter() - t
         t = time.perf_counter()
         quiet_since = None
         while time.perf_counter() - t < 600:
@@ -224,7 +230,7 @@ class HistoryLoader:
             elif now - quiet_since >= 3.0:  # longer than the subscriptions' 2 s idle wake-up
                 break
             time.sleep(0.2)
-        return vacuum, time.perf_counter() - t
+        return vacuum, checkpoint, time.perf_counter() - t
 
 
 def book(bp: BenchPlatform, name: str, plan: list[tuple[int, str]], patient_ids: list[str],
@@ -232,9 +238,21 @@ def book(bp: BenchPlatform, name: str, plan: list[tuple[int, str]], patient_ids:
     reqs = [post_json("/api/v1/appointments", {"session_id": sid},
                       {"Idempotency-Key": f"big-{name}-{k:06d}-{bp.tag}", **bp.auth(patient_ids[p])})
             for k, (p, sid) in enumerate(plan)]
+    cpu_before, ckpt_before = bp.cpu_snapshot(), checkpoint_counts()
     results, summary = run(bp.address, reqs, concurrency, timeout=timeout)
+    cpu = bp.cpu_line(cpu_before, bp.cpu_snapshot(), summary.seconds)
+    ckpt = tuple(after - before for before, after in zip(ckpt_before, checkpoint_counts(), strict=True))
     bp.timings[f"bookings {name}"] = summary.seconds
-    return Phase(name, stored_before, Answers.of(results, summary), plan, patient_ids)
+    return Phase(name, stored_before, Answers.of(results, summary), plan, cpu, (ckpt[0], ckpt[1]))
+
+
+def checkpoint_counts() -> tuple[int, int]:
+    """The server's checkpoints so far and the buffers they wrote (every database's: a
+    checkpoint writing out a bulk load slows every commit beside it)."""
+    with contextlib.closing(psycopg2.connect(f"{PG_URL}/postgres")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint FROM pg_stat_bgwriter")
+        done, written = cur.fetchone()
+    return int(done), int(written)
 
 
 def read_back(bp: BenchPlatform, session_ids: list[str]) -> dict[str, Any]:
@@ -328,14 +346,15 @@ def main() -> int:
         phases: dict[str, Phase] = {}
         try:
             bp.timings["pad to small"] = loader.load_to(args.small, "pad")
-            bp.timings["vacuum small"], bp.timings["store idle"] = loader.settle()
+            bp.timings["vacuum small"], bp.timings["checkpoint small"], bp.timings["store idle"] = loader.settle()
             bp.timings["quiet before small"] = bp.wait_quiet()
             phases["small"] = book(bp, "small", plans["small"], patients["small"], args.concurrency, args.timeout,
                                    loader.head())
             bp.timings["quiet after small"] = bp.wait_quiet()
             load_s = loader.load_to(args.events, "bulk load")
             bp.timings["bulk load"] = load_s
-            bp.timings["vacuum analyze"], bp.timings["store idle after load"] = loader.settle()
+            bp.timings["vacuum analyze"], bp.timings["checkpoint"], bp.timings["store idle after load"] = \
+                loader.settle()
             bp.timings["quiet before big"] = bp.wait_quiet()
             phases["big"] = book(bp, "big", plans["big"], patients["big"], args.concurrency, args.timeout,
                                  loader.head())
@@ -421,13 +440,16 @@ def main() -> int:
         print("|---|---:|---:|---|")
         print("\n".join(lines))
         print()
-        print("| store | events stored before | bookings | seconds | req/s | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| store | events stored before | bookings | seconds | req/s | p50 ms | p99 ms | server checkpoints / "
+              "buffers written meanwhile |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for phase in phases.values():
             x = phase.answers.summary
             print(f"| {phase.name} | {phase.stored_before:,} | {x.count} | {x.seconds:.1f} | {x.rate:.0f} | "
-                  f"{x.p50_ms:.0f} | {x.p99_ms:.0f} |")
+                  f"{x.p50_ms:.0f} | {x.p99_ms:.0f} | {phase.checkpoints[0]} / {phase.checkpoints[1]:,} |")
         print()
+        for phase in phases.values():
+            print(f"{phase.name}: {phase.cpu}")
         print(f"booking p99 big / small = {b.p99_ms:.0f} / {s.p99_ms:.0f} ms = {p99_ratio:.2f}   "
               f"target <= {TARGET:g}: {met(p99_ratio <= TARGET)}   (p50 ratio {p50_ratio:.2f}, rate ratio "
               f"{b.rate / s.rate if s.rate else 0:.2f})")
