@@ -94,6 +94,23 @@ SELECT %(head)s + j - %(j0)s + 1,
 """
 
 
+def load_history(conn: Any, first: int, n: int, ledgers: int, patients: int) -> tuple[int, int]:
+    """Historical events number first .. first + n - 1 (see LOAD_SQL) appended in one transaction
+    that holds the head row, as es_append does: returns the head before and after. `conn` is in
+    autocommit mode and stays so."""
+    conn.autocommit = False
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT position FROM es_head WHERE id = 1 FOR UPDATE")
+            head = int(cur.fetchone()[0])
+            cur.execute(LOAD_SQL, {"head": head, "j0": first, "j1": first + n, "ledgers": ledgers,
+                                   "patients": patients, "meta": META, "type": HISTORICAL})
+            cur.execute("UPDATE es_head SET position = %s WHERE id = 1", (head + n,))
+    finally:
+        conn.autocommit = True
+    return head, head + n
+
+
 @dataclass
 class Phase:
     """One booking load and its answers."""
@@ -141,35 +158,25 @@ class HistoryLoader:
         if head >= total:
             print(f"{label}: the store holds {head:,} events already (>= {total:,}); nothing loaded")
             return 0.0
-        self._hold_relay()
+        head = end = self._hold_relay()
         t = time.perf_counter()
         try:
-            end = head
             while head < total:
                 n = min(self.chunk, total - head)
-                self.conn.autocommit = False
-                with self.conn, self.conn.cursor() as cur:  # one transaction per chunk
-                    cur.execute("SELECT position FROM es_head WHERE id = 1 FOR UPDATE")
-                    head = int(cur.fetchone()[0])
-                    if head != end:  # appends of the platform's own came in between
-                        self.interleaved.extend(range(end + 1, head + 1))
-                    cur.execute(LOAD_SQL, {"head": head, "j0": self.loaded, "j1": self.loaded + n,
-                                           "ledgers": self.ledgers, "patients": self.patients, "meta": META,
-                                           "type": HISTORICAL})
-                    cur.execute("UPDATE es_head SET position = %s WHERE id = 1", (head + n,))
-                self.conn.autocommit = True
+                before, head = load_history(self.conn, self.loaded, n, self.ledgers, self.patients)
+                if before != end:  # appends of the platform's own came in between
+                    self.interleaved.extend(range(end + 1, before + 1))
                 self.loaded += n
-                head = end = head + n
+                end = head
                 took = time.perf_counter() - t
                 print(f"  {label}: {head:,} / {total:,} events stored ({self.loaded:,} loaded, {took:.0f} s, "
                       f"{self.loaded / took if took else 0:,.0f} loaded/s)", flush=True)
         finally:
-            self.conn.autocommit = True
             self._release_relay(self.head())
         return time.perf_counter() - t
 
-    def _hold_relay(self, timeout: float = 120.0) -> None:
-        """Freeze the relay once it has published everything up to the head."""
+    def _hold_relay(self, timeout: float = 120.0) -> int:
+        """Freeze the relay once it has published everything up to the head; that head."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             head = self.head()
@@ -177,7 +184,7 @@ class HistoryLoader:
                 self.bp.platform.kill(RELAY, signal.SIGSTOP)
                 time.sleep(0.3)  # a batch it was reading when stopped shows as checkpoint < head
                 if self.relay_checkpoint() >= self.head() == head:
-                    return
+                    return head
                 self.bp.platform.kill(RELAY, signal.SIGCONT)
             time.sleep(0.2)
         raise RuntimeError(f"the relay did not reach the head within {timeout:.0f} s")
