@@ -120,6 +120,7 @@ class Phase:
     answers: Answers
     plan: list[tuple[int, str]]
     cpu: str  # cores per process during the load (BenchPlatform.cpu_line)
+    cores: dict[str, float]  # the same by name (BenchPlatform.cpu_cores)
     checkpoints: tuple[int, int]  # the server's checkpoints and buffers they wrote during the load
 
 
@@ -247,10 +248,33 @@ def book(bp: BenchPlatform, name: str, plan: list[tuple[int, str]], patient_ids:
             for k, (p, sid) in enumerate(plan)]
     cpu_before, ckpt_before = bp.cpu_snapshot(), checkpoint_counts()
     results, summary = run(bp.address, reqs, concurrency, timeout=timeout)
-    cpu = bp.cpu_line(cpu_before, bp.cpu_snapshot(), summary.seconds)
+    cpu_after = bp.cpu_snapshot()
+    cpu = bp.cpu_line(cpu_before, cpu_after, summary.seconds)
+    cores = bp.cpu_cores(cpu_before, cpu_after, summary.seconds)
     ckpt = tuple(after - before for before, after in zip(ckpt_before, checkpoint_counts(), strict=True))
     bp.timings[f"bookings {name}"] = summary.seconds
-    return Phase(name, stored_before, Answers.of(results, summary), plan, cpu, (ckpt[0], ckpt[1]))
+    return Phase(name, stored_before, Answers.of(results, summary), plan, cpu, cores, (ckpt[0], ckpt[1]))
+
+
+def cpu_per_booking(small: Phase, big: Phase) -> list[str]:
+    """CPU ms per booking of each process in both phases, and what the machine's other users took:
+    a slowdown that the store causes shows in PostgreSQL and booking, one the machine causes shows
+    as less CPU left for the platform and dearer work everywhere (the gateway knows no store)."""
+    def per_booking(phase: Phase, name: str) -> float:
+        rate = phase.answers.by_kind["booked"] / phase.answers.summary.seconds if phase.answers.summary.seconds else 0
+        return phase.cores.get(name, 0.0) / rate * 1000 if rate else 0.0
+
+    def others(phase: Phase) -> float:
+        return phase.cores.get("[machine busy]", 0.0) - sum(v for k, v in phase.cores.items() if k != "[machine busy]")
+
+    out = ["| process | CPU ms per booking, small | big | big / small |", "|---|---:|---:|---:|"]
+    for name in [k for k in small.cores if k != "[machine busy]"]:
+        a, b = per_booking(small, name), per_booking(big, name)
+        if a >= 0.5 or b >= 0.5:
+            out.append(f"| {name} | {a:.1f} | {b:.1f} | {b / a if a else 0:.2f} |")
+    out.append(f"| cores the machine's other users took (busy - everything above) | {others(small):.2f} | "
+               f"{others(big):.2f} | |")
+    return out
 
 
 def checkpoint_counts() -> tuple[int, int]:
@@ -457,6 +481,8 @@ def main() -> int:
         print()
         for phase in phases.values():
             print(f"{phase.name}: {phase.cpu}")
+        print()
+        print("\n".join(cpu_per_booking(phases["small"], phases["big"])))
         print(f"booking p99 big / small = {b.p99_ms:.0f} / {s.p99_ms:.0f} ms = {p99_ratio:.2f}   "
               f"target <= {TARGET:g}: {met(p99_ratio <= TARGET)}   (p50 ratio {p50_ratio:.2f}, rate ratio "
               f"{b.rate / s.rate if s.rate else 0:.2f})")
