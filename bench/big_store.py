@@ -12,8 +12,10 @@ own first, not measured (a fresh platform's first bookings are slower). Then:
    a steady booking load runs (bench/steady.py's plan: `--bookings` bookings by `--patients`
    patients across `--sessions` sessions, `--concurrency` keep-alive connections): p50 / p99.
 2. big store: the store is bulk-loaded in SQL to `--events` events (`--chunk` rows per
-   transaction, INSERT ... SELECT generate_series, progress printed), vacuumed and analysed, and
-   the same load runs on the other sessions and patients: p50 / p99.
+   transaction, INSERT ... SELECT generate_series, progress printed), vacuumed and analysed, a
+   CHECKPOINT written, and the same load runs on the other sessions and patients: p50 / p99.
+   Each phase prints the CPU per booking of every process, so a dearer store can be told from
+   a machine that other users left busier in one phase than in the other.
 
 The bulk load keeps the store's invariants: every transaction takes the es_head row lock, gives
 its rows the positions after the head and moves the head (gap-free, as es_append does); the
@@ -28,9 +30,9 @@ database and pass the loaded stretch by themselves; the bench waits until the st
 Checks: every booking answered 201, no timeout; each session's ledger holds exactly the bookings
 answered 201 (same appointment ids, distinct sequence numbers); booking's read model holds the
 same appointments, stats counts the same bookings, and notification queued a confirmation for
-every AppointmentBooked (so the relay lost nothing across the checkpoint move); the store has
-exactly `--events` historical-padded positions with no gap (count = head) and the relay's
-checkpoint is at the head at the end. Target (DESIGN.md section 5): big p99 / small p99 <= 1.2,
+every AppointmentBooked (so the relay lost nothing across the checkpoint move); the store's rows
+= its head = its highest position (no gap), its HistoricalBooking rows = what was loaded, and the
+relay's checkpoint is at the head at the end. Target (DESIGN.md section 5): big p99 / small p99 <= 1.2,
 recorded for `make bench` as `booking p99 5M events / 10k events`. Exit code 1 when a check fails.
 """
 
