@@ -90,6 +90,15 @@ def steady_data(sessions: int, quota: int, today: date) -> tuple[dict[str, Any],
     return data, ids, dept_days
 
 
+def booking_plan(patients: int, session_ids: list[str], n: int | None = None) -> list[tuple[int, str]]:
+    """(patient index, session id) of each booking in sending order: request k is patient k % P's
+    booking k // P (0 or 1), to session (2p + k // P) % S, so a patient's two days differ by one
+    and consecutive requests go to different sessions. The first `n` (default all 2 x P)."""
+    plan = [(k % patients, session_ids[(2 * (k % patients) + k // patients) % len(session_ids)])
+            for k in range(2 * patients)]
+    return plan if n is None else plan[:n]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=50, help="a multiple of 5")
@@ -110,11 +119,7 @@ def main() -> int:
 
     data, session_ids, dept_days = steady_data(args.sessions, args.quota, local_today())
     n_sessions = len(session_ids)
-    # request k: patient k % P, his booking k // P (0 or 1), session (2p + j) % S: days differ by one.
-    plan = [(k % args.patients, session_ids[(2 * (k % args.patients) + k // args.patients) % n_sessions])
-            for k in range(2 * args.patients)]
-    if args.n is not None:
-        plan = plan[:args.n]
+    plan = booking_plan(args.patients, session_ids, args.n)
     print(f"steady booking: {len(plan)} bookings by {args.patients} patients across {n_sessions} sessions "
           f"(web quota {args.quota}, {n_sessions // DAYS} doctors, days +{FIRST_DAY}..+{FIRST_DAY + DAYS - 1}), "
           f"concurrency {args.concurrency}" + (f", stop after {args.seconds:.0f} s" if args.seconds else ""))
