@@ -88,6 +88,14 @@ def steady_data(sessions: int, quota: int, today: date) -> tuple[dict[str, Any],
     return data, ids, dept_days
 
 
+def booking_plan(patients: int, session_ids: list[str]) -> list[tuple[int, str]]:
+    """(patient, session) of each booking, 2 x patients of them: booking k is patient k % P's
+    (k // P)-th, on session (2p + k // P) % S, so a patient's two are on consecutive sessions
+    (different days) and consecutive requests go to different sessions."""
+    n = len(session_ids)
+    return [(k % patients, session_ids[(2 * (k % patients) + k // patients) % n]) for k in range(2 * patients)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=50, help="a multiple of 5")
@@ -106,9 +114,7 @@ def main() -> int:
 
     data, session_ids, dept_days = steady_data(args.sessions, args.quota, local_today())
     n_sessions = len(session_ids)
-    # request k: patient k % P, his booking k // P (0 or 1), session (2p + j) % S: days differ by one.
-    plan = [(k % args.patients, session_ids[(2 * (k % args.patients) + k // args.patients) % n_sessions])
-            for k in range(2 * args.patients)]
+    plan = booking_plan(args.patients, session_ids)
     if args.n is not None:
         plan = plan[:args.n]
     print(f"steady booking: {len(plan)} bookings by {args.patients} patients across {n_sessions} sessions "

@@ -30,6 +30,9 @@ psycopg2.extras.register_uuid()
 _log = get_logger(__name__)
 # Seconds a pooled connection may stay idle before the reaper closes it (DB_IDLE_S, Settings).
 DEFAULT_IDLE_S = 10.0
+# The reaper ticks every half of the shortest idle time, at most this often apart: a connection
+# is closed between idle_s and idle_s + this after its last use.
+REAPER_MAX_TICK_S = 5.0
 _green_lock = threading.Lock()
 _green_done = False
 
@@ -181,7 +184,6 @@ class _Reaper:
     there would take the pools' green locks from outside the hub), an OS daemon thread otherwise
     (the tests, the tools). Started with the first pool; a fork's child starts its own."""
 
-    MAX_TICK_S = 5.0
     MIN_TICK_S = 0.05
 
     def __init__(self) -> None:
@@ -219,8 +221,8 @@ class _Reaper:
 
     def _interval(self) -> float:
         with self._lock:
-            shortest = min((db.idle_s for db in self._pools), default=self.MAX_TICK_S * 2)
-        return min(self.MAX_TICK_S, max(self.MIN_TICK_S, shortest / 2))
+            shortest = min((db.idle_s for db in self._pools), default=REAPER_MAX_TICK_S * 2)
+        return min(REAPER_MAX_TICK_S, max(self.MIN_TICK_S, shortest / 2))
 
     def _run(self, sleep: Callable[[float], None]) -> None:
         pid = os.getpid()
