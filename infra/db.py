@@ -4,7 +4,11 @@ Why psycopg2 + psycogreen and not psycopg 3: psycopg 3 in sync mode waits inside
 which eventlet cannot switch away from, so one slow query freezes every greenlet of a nameko
 service (seen here: four concurrent pg_sleep(1) took 4 s). psycopg2 with
 `psycogreen.eventlet.patch_psycopg()` yields to the hub while it waits (the same four took 1 s).
-tests/integration/test_db_green.py keeps that true.
+tests/nameko/test_db_green.py keeps that true.
+
+Pools shrink after a burst: one reaper per process closes connections idle for longer than
+DB_IDLE_S (10 s), keeping each pool's most recently used one, and trims the heap (infra/heap.py).
+tests/integration/test_db_pool.py and tests/nameko/test_db_green.py keep that true.
 """
 
 from __future__ import annotations
