@@ -166,7 +166,8 @@ class BenchPlatform:
     """A whole platform of its own: scratch databases (APPT_DB_PREFIX), a scratch vhost, its own
     ports and run directory. Torn down on exit whatever happened."""
 
-    def __init__(self, label: str, keep_logs: bool = False) -> None:
+    def __init__(self, label: str, keep_logs: bool = False, replicas: dict[str, int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.prefix = f"appt_bench_{label}_{self.tag}"
         self.vhost = self.prefix
@@ -180,10 +181,12 @@ class BenchPlatform:
             env={"APPT_DB_PREFIX": self.prefix, "AMQP_URI": self.amqp, "LOG_FORMAT": "json",
                  "RATE_PER_CLIENT": "1000000", "RATE_BURST_CLIENT": "1000000",
                  "SMS_PER_CLIENT": "1000000", "SMS_BURST_CLIENT": "1000000",
-                 "METRICS_ADDRESS": ""},  # none: `make run` serves /metrics on its fixed ports
+                 "METRICS_ADDRESS": "",  # none: `make run` serves /metrics on its fixed ports
+                 **(env or {})},
             # every port its own: a platform of `make run` may hold the default ones
             gateway_address=f"127.0.0.1:{_free_port()}",
             his_port=_free_port(), his_listen_port=_free_port(), his_http_port=_free_port(),
+            replicas=dict(replicas or {}),
         )
         self.address = self.platform.gateway_address
         self.timings: dict[str, float] = {}

@@ -6,6 +6,7 @@ environment names a file in `BENCH_RESULTS`, the row is appended to it as one JS
     {"bench", "measure", "value", "baseline", "ratio", "target", "met", "unit", "better"}
 
 `better` is "higher" (ratio >= target is met) or "lower" (ratio or value <= target is met).
+A row with target None is reported without a target (`met` is null).
 Without `BENCH_RESULTS` nothing is written: a bench run by hand prints its own table as before.
 """
 
@@ -16,7 +17,7 @@ import os
 from typing import Any
 
 
-def record(bench: str, measure: str, value: float, baseline: float | None, target: float,
+def record(bench: str, measure: str, value: float, baseline: float | None, target: float | None,
            unit: str = "", better: str = "higher", ratio: float | None = None,
            **extra: Any) -> dict[str, Any]:
     """Record one row. `ratio` defaults to value / baseline (or value itself without baseline).
@@ -27,9 +28,9 @@ def record(bench: str, measure: str, value: float, baseline: float | None, targe
         ratio = value / baseline if baseline else value
     if better not in ("higher", "lower"):
         raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
-    met = ratio >= target if better == "higher" else ratio <= target
+    met = None if target is None else ratio >= target if better == "higher" else ratio <= target
     row: dict[str, Any] = {"bench": bench, "measure": measure, "value": value, "baseline": baseline,
-                           "ratio": ratio, "target": target, "met": bool(met), "unit": unit,
+                           "ratio": ratio, "target": target, "met": met if met is None else bool(met), "unit": unit,
                            "better": better, **extra}
     path = os.environ.get("BENCH_RESULTS")
     if path:

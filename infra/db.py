@@ -4,15 +4,21 @@ Why psycopg2 + psycogreen and not psycopg 3: psycopg 3 in sync mode waits inside
 which eventlet cannot switch away from, so one slow query freezes every greenlet of a nameko
 service (seen here: four concurrent pg_sleep(1) took 4 s). psycopg2 with
 `psycogreen.eventlet.patch_psycopg()` yields to the hub while it waits (the same four took 1 s).
-tests/integration/test_db_green.py keeps that true.
+tests/nameko/test_db_green.py keeps that true.
+
+Pools shrink after a burst: one reaper per process closes connections idle for longer than
+DB_IDLE_S (10 s), keeping each pool's most recently used one, and trims the heap (infra/heap.py).
+tests/integration/test_db_pool.py and tests/nameko/test_db_green.py keep that true.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
+import os
 import threading
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +27,16 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from infra.heap import trim_heap
+from infra.logging import get_logger
+
 psycopg2.extras.register_uuid()
+_log = get_logger(__name__)
+# Seconds a pooled connection may stay idle before the reaper closes it (DB_IDLE_S, Settings).
+DEFAULT_IDLE_S = 10.0
+# The reaper ticks every half of the shortest idle time, at most this often apart: a connection
+# is closed between idle_s and idle_s + this after its last use.
+REAPER_MAX_TICK_S = 5.0
 _green_lock = threading.Lock()
 _green_done = False
 
@@ -46,15 +61,27 @@ def make_green_if_patched() -> bool:
 
 
 class Database:
-    """A bounded pool. `transaction()` commits on success and rolls back on error."""
+    """A bounded pool. `transaction()` commits on success and rolls back on error.
 
-    def __init__(self, dsn: str, size: int = 10, autocommit: bool = False) -> None:
+    Connections idle for longer than `idle_s` are closed by the process's reaper (below), all but
+    the most recently used one: a burst grows the pool up to `size`, and it shrinks back to one
+    connection afterwards (a platform after load held 52 connections where it held 18 at rest).
+    A connection checked out is never in the idle stack, so the reaper cannot close one in use."""
+
+    def __init__(self, dsn: str, size: int = 10, autocommit: bool = False,
+                 idle_s: float = DEFAULT_IDLE_S) -> None:
         make_green_if_patched()
         self.dsn = dsn
         self.autocommit = autocommit
+        self.idle_s = idle_s
         self._size = size
-        self._idle: queue.LifoQueue[psycopg2.extensions.connection] = queue.LifoQueue()
+        # Looked up at call time, so green when eventlet has patched threading (nameko services).
+        self._lock = threading.Lock()
+        # LIFO: the most recently returned connection on top (a warm one is reused first, and the
+        # ones at the bottom are those left idle longest); each with the moment it came back.
+        self._idle: list[tuple[psycopg2.extensions.connection, float]] = []
         self._slots = threading.BoundedSemaphore(size)
+        _reaper.register(self)
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = psycopg2.connect(self.dsn, application_name="appt")
@@ -65,9 +92,9 @@ class Database:
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         self._slots.acquire()
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
+            with self._lock:
+                conn = self._idle.pop()[0] if self._idle else None
+            if conn is None:
                 conn = self._connect()
             try:
                 if conn.autocommit != self.autocommit:
@@ -81,7 +108,8 @@ class Database:
                     reusable = (not conn.closed and conn.get_transaction_status()
                                 == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
                 if reusable:
-                    self._idle.put(conn)
+                    with self._lock:
+                        self._idle.append((conn, time.monotonic()))
                 else:
                     broken = bool(conn.closed)
                     with contextlib.suppress(Exception):
@@ -138,28 +166,133 @@ class Database:
         with self._statement() as cur:
             cur.execute(sql, params)
 
+    def idle_count(self) -> int:
+        """Connections open and waiting in the pool (not those checked out)."""
+        with self._lock:
+            return len(self._idle)
+
+    def reap(self, now: float | None = None) -> int:
+        """Close the idle connections unused for longer than `idle_s`, keeping the most recently
+        used one; answers how many were closed. Called by the reaper; safe at any moment, since
+        only connections in the idle stack are candidates and they leave it under the lock."""
+        cutoff = (time.monotonic() if now is None else now) - self.idle_s
+        with self._lock:
+            # the top of the stack (the most recently used) always stays
+            older = self._idle[:-1]
+            stale = [conn for conn, last in older if last < cutoff]
+            if stale:
+                self._idle = [(c, last) for c, last in older if last >= cutoff] + self._idle[-1:]
+        _close_quietly(stale)
+        return len(stale)
+
     def close(self) -> None:
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        _close_quietly([conn for conn, _ in idle])
+
+
+def _close_quietly(conns: list[psycopg2.extensions.connection]) -> None:
+    # A connection to a server that went away (restart, failover) must not raise into a service.
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+class _Reaper:
+    """One per process, whatever the number of pools: every tick it lets each live pool close
+    its stale idle connections, then hands freed heap back to the system (infra/heap.py).
+
+    A greenthread when eventlet has patched threading (the nameko services: a native thread
+    there would take the pools' green locks from outside the hub), an OS daemon thread otherwise
+    (the tests, the tools). Started with the first pool; a fork's child starts its own."""
+
+    MIN_TICK_S = 0.05
+
+    def __init__(self) -> None:
+        self._pools: weakref.WeakSet[Database] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._started_in: int | None = None  # the pid whose reaper runs
+        self.mode = ""  # "green" or "thread", once started
+
+    def register(self, db: Database) -> None:
+        with self._lock:
+            self._pools.add(db)
+            if self._started_in == os.getpid():
                 return
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._started_in = os.getpid()
+        self.mode = "green" if _green() else "thread"
+        if self.mode == "green":
+            import eventlet
+
+            eventlet.spawn_n(self._run, _green_sleep)
+        else:
+            threading.Thread(target=self._run, args=(time.sleep,), name="db-pool-reaper", daemon=True).start()
+
+    def tick(self) -> int:
+        """Reap every pool once; answers the connections closed."""
+        with self._lock:
+            pools = list(self._pools)
+        closed = 0
+        for db in pools:
+            try:
+                closed += db.reap()
+            except Exception:  # noqa: BLE001 - one pool's trouble must not stop the others' reaping
+                _log.exception("db_pool_reap_failed", dsn=_redacted(db.dsn))
+        trim_heap()
+        return closed
+
+    def _interval(self) -> float:
+        with self._lock:
+            shortest = min((db.idle_s for db in self._pools), default=REAPER_MAX_TICK_S * 2)
+        return min(REAPER_MAX_TICK_S, max(self.MIN_TICK_S, shortest / 2))
+
+    def _run(self, sleep: Callable[[float], None]) -> None:
+        pid = os.getpid()
+        while self._started_in == pid:
+            sleep(self._interval())
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the reaper runs as long as the process
+                _log.exception("db_pool_reaper_tick_failed")
+
+
+def _green() -> bool:
+    try:
+        import eventlet.patcher
+    except ImportError:
+        return False
+    return bool(eventlet.patcher.is_monkey_patched("thread"))
+
+
+def _green_sleep(seconds: float) -> None:
+    import eventlet
+
+    eventlet.sleep(seconds)
+
+
+def _redacted(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.password else dsn
+
+
+_reaper = _Reaper()
 
 
 _shared: dict[tuple[str, bool], Database] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_database(dsn: str, size: int, autocommit: bool = False) -> Database:
+def shared_database(dsn: str, size: int, autocommit: bool = False,
+                    idle_s: float = DEFAULT_IDLE_S) -> Database:
     """One pool per database and mode in a process, whoever asks for it: the providers of a
     service (store, its own tables, projections) share connections instead of each holding a
-    pool, which kept several services with a handful of replicas under max_connections = 100."""
+    pool, which kept several services with a handful of replicas under max_connections = 100.
+    The first caller's size and idle time count (the providers of one process read the same
+    settings)."""
     with _shared_lock:
         key = (dsn, autocommit)
         if key not in _shared:
-            _shared[key] = Database(dsn, size=size, autocommit=autocommit)
+            _shared[key] = Database(dsn, size=size, autocommit=autocommit, idle_s=idle_s)
         return _shared[key]
 
 

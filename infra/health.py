@@ -261,8 +261,9 @@ class HealthChecks(DependencyProvider):
     def setup(self) -> None:
         cfg = settings_for(self.container)
         self.cfg: Settings = cfg
-        self.store_db = shared_database(cfg.eventstore_dsn, cfg.db_pool_size, autocommit=True)
-        self.db = shared_database(str(cfg.database_dsn), cfg.db_pool_size) if cfg.database_dsn else None
+        self.store_db = shared_database(cfg.eventstore_dsn, cfg.db_pool_size, autocommit=True, idle_s=cfg.db_idle_s)
+        self.db = (shared_database(str(cfg.database_dsn), cfg.db_pool_size, idle_s=cfg.db_idle_s)
+                   if cfg.database_dsn else None)
         self._stopping = threading.Event()
         # The database checks take turns: each is a few milliseconds, and in parallel they would
         # leave the pools holding a connection per check at rest (the platform's budget is 24).

@@ -135,13 +135,14 @@ class ProjectionRunner(DependencyProvider):
 
     def setup(self) -> None:
         cfg = settings_for(self.container)
-        store = PostgresEventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True)
+        store = PostgresEventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True,
+                                   idle_s=cfg.db_idle_s)
         store.setup()
         dsn = cfg.database_dsn
         if not dsn:
             raise ValueError(f"{self.container.service_name}: DATABASE_DSN is not configured")
         ensure_database(str(dsn))
-        db = shared_database(str(dsn), cfg.db_pool_size)
+        db = shared_database(str(dsn), cfg.db_pool_size, idle_s=cfg.db_idle_s)
         apply_schema(db, PROJECTION_SCHEMA)
         self.projection = Projection(self.projector, store, db)
         self._stopping = threading.Event()

@@ -54,7 +54,8 @@ class Store(DependencyProvider):
 
     def setup(self) -> None:
         cfg = settings_for(self.container)
-        self.store = PostgresEventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True)
+        self.store = PostgresEventStore(cfg.eventstore_dsn, pool_size=cfg.db_pool_size, shared=True,
+                                        idle_s=cfg.db_idle_s)
         self.store.setup()
 
     def stop(self) -> None:
@@ -93,7 +94,8 @@ class ServiceDatabase(DependencyProvider):
     def setup(self) -> None:
         dsn = _database_dsn(self.container)
         ensure_database(dsn)
-        self.db = shared_database(dsn, settings_for(self.container).db_pool_size)
+        cfg = settings_for(self.container)
+        self.db = shared_database(dsn, cfg.db_pool_size, idle_s=cfg.db_idle_s)
         apply_schema(self.db, INBOX_SCHEMA + PROJECTION_SCHEMA + self.schema)
 
     def stop(self) -> None:

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RelaySettings.model_validate({"SERVICE_NAME": "relay", **load_config(args.config)})
     configure("relay", cfg.log_format, cfg.log_level)
     metrics.serve(cfg.metrics_address or "")
-    store = PostgresEventStore(cfg.eventstore_dsn, pool_size=2)
+    store = PostgresEventStore(cfg.eventstore_dsn, pool_size=2, idle_s=cfg.db_idle_s)
     store.setup()
     relay = Relay(store, cfg.amqp_uri, batch_size=cfg.batch_size, lock_dsn=store.dsn)
 

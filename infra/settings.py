@@ -59,6 +59,8 @@ class Settings(BaseModel):
     pii_key: str | None = Field(default=None, alias="PII_KEY")
     pii_old_keys: str | None = Field(default=None, alias="PII_OLD_KEYS")  # comma-separated, decrypt only
     db_pool_size: int = Field(default=8, ge=1, le=100, alias="DB_POOL_SIZE")
+    # A pooled connection idle longer than this is closed (all but one per pool: infra/db.py).
+    db_idle_s: float = Field(default=10.0, gt=0, alias="DB_IDLE_S")
     retry_attempts: int = Field(default=5, ge=1, alias="RETRY_ATTEMPTS")
     retry_base_delay_ms: int = Field(default=200, ge=1, alias="RETRY_BASE_DELAY_MS")
     # Observability (infra/metrics.py, infra/health.py; README "Operations"). "" serves no metrics.

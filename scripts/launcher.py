@@ -52,7 +52,8 @@ class Component:
 # (bench/flash_crowd.py's RSS rows). Two arenas, and at most as many hashes at once as cores
 # (infra/blocking.py), keep it to a few hashes' worth. (A fixed mmap threshold gave the memory
 # back too but cost a third more CPU per hash: every hash faulted in 19 MiB of fresh pages.)
-# Dockerfile sets the same.
+# Dockerfile sets the same. What stays free inside the arenas after a burst goes back to the
+# system with malloc_trim, once per tick of the database pools' reaper (infra/heap.py).
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 

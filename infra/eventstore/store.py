@@ -31,7 +31,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from contracts.envelope import Envelope
-from infra.db import Database, apply_schema, ensure_database, shared_database
+from infra.db import DEFAULT_IDLE_S, Database, apply_schema, ensure_database, shared_database
 from infra.eventstore.base import (
     COLUMNS,
     AppendResult,
@@ -66,10 +66,11 @@ class _Request:
 class PostgresEventStore:
     """The EventStore protocol on PostgreSQL (see the module docstring for the gap-free order)."""
 
-    def __init__(self, dsn: str, pool_size: int = 10, shared: bool = False) -> None:
+    def __init__(self, dsn: str, pool_size: int = 10, shared: bool = False,
+                 idle_s: float = DEFAULT_IDLE_S) -> None:
         self.dsn = dsn
-        self.db = shared_database(dsn, pool_size, autocommit=True) if shared else Database(
-            dsn, size=pool_size, autocommit=True)
+        self.db = shared_database(dsn, pool_size, autocommit=True, idle_s=idle_s) if shared else Database(
+            dsn, size=pool_size, autocommit=True, idle_s=idle_s)
         self._group_lock = threading.Lock()
         self._pending: list[_Request] = []
         self._leading = False

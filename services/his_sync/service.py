@@ -72,7 +72,7 @@ class HisDispatcher(DependencyProvider):
     def setup(self) -> None:
         cfg: HisSettings = settings_for(self.container, HisSettings)
         self.settings = cfg
-        self.db: Database = shared_database(str(cfg.database_dsn), cfg.db_pool_size)
+        self.db: Database = shared_database(str(cfg.database_dsn), cfg.db_pool_size, idle_s=cfg.db_idle_s)
         self.vault = PiiVault.from_config(cfg.pii_key, cfg.pii_old_keys)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.running: dict[str, threading.Thread] = {}
@@ -131,7 +131,7 @@ class HisListener(DependencyProvider):
     def setup(self) -> None:
         cfg: HisSettings = settings_for(self.container, HisSettings)
         self.settings = cfg
-        self.db: Database = shared_database(str(cfg.database_dsn), cfg.db_pool_size)
+        self.db: Database = shared_database(str(cfg.database_dsn), cfg.db_pool_size, idle_s=cfg.db_idle_s)
         self.server: socket.socket | None = None
         self.lock = threading.Lock()
         self.proxy: Any = None

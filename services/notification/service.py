@@ -50,7 +50,7 @@ class SmsSender(DependencyProvider):
     def setup(self) -> None:
         cfg = settings_for(self.container)
         self.provider: SmsProvider = make_provider(dict(self.container.config))
-        self.db = shared_database(str(cfg.database_dsn), cfg.db_pool_size)
+        self.db = shared_database(str(cfg.database_dsn), cfg.db_pool_size, idle_s=cfg.db_idle_s)
 
     def start(self) -> None:
         self.provider.start(self._on_receipt)

@@ -130,3 +130,29 @@ def test_password_hashing_does_not_block_the_hub():
     on = worst_gap(hasher.hash)
     assert on > 0.03, f"control: hashing on the hub should stall the ticker (worst gap {on:.3f} s)"
     assert off < on / 2, f"off the hub the ticker stalled {off:.3f} s (on the hub {on:.3f} s)"
+
+
+def test_the_pool_reaper_is_a_greenthread_here_and_shrinks_a_pool_grown_by_greenlets(fresh_dsn):
+    """In a patched process (a nameko service) the pools' reaper runs on the hub, not in an OS
+    thread that would take the pools' green locks from outside it; it still closes what stays idle."""
+    import eventlet
+
+    from infra.db import Database, _reaper, ensure_database
+
+    dsn = fresh_dsn("reaped")
+    ensure_database(dsn)
+    db = Database(dsn, size=4, idle_s=0.3)
+    try:
+        pids = eventlet.GreenPool(4).imap(lambda _: db.fetchone("SELECT pg_backend_pid(), pg_sleep(0.2)")[0],
+                                          range(4))
+        grown = set(pids)
+        assert len(grown) == 4 and db.idle_count() == 4  # they overlapped: four connections
+
+        deadline = time.monotonic() + 10
+        while db.idle_count() > 1 and time.monotonic() < deadline:
+            eventlet.sleep(0.05)
+        assert db.idle_count() == 1
+        assert _reaper.mode == "green"
+        assert db.fetchone("SELECT 1") == (1,)
+    finally:
+        db.close()

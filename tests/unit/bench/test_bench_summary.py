@@ -51,6 +51,7 @@ def test_every_row_of_the_table_is_listed_in_order_and_a_missing_one_says_not_me
     assert line_of(lines, "stats rebuild / read").endswith("| NOT MET |")
     assert line_of(lines, "booking p99 5M events / 10k events").endswith("| not measured |")
     assert line_of(lines, "PostgreSQL connections at rest").endswith("| not measured |")
+    assert line_of(lines, "PostgreSQL connections at rest after load").endswith("| <= 24 | not measured |")
 
 
 def test_the_table_target_counts_not_the_one_a_bench_recorded(files: tuple[Path, Path]) -> None:
@@ -116,3 +117,22 @@ def test_skipped_benches_alone_are_no_run_and_the_largest_process_is_named(files
     assert code == 1  # nothing ran
     assert "| 86.4 MB (his_sync) |" in line_of(lines, "RSS largest other process after flash crowd")
     assert "| 110 MB |" in line_of(lines, "RSS gateway after flash crowd")  # its name is in the measure already
+
+
+def test_connections_at_rest_after_load_are_judged_and_the_peak_is_only_reported(files: tuple[Path, Path]) -> None:
+    rows, exits = files
+    results.record("connections", "PostgreSQL connections at rest", 18, None, 24, "count", better="lower")
+    peak = results.record("connections", "PostgreSQL connections at peak under load", 51, None, None, "count",
+                          better="lower")
+    results.record("connections", "PostgreSQL connections at rest after load", 25, None, 24, "count", better="lower")
+    exits.write_text("connections 0\n")
+
+    lines, code = summary.summary(rows, exits)
+
+    assert peak["met"] is None
+    assert line_of(lines, "PostgreSQL connections at rest").endswith("| 18 | — | 18.0 | <= 24 | met |")
+    assert line_of(lines, "PostgreSQL connections at peak under load") == (
+        "| PostgreSQL connections at peak under load | 51 | — | 51.0 | — | reported |")
+    assert line_of(lines, "PostgreSQL connections at rest after load").endswith("| 25 | — | 25.0 | <= 24 | NOT MET |")
+    assert not any(ln.startswith("note:") for ln in lines)
+    assert code == 0

@@ -65,18 +65,20 @@ def test_a_service_config_loads_and_validates_with_defaults(path):
     assert settings.amqp_uri == "amqp://guest:guest@127.0.0.1:5672/"
     assert settings.log_format == "auto"
     assert settings.retry_attempts >= 1 and settings.retry_base_delay_ms >= 1
+    assert settings.db_idle_s == 10.0
 
 
 @pytest.mark.parametrize("path", SERVICE_CONFIGS, ids=lambda p: p.parent.name)
 def test_a_service_config_follows_the_environment(path):
     environ = {"PG_URL": "postgresql://u@db:6432", "APPT_DB_PREFIX": "appt_test", "LOG_FORMAT": "json",
-               "AMQP_URI": "amqp://u:p@mq:5672/prod", "RETRY_ATTEMPTS": "9"}
+               "AMQP_URI": "amqp://u:p@mq:5672/prod", "RETRY_ATTEMPTS": "9", "DB_IDLE_S": "2.5"}
     config = load_config(path, environ)
     settings = Settings.from_config({**config, "SERVICE_NAME": path.parent.name})
     assert settings.eventstore_dsn == "postgresql://u@db:6432/appt_test_events"
     assert settings.database_dsn == f"postgresql://u@db:6432/appt_test_{path.parent.name}"
     assert settings.amqp_uri == "amqp://u:p@mq:5672/prod"
     assert settings.log_format == "json"
+    assert settings.db_idle_s == 2.5  # the pools' idle time (infra/db.py) is every service's setting
     if "RETRY_ATTEMPTS" in config:
         assert settings.retry_attempts == 9
 
@@ -86,11 +88,13 @@ def test_the_relay_config_validates():
     assert settings.service_name == "relay"
     assert settings.eventstore_dsn.endswith("/appt_x_events")
     assert settings.model_extra == {"BATCH_SIZE": 500}
+    assert Settings.from_config(load_config(ROOT / "infra" / "relay.yaml", {"DB_IDLE_S": "3"})).db_idle_s == 3.0
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("RETRY_ATTEMPTS", 0), ("RETRY_ATTEMPTS", "many"), ("RETRY_BASE_DELAY_MS", -1), ("LOG_FORMAT", "xml")],
+    [("RETRY_ATTEMPTS", 0), ("RETRY_ATTEMPTS", "many"), ("RETRY_BASE_DELAY_MS", -1), ("LOG_FORMAT", "xml"),
+     ("DB_IDLE_S", 0)],
 )
 def test_a_bad_value_is_an_error_naming_the_field(key, value):
     config = {**load_config(SERVICE_CONFIGS[0], {}), "SERVICE_NAME": "svc", key: value}
