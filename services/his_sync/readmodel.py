@@ -204,17 +204,19 @@ CREATE INDEX IF NOT EXISTS his_outbox_status ON his_outbox (status, created_at D
         """The oldest due message of the hospital whose appointment has nothing earlier still
         unfinished (an S15 never overtakes its S12, a parked S12 holds its S15 back), marked
         `sending` in the caller's transaction."""
+        # One statement: the queue idiom UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED).
         cur.execute(
-            "SELECT m.message_id, m.control_id, m.message_type, m.raw_enc, m.attempts, m.appointment_id"
-            " FROM his_outbox m WHERE m.hospital_id = %s AND m.status = 'queued' AND m.next_attempt_at <= %s"
+            "UPDATE his_outbox SET status = 'sending' WHERE message_id = ("
+            " SELECT m.message_id FROM his_outbox m"
+            " WHERE m.hospital_id = %s AND m.status = 'queued' AND m.next_attempt_at <= %s"
             " AND NOT EXISTS (SELECT 1 FROM his_outbox e WHERE e.appointment_id = m.appointment_id"
             "  AND e.seq < m.seq AND e.status NOT IN ('acked', 'skipped'))"
-            " ORDER BY m.seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+            " ORDER BY m.seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING message_id, control_id, message_type, raw_enc, attempts, appointment_id",
             (hospital_id, now))
         row = cur.fetchone()
         if row is None:
             return None
-        cur.execute("UPDATE his_outbox SET status = 'sending' WHERE message_id = %s", (row[0],))
         keys = ("message_id", "control_id", "message_type", "raw_enc", "attempts", "appointment_id")
         return dict(zip(keys, row, strict=True))
 

@@ -259,3 +259,77 @@ def test_a_dispatcher_that_died_mid_send_is_taken_over_after_its_lease_in_order(
     his.clock = NOW + timedelta(seconds=21)
     assert his.drain(scripted, owner="replica-b") == 2
     assert [hl7.describe(m).control_id for m in scripted.received] == [s12, s15]
+
+
+class CountingEndpoints(readmodel.HisEndpoints):
+    """The real endpoint table, counting the dispatcher's lease renewals and breaker closings."""
+
+    def __init__(self) -> None:
+        self.leases = 0
+        self.closings = 0
+
+    def take_lease(self, cur: Any, *args: Any) -> bool:
+        self.leases += 1
+        return super().take_lease(cur, *args)
+
+    def circuit_closed(self, cur: Any, hospital_id: str) -> bool:
+        self.closings += 1
+        return super().circuit_closed(cur, hospital_id)
+
+
+class SlowHis(ScriptedHis):
+    """Each answer takes a second of the test's clock; `on_send(n)` runs before the n-th (from 1)."""
+
+    def __init__(self, his: His, on_send: Any = None) -> None:
+        super().__init__()
+        self.his, self.on_send = his, on_send
+
+    def send(self, message: str) -> str:
+        self.his.clock += timedelta(seconds=1)
+        if self.on_send is not None:
+            self.on_send(len(self.received) + 1)
+        return super().send(message)
+
+
+def _drain_counted(his: His, scripted: ScriptedHis, endpoints: CountingEndpoints, owner: str = "me") -> int:
+    return handlers.drain("hb3", owner, his.db, his.vault, readmodel.HIS_OUTBOX, endpoints, scripted.connect,
+                          lambda: his.clock, handlers.Delivery(lease_s=20, slice_s=30))
+
+
+def test_a_drain_renews_its_lease_by_time_and_closes_only_a_breaker_that_was_set(his):
+    ids = [his.queue("S12", f"a{i}") for i in range(20)]
+    endpoints = CountingEndpoints()
+    assert _drain_counted(his, SlowHis(his), endpoints) == 20
+    assert his.states() == {i: ("acked", 1) for i in ids}
+    # 20 messages, a second each, a 20 s lease renewed after a quarter of it: the first take and
+    # about one renewal per 5 s, not one per message; a closed breaker is not written at all.
+    assert 1 + 3 <= endpoints.leases <= 1 + 5, endpoints.leases
+    assert endpoints.closings == 0
+    with his.db.transaction() as cur:  # a failure counted before (the HIS answered nothing once)
+        cur.execute("UPDATE his_endpoints SET failures = 1, last_error = 'no ACK within 5s'")
+    more = [his.queue("S12", f"b{i}") for i in range(5)]
+    endpoints = CountingEndpoints()
+    assert _drain_counted(his, SlowHis(his), endpoints) == 5
+    assert endpoints.closings == 1  # the first answer closes it, the others need not
+    assert his.endpoint()["failures"] == 0 and his.endpoint()["last_error"] is None
+    assert all(his.states()[i] == ("acked", 1) for i in more)
+
+
+def test_a_dispatcher_that_stalled_past_its_lease_stops_when_another_replica_holds_the_hospital(his):
+    ids = [his.queue("S12", f"a{i}") for i in range(10)]
+
+    def stall(n: int) -> None:
+        if n == 3:  # replica A hangs for longer than its lease; replica B takes the hospital meanwhile
+            his.clock += timedelta(seconds=25)
+            with his.db.transaction() as cur:
+                assert readmodel.HIS_ENDPOINTS.take_lease(cur, "hb3", "replica-b", his.clock, 20)
+
+    a = SlowHis(his, stall)
+    assert _drain_counted(his, a, CountingEndpoints(), owner="replica-a") == 3
+    assert [hl7.describe(m).control_id for m in a.received] == ids[:3]
+    with his.db.transaction() as cur:  # A let go of nothing that was not its own
+        cur.execute("SELECT lease_owner FROM his_endpoints WHERE hospital_id = 'hb3'")
+        assert cur.fetchone()[0] == "replica-b"
+    b = ScriptedHis()
+    assert _drain_counted(his, b, CountingEndpoints(), owner="replica-b") == 7
+    assert [hl7.describe(m).control_id for m in b.received] == ids[3:]
