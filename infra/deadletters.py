@@ -27,6 +27,7 @@ import pika.exceptions
 from infra.handling import ATTEMPT_HEADER, ERROR_HEADER, TRANSIENT_HEADER, dead_queue_name
 from infra.health import dead_letter_counts
 from infra.logging import mask_text
+from infra.queues import amqp_parameters
 
 
 def service_applications() -> dict[str, Any]:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp", default=os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--all", action="store_true", help="list empty queues too")
     args = parser.parse_args(argv)
-    conn = pika.BlockingConnection(pika.URLParameters(args.amqp))
+    conn = pika.BlockingConnection(amqp_parameters(args.amqp))
     channel = conn.channel()
     try:
         if args.action == "requeue":

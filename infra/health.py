@@ -47,6 +47,7 @@ from infra.db import Database, shared_database
 from infra.handling import ReliableEventHandler, dead_queue_name
 from infra.logging import get_logger, mask_text
 from infra.projections import Projection, ProjectionRunner
+from infra.queues import amqp_parameters
 from infra.relay import LOCK_KEY
 from infra.settings import Settings, load_config, settings_for
 
@@ -130,12 +131,7 @@ def broker_check(amqp_uri: str, timeout: float) -> Check:
 
 
 def _amqp(amqp_uri: str, timeout: float) -> pika.BlockingConnection:
-    params = pika.URLParameters(amqp_uri)
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    params.connection_attempts = 1
-    return pika.BlockingConnection(params)
+    return pika.BlockingConnection(amqp_parameters(amqp_uri, timeout))
 
 
 def relay_check(store_db: Database, lag_s: float, now: datetime) -> Check:

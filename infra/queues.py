@@ -291,8 +291,25 @@ def _move(channel: Any, source: str, target: str, hold_expiration: bool) -> int:
         moved += 1
 
 
+def amqp_parameters(amqp_uri: str, timeout: float | None = None) -> list[pika.URLParameters]:
+    """pika's parameters for AMQP_URI, which may list a cluster's nodes separated by ';' (as kombu
+    takes it): one URLParameters per node, tried in turn by BlockingConnection. Parsed whole,
+    the list became one URL whose vhost was ';amqp:…' and every broker check on a cluster failed.
+    With `timeout`, one attempt per node, each bounded by it."""
+    found = []
+    for uri in (u.strip() for u in amqp_uri.split(";")):
+        if not uri:
+            continue
+        params = pika.URLParameters(uri)
+        if timeout is not None:
+            params.socket_timeout = params.stack_timeout = params.blocked_connection_timeout = timeout
+            params.connection_attempts = 1
+        found.append(params)
+    return found
+
+
 def migrate(amqp_uri: str, queues: Sequence[Queue]) -> list[Outcome]:
-    connection = pika.BlockingConnection([pika.URLParameters(u) for u in amqp_uri.split(";")])
+    connection = pika.BlockingConnection(amqp_parameters(amqp_uri))
     try:
         migrator = Migrator(connection)
         return [migrator.ensure(q) for q in queues]

@@ -35,6 +35,7 @@ from pydantic import Field
 from infra import metrics
 from infra.eventstore import CatchUpSubscription, EventStore, PostgresEventStore
 from infra.logging import configure, get_logger
+from infra.queues import amqp_parameters
 from infra.settings import Settings, load_config
 
 LOCK_KEY = 7_100_001
@@ -104,7 +105,7 @@ class Relay:
         if self._channel is None or self._channel.is_closed or self._connection is None \
                 or not self._connection.is_open:
             # A ';'-separated list (AMQP_URI of a cluster, as kombu takes it): pika tries each in turn.
-            self._connection = pika.BlockingConnection([pika.URLParameters(u) for u in self.amqp_uri.split(";")])
+            self._connection = pika.BlockingConnection(amqp_parameters(self.amqp_uri))
             self._channel = self._connection.channel()
             self._channel.confirm_delivery()
             self._declared.clear()

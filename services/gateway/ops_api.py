@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 from contracts import InvalidInput, NotFound
 from infra import deadletters, metrics
 from infra.health import HealthChecks, degraded, reasons
+from infra.queues import amqp_parameters
 from services.gateway.api import api, json_response
 from services.gateway.auth import Principal, Role
 
@@ -160,7 +161,4 @@ def _service_of(queue: str) -> str:
 
 
 def _connect(amqp_uri: str) -> pika.BlockingConnection:
-    params = pika.URLParameters(amqp_uri)
-    params.socket_timeout = params.stack_timeout = params.blocked_connection_timeout = 5
-    params.connection_attempts = 1
-    return pika.BlockingConnection(params)
+    return pika.BlockingConnection(amqp_parameters(amqp_uri, 5))
